@@ -1,0 +1,5 @@
+import sys
+
+from soundclass.cli import main
+
+sys.exit(main())

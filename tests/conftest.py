@@ -1,0 +1,63 @@
+"""Shared fixtures: signals generated in code and the optional real datasets.
+
+Real data lives in ``../shared/datasets`` (beside the repository) or in
+``$SOUNDCLASS_DATASETS``; tests that need it skip cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("SOUNDCLASS_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # tests run beside other work on 2 cores
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _dataset(name: str) -> Path:
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"real dataset {name!r} not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir() -> Path:
+    """``../shared/datasets/fsdd`` (3000 spoken digits, 8 kHz); skips if absent."""
+    return _dataset("fsdd")
+
+
+@pytest.fixture(scope="session")
+def donateacry_dir() -> Path:
+    """``../shared/datasets/donateacry`` (457 baby cries, 5 classes); skips if absent."""
+    return _dataset("donateacry")
+
+
+def make_signal(sr: int = 22050, seconds: float = 1.0, *, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A chirp plus a little noise, float32 in [-0.5, 0.5]; shape (n,) or (n, channels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f = 220.0 + 2000.0 * t / max(seconds, 1e-9)
+    y = 0.4 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)
+    y = y.astype(np.float32)
+    if channels == 1:
+        return y
+    cols = [y * (1.0 - 0.3 * c) for c in range(channels)]
+    return np.stack(cols, axis=1)
+
+
+@pytest.fixture
+def signal():
+    """Factory: ``signal(sr=..., seconds=..., seed=..., channels=...)``."""
+    return make_signal
