@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's one test command (README "Run the tests"; .ci/run calls it).
+# Installs what the tests need, then lints and runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[dev]"
+
+# Headless Chromium for the end-to-end test of `soundclass serve` (skipped if absent).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "note: could not install chromium; the browser test will be skipped" >&2
+fi
+
+ruff check src tests benchmarks
+python -m pytest "$@"
