@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from soundclass import filters
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
 
@@ -159,7 +160,7 @@ def delta_operator(*, order: int, width: int = DELTA_WIDTH) -> tuple[np.ndarray,
 
 def _mel_basis(config: FeatureConfig) -> np.ndarray:
     """The mel filterbank of ``config``, float32 values as librosa uses them."""
-    return librosa.filters.mel(
+    return filters.mel(
         sr=config.sr,
         n_fft=config.n_fft,
         n_mels=config.n_mels,
@@ -266,7 +267,7 @@ class MelScale(nn.Module):
 
     def __init__(self, mel_basis: np.ndarray, *, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.register_buffer("fb", torch.as_tensor(np.asarray(mel_basis), dtype=dtype))
+        self.register_buffer("fb", torch.tensor(np.array(mel_basis), dtype=dtype))  # own copy
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.fb, spec)
