@@ -1,0 +1,61 @@
+"""``soundclass evaluate MODEL DATA_DIR``: metrics and an HTML report on labelled clips."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from soundclass.cli.predict import add_runtime_options, executor_from_args, positive_int
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a trained model on a labelled folder: metrics, confusion matrix, HTML report",
+        description=(
+            "Evaluate a checkpoint on a labelled dataset (one sub-folder per class, or a CSV "
+            "manifest) and write metrics.json, predictions.csv, misclassified.csv, confusion.png, "
+            "history.png (when the model comes from a training run) and report.html."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
+    parser.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
+                        help="where to write the results (default: MODEL's run folder/eval-<DATA_DIR name>)")
+    parser.add_argument("--manifest", default=None, metavar="CSV",
+                        help="CSV with path,label columns (paths relative to DATA_DIR)")
+    parser.add_argument("--tta", type=positive_int, default=1, metavar="N",
+                        help="test-time augmentation: N times as many shifted windows per clip (default: 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _default_output(model: str, data: str) -> Path:
+    from soundclass.predict import resolve_checkpoint
+
+    run_dir = resolve_checkpoint(model).parent
+    name = Path(os.path.normpath(data)).stem or "data"
+    return run_dir / f"eval-{name}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.dataset import discover
+    from soundclass.evaluate import evaluate_checkpoint
+    from soundclass.metrics import format_report
+
+    dataset = discover(args.data, manifest=args.manifest)
+    out = Path(args.output) if args.output else _default_output(args.model, args.data)
+    with executor_from_args(args) as executor:
+        ev = evaluate_checkpoint(
+            args.model, dataset, out_dir=out, tta=args.tta, n_jobs=args.jobs,
+            cache_dir=args.cache_dir, progress=not args.quiet, executor=executor,
+            batch_size=args.batch_size,
+        )
+    print(format_report(ev.metrics), end="")
+    if ev.metrics["n_failed"]:
+        print(f"{ev.metrics['n_failed']} clip(s) skipped (listed in metrics.json and the report)")
+    print(f"report: {ev.files['report']}")
+    print(f"metrics: {ev.files['metrics']}  misclassified: {ev.files['misclassified']}")
+    return 0

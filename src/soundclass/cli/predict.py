@@ -1,0 +1,113 @@
+"""``soundclass predict MODEL TEST_DIR_OR_FILES... -o submit.csv``: a submission CSV.
+
+Also holds the options shared by ``train``, ``evaluate`` and ``predict``
+(feature jobs, cache, executor, progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from contextlib import contextmanager
+
+_POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--jobs``, ``--cache-dir``, ``--executor`` and ``--quiet``."""
+    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                        help="parallel feature-extraction workers (default: all cores)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="feature cache folder, reused across runs (default: no cache)")
+    parser.add_argument("--executor", default="process", metavar="SPEC",
+                        help="process (default), serial, dask://local or dask://HOST:PORT")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@contextmanager
+def executor_from_args(args: argparse.Namespace):
+    """The executor of ``--executor``/``--jobs``, shut down on exit (None for the default pool)."""
+    if args.executor == "process":
+        yield None  # get_features makes (and closes) its own process pool
+        return
+    from soundclass.executors import make_executor
+
+    executor = make_executor(args.executor, n_jobs=args.jobs)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+def collect_paths(inputs: list[str]) -> list[str]:
+    """Audio files of folders (recursively, sorted) and files, in argument order, once each."""
+    from soundclass.dataset import list_audio
+    from soundclass.errors import DatasetError
+
+    seen: dict[str, None] = {}
+    for item in inputs:
+        for p in list_audio(item):
+            seen.setdefault(p, None)
+    if not seen:
+        raise DatasetError(f"no audio files in {', '.join(inputs)}")
+    return list(seen)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict clips with a trained model and write a submission CSV (name,label)",
+        description=(
+            "Predict every audio file of the given folders (recursively) and files and write a "
+            "submission CSV: header 'name,label', one row per file (file name only), in input "
+            "order. Files that cannot be decoded are reported on stderr and listed in "
+            "<CSV>.failed.txt; by default they still get a row with the most frequently "
+            "predicted class, so the submission lists every file."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    parser.add_argument("inputs", nargs="+", metavar="TEST_DIR_OR_FILES", help="folders and/or audio files")
+    parser.add_argument("-o", "--output", required=True, metavar="CSV", help="submission CSV to write")
+    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K",
+                        help="also write the next K-1 most probable classes (label_2..label_K)")
+    parser.add_argument("--proba", action="store_true", help="add one proba_<class> column per class")
+    parser.add_argument("--tta", type=positive_int, default=1, metavar="N",
+                        help="test-time augmentation: N times as many shifted windows per clip (default: 1)")
+    parser.add_argument("--on-failure", choices=sorted(_POLICIES), default="most-frequent",
+                        help="what to write for undecodable files (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.checkpoint import load_checkpoint
+    from soundclass.predict import predict_paths, resolve_checkpoint, write_submission
+
+    ckpt = load_checkpoint(resolve_checkpoint(args.model))
+    paths = collect_paths(args.inputs)
+    with executor_from_args(args) as executor:
+        preds = predict_paths(
+            ckpt, paths, tta=args.tta, n_jobs=args.jobs, cache_dir=args.cache_dir,
+            progress=not args.quiet, batch_size=args.batch_size, executor=executor,
+        )
+    out = write_submission(
+        preds, args.output, top_k=args.top_k, with_proba=args.proba,
+        failed=_POLICIES[args.on_failure],
+    )
+    counts = Counter(ckpt.classes[i] for i in preds.predicted if i >= 0)
+    common = ", ".join(f"{c} {n}" for c, n in counts.most_common(5))
+    print(f"{len(paths)} file(s), {len(preds.failures)} failed; predicted: {common}")
+    print(f"submission: {out}")
+    return 0
