@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from soundclass.augment import crop_or_pad
 from soundclass.errors import ParameterError
-from soundclass.inference import predict_logits, softmax, standardize, window_starts
+from soundclass.inference import _window, predict_logits, softmax, standardize, window_starts
 
 
 class FrameSum(nn.Module):
@@ -65,13 +66,27 @@ def test_windowed_logits_are_mean_over_windows():
         z = (clip - mean[:, None]) / std[:, None]
         wins = []
         for s in window_starts(z.shape[1], 8):
-            w = np.zeros((4, 8), np.float32)
+            w = np.repeat(z.min(axis=1, keepdims=True), 8, axis=1)  # pad like crop_or_pad
             lo, hi = max(s, 0), min(s + 8, z.shape[1])
             w[:, lo - s : hi - s] = z[:, lo:hi]
             wins.append(w)
         with torch.no_grad():
             ref = model(torch.from_numpy(np.stack(wins))).numpy().mean(axis=0)
         np.testing.assert_allclose(row, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 12])
+def test_short_clip_window_matches_training_padding(n):
+    x = np.random.default_rng(n).standard_normal((4, n)).astype(np.float32)
+    (start,) = window_starts(n, 8) if n < 8 else (None,)
+    if start is not None:
+        np.testing.assert_array_equal(_window(x, int(start), 8), crop_or_pad(x, 8, mode="center"))
+    for s in window_starts(n, 8, tta=3):
+        w = _window(x, int(s), 8)
+        assert w.shape == (4, 8)
+        if n < 8:  # the whole clip is inside, the rest is the row minimum
+            np.testing.assert_array_equal(w[:, -s : -s + n], x)
+            assert np.all(w >= x.min(axis=1, keepdims=True))
 
 
 def test_batch_size_and_order_do_not_matter():

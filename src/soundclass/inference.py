@@ -9,8 +9,10 @@ Windows of many clips are batched together.  With ``tta=k`` every clip gets
 ``k`` times as many, shifted, windows (short clips: the clip is placed at
 ``k`` evenly spaced offsets in the padded window).
 
-Standardization (``(x - mean) / std`` per feature row) happens before
-padding, so padded frames sit at the training mean.
+Standardization (``(x - mean) / std`` per feature row) happens first; padded
+frames then take each row's minimum over the clip (the silence level of a dB
+feature), exactly as :func:`soundclass.augment.crop_or_pad` pads training
+windows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass.augment import crop_or_pad
 from soundclass.errors import ParameterError
 
 __all__ = ["window_starts", "standardize", "predict_logits", "predict_proba", "softmax"]
@@ -70,11 +73,17 @@ def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarra
 
 
 def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``x[:, start:start + length]`` with zeros where the window leaves the clip."""
+    """``x[:, start:start + length]``, padded with each row's minimum where it leaves the clip.
+
+    For a short clip and the centred start this equals
+    ``crop_or_pad(x, length, mode='center')`` (the padding of training windows).
+    """
     n = x.shape[-1]
     if start >= 0 and start + length <= n:
         return x[:, start : start + length]
-    out = np.zeros((x.shape[0], length), dtype=x.dtype)
+    if n < length and start == -((length - n) // 2):
+        return crop_or_pad(x, length, mode="center")
+    out = np.repeat(x.min(axis=1, keepdims=True), length, axis=1)
     lo, hi = max(start, 0), min(start + length, n)
     out[:, lo - start : hi - start] = x[:, lo:hi]
     return out

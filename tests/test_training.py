@@ -1,0 +1,310 @@
+"""The training core on tiny synthetic features: convergence, determinism, resume, stopping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from soundclass import training
+from soundclass.checkpoint import load_checkpoint, load_training_state
+from soundclass.config import FeatureConfig
+from soundclass.errors import ParameterError
+from soundclass.inference import predict_proba
+from soundclass.models import ModelSpec, list_models, model_spec, register_model
+from soundclass.training import (
+    DEFAULTS,
+    EarlyStopping,
+    TrainConfig,
+    class_weights,
+    clip_seconds_from_data,
+    derive_seed,
+    feature_config,
+    fit,
+    norm_stats,
+    resolve_config,
+    sample_weights,
+)
+
+VEC = "test-tiny-vector"
+SEQ = "test-tiny-sequence"
+N_FEAT = 8
+CLASSES = ("a", "b", "c")
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, *, n_classes, n_features, hidden=16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Dropout(0.2),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, x):  # (B, n_features) -> (B, n_classes)
+        return self.net(x)
+
+
+class TinyConv(nn.Module):
+    def __init__(self, *, n_classes, n_features, hidden=12):
+        super().__init__()
+        self.conv = nn.Conv1d(n_features, hidden, 3, padding=1)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(hidden, n_classes)
+
+    def forward(self, x):  # (B, n_features, T) -> (B, n_classes)
+        h = torch.relu(self.bn(self.conv(x)))  # (B, hidden, T)
+        return self.fc(self.drop(h.mean(dim=-1)))
+
+
+if VEC not in list_models():
+    register_model(VEC, spec=ModelSpec(
+        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT, pooling="mean"),
+        input="vector", standardize=True,
+        train={"epochs": 6, "batch_size": 16, "lr": 3e-2, "scheduler": "none", "optimizer": "adam"},
+    ))(TinyMLP)
+if SEQ not in list_models():
+    register_model(SEQ, spec=ModelSpec(
+        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
+        input="sequence", standardize=True, clip_seconds=None,
+        train={"epochs": 5, "batch_size": 16, "lr": 2e-2},
+    ))(TinyConv)
+
+
+def vector_data(n_per_class=20, seed=0, noise=1.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((len(CLASSES), N_FEAT)) * 3 + 10  # far from 0: standardization matters
+    X = [centers[c] + noise * rng.standard_normal(N_FEAT) for c in range(3) for _ in range(n_per_class)]
+    y = [c for c in range(3) for _ in range(n_per_class)]
+    return [x.astype(np.float32) for x in X], np.array(y)
+
+
+def sequence_data(n_per_class=16, seed=0):
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for c in range(3):
+        for _ in range(n_per_class):
+            t = int(rng.integers(8, 60))
+            x = rng.standard_normal((N_FEAT, t)) - 40.0
+            x[2 * c : 2 * c + 2] += 3.0
+            X.append(x.astype(np.float32))
+            y.append(c)
+    return X, np.array(y)
+
+
+def split(X, y, seed=1):
+    idx = np.random.default_rng(seed).permutation(len(y))
+    va, tr = idx[: len(y) // 4], idx[len(y) // 4 :]
+    return [X[i] for i in tr], y[tr], [X[i] for i in va], y[va]
+
+
+def run(tmp_path, config, data=None, **kw):
+    Xtr, ytr, Xva, yva = data if data is not None else split(*vector_data())
+    return fit(Xtr, ytr, Xva, yva, classes=CLASSES, config=config, out_dir=tmp_path, progress=False, **kw)
+
+
+def strip_seconds(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_resolution_order():
+    cfg = resolve_config(TrainConfig(model=VEC))
+    assert cfg.epochs == 6 and cfg.lr == 3e-2 and cfg.optimizer == "adam"  # spec
+    assert cfg.weight_decay == DEFAULTS["weight_decay"] and cfg.balance == DEFAULTS["balance"]  # defaults
+    cfg = resolve_config(TrainConfig(model=VEC, epochs=2, weight_decay=0.5))
+    assert cfg.epochs == 2 and cfg.weight_decay == 0.5 and cfg.lr == 3e-2  # user wins
+    assert all(getattr(cfg, k) is not None for k in DEFAULTS)
+    assert resolve_config(cfg) == cfg  # idempotent
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("epochs", 0, "epochs=0"), ("lr", -1.0, "lr=-1.0"), ("scheduler", "step", "scheduler='step'"),
+    ("balance", "oversample", "balance="), ("val_size", 1.0, "val_size=1.0"),
+    ("label_smoothing", 1.0, "label_smoothing"), ("batch_size", 2.5, "batch_size"),
+    ("patience", -1, "patience"), ("spec_augment", "yes", "spec_augment"),
+])
+def test_invalid_values_raise(field, value, match):
+    with pytest.raises(ParameterError, match=match):
+        TrainConfig(model=VEC, **{field: value})
+
+
+def test_unknown_model_and_feature_override():
+    with pytest.raises(ParameterError, match="no-such"):
+        resolve_config(TrainConfig(model="no-such"))
+    with pytest.raises(ParameterError, match="n_melz"):
+        resolve_config(TrainConfig(model=VEC, feature={"n_melz": 4}))
+    with pytest.raises(ParameterError, match="pooling"):
+        resolve_config(TrainConfig(model=SEQ, feature={"pooling": "mean"}))
+    assert feature_config(TrainConfig(model=SEQ, feature={"n_mels": 4})).n_mels == 4
+    with pytest.raises(ParameterError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"model": VEC, "epoch": 3})
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def test_class_weights_match_sklearn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.array([0] * 10 + [1] * 3 + [2] * 7)
+    ref = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    np.testing.assert_allclose(class_weights(y, n_classes=3), ref, rtol=1e-6)
+    w = class_weights(np.array([0, 0, 2]), n_classes=4)  # absent classes get 0
+    np.testing.assert_allclose(w, [0.75, 0, 1.5, 0])
+    s = sample_weights(y, n_classes=3)
+    np.testing.assert_allclose([s[y == c].sum() for c in range(3)], [1, 1, 1])
+
+
+def test_norm_stats_and_clip_seconds():
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((4, t)).astype(np.float32) * 3 + 5 for t in (5, 17, 30)]
+    mean, std = norm_stats(feats)
+    allf = np.concatenate(feats, axis=1)
+    np.testing.assert_allclose(mean, allf.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(std, allf.std(axis=1), rtol=1e-4)
+    _, std0 = norm_stats([np.ones((2, 3), np.float32)])
+    assert np.all(std0 > 0)
+    assert clip_seconds_from_data([10] * 19 + [1000], frame_rate=10.0) == pytest.approx(1.0)
+    assert clip_seconds_from_data([1, 2], frame_rate=10.0) == 0.5
+    assert clip_seconds_from_data([10_000], frame_rate=10.0) == 10.0
+
+
+def test_derive_seed_is_stable_and_distinct():
+    assert derive_seed(0, 1, "x") == derive_seed(0, 1, "x")
+    assert len({derive_seed(0, e, "x") for e in range(50)} | {derive_seed(1, 0, "x")}) == 51
+
+
+def test_early_stopping():
+    es = EarlyStopping(2, mode="max")
+    assert es.step(0.5, 0) and not es.step(0.5, 1) and not es.should_stop
+    assert not es.step(0.4, 2) and es.should_stop and es.best_epoch == 0
+    es2 = EarlyStopping(2, mode="max")
+    es2.load_state_dict(es.state_dict())
+    assert es2.should_stop and es2.best == 0.5
+    lo = EarlyStopping(0, mode="min")
+    assert lo.step(1.0, 0) and lo.step(0.5, 1) and not lo.step(float("nan"), 2)
+    assert not lo.should_stop  # patience 0 never stops
+
+
+# ------------------------------------------------------------------ fit
+
+
+def test_vector_loss_decreases_and_files(tmp_path):
+    res = run(tmp_path, TrainConfig(model=VEC, epochs=8))
+    losses = [r["train_loss"] for r in res.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert res.history[-1]["val_accuracy"] >= 0.9
+    assert (tmp_path / "history.json").is_file() and (tmp_path / "config.json").is_file()
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert strip_seconds(hist) == strip_seconds(res.history)
+    assert set(hist[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds"}
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert ck.model_name == VEC and ck.classes == CLASSES and ck.metrics["epoch"] == res.best_epoch
+    assert ck.train_config["epochs"] == 8
+    Xtr, _, Xva, yva = split(*vector_data())
+    mean, std = norm_stats(Xtr)  # standardization from the TRAIN part only
+    np.testing.assert_allclose(ck.norm_mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(ck.norm_std, std, rtol=1e-6)
+    np.testing.assert_allclose(predict_proba(ck, Xva), res.val_proba, rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_model_trains(tmp_path):
+    pytest.importorskip("soundclass.augment")
+    data = split(*sequence_data())
+    res = run(tmp_path, TrainConfig(model=SEQ, epochs=6, spec_augment=False), data=data)
+    assert res.clip_frames == round(res.config.clip_seconds * 8000 / 128)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert max(r["val_accuracy"] for r in res.history) >= 0.8
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert ck.input == "sequence" and ck.clip_frames == res.clip_frames
+
+
+@pytest.mark.parametrize("extra", [{}, {"balance": "sampler", "scheduler": "cosine", "optimizer": "adamw"}])
+def test_same_seed_same_result_other_seed_differs(tmp_path, extra):
+    a = run(tmp_path / "a", TrainConfig(model=VEC, epochs=3, seed=5, **extra))
+    b = run(tmp_path / "b", TrainConfig(model=VEC, epochs=3, seed=5, **extra))
+    c = run(tmp_path / "c", TrainConfig(model=VEC, epochs=3, seed=6, **extra))
+    assert strip_seconds(a.history) == strip_seconds(b.history)
+    wa, wb, wc = (weights(r.last_dir) for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert strip_seconds(a.history) != strip_seconds(c.history)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+@pytest.mark.parametrize("model", [VEC, SEQ])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
+    if model == SEQ:
+        pytest.importorskip("soundclass.augment")
+        data = split(*sequence_data(8))
+    else:
+        data = split(*vector_data())
+    cfg = TrainConfig(model=model, epochs=5, scheduler="onecycle", seed=3)
+    full = run(tmp_path / "full", cfg, data=data)
+
+    real = training.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "part", cfg, data=data)
+    assert load_training_state(tmp_path / "part" / "last").epoch == 1
+    monkeypatch.setattr(training, "train_one_epoch", real)
+    resumed = run(tmp_path / "part", cfg, data=data, resume=True)
+    assert strip_seconds(resumed.history) == strip_seconds(full.history)
+    wf, wr = weights(full.last_dir), weights(resumed.last_dir)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert resumed.best_epoch == full.best_epoch
+
+
+def test_resume_with_other_config_is_refused(tmp_path):
+    run(tmp_path, TrainConfig(model=VEC, epochs=2))
+    with pytest.raises(ParameterError, match="lr"):
+        run(tmp_path, TrainConfig(model=VEC, epochs=2, lr=0.5), resume=True)
+
+
+def test_early_stopping_stops(tmp_path):
+    # an lr too small to change anything: validation never improves after epoch 0
+    res = run(tmp_path, TrainConfig(model=VEC, epochs=20, lr=1e-12, patience=2, scheduler="none"))
+    assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 0
+
+
+def test_no_validation_keeps_last_epoch(tmp_path):
+    Xtr, ytr, _, _ = split(*vector_data())
+    res = fit(Xtr, ytr, [], [], classes=CLASSES, config=TrainConfig(model=VEC, epochs=2),
+              out_dir=tmp_path, progress=False)
+    assert res.best_epoch == 1 and res.val_proba is None
+    assert np.isnan(res.history[-1]["val_loss"])
+
+
+def test_bad_features_are_rejected(tmp_path):
+    Xtr, ytr, Xva, yva = split(*vector_data())
+    Xtr[0] = np.zeros(N_FEAT + 1, np.float32)
+    with pytest.raises(ParameterError, match=r"train_features\[0\] has shape"):
+        run(tmp_path, TrainConfig(model=VEC, epochs=1), data=(Xtr, ytr, Xva, yva))
+
+
+def test_class_weighted_loss_uses_weights():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([0, 1, 1])
+    w = torch.tensor([1.0, 3.0])
+    hard = training._loss(logits, y, weight=w, label_smoothing=0.0)
+    soft = training._loss(logits, nn.functional.one_hot(y, 2).float(), weight=w, label_smoothing=0.0)
+    per = nn.functional.cross_entropy(logits, y, reduction="none")
+    ref = (per * w[y]).sum() / w[y].sum()
+    assert torch.allclose(hard, ref) and torch.allclose(soft, ref)
+    assert model_spec(VEC).input == "vector"
