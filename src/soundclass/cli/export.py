@@ -1,0 +1,48 @@
+"""``soundclass export MODEL -o model.onnx``: one ONNX graph from waveform to probabilities."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _opset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"opset={text!r} must be an integer") from None
+    if value < 13:
+        raise argparse.ArgumentTypeError(f"opset={value} must be >= 13")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained model (feature frontend + model + softmax) to ONNX",
+        description=(
+            "Write one ONNX graph: mono float32 waveform (batch, samples) at the model's sample "
+            "rate -> class probabilities (batch, n_classes). The whole waveform is scored (no "
+            "windowing). Class names and the sample rate are stored in the metadata. By default "
+            "onnxruntime is compared with torch on probe signals before the file is kept."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    parser.add_argument("--opset", type=_opset, default=17, metavar="N", help="ONNX opset (default: 17)")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip the onnxruntime-vs-torch comparison")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.export import export_onnx, read_metadata
+
+    out = export_onnx(args.model, args.output, opset=args.opset, check=args.check)
+    meta = read_metadata(out)
+    size = out.stat().st_size / 1e6
+    checked = "checked against torch" if args.check else "not checked"
+    print(f"wrote {out} ({size:.1f} MB, opset {args.opset}, {checked})")
+    print(f"input: waveform (batch, samples) float32 at {meta['sr']} Hz; "
+          f"output: probabilities (batch, {len(meta['classes'])})")
+    print(f"classes: {', '.join(meta['classes'])}")
+    return 0
