@@ -1,0 +1,404 @@
+"""Extract features once: a content-addressed, resumable on-disk cache.
+
+Layout below ``root``::
+
+    root/<config.key()>/config.json             the FeatureConfig, for humans
+    root/<config.key()>/index.json              path -> (size, mtime_ns, sha256)
+    root/<config.key()>/<sha[:2]>/<sha>.npy     the feature of a file's bytes
+    root/<config.key()>/<sha[:2]>/<sha>.err     JSON {"path", "reason"} of a failure
+
+Entries are keyed by the SHA-256 of the file *bytes*, so renaming or copying
+a file costs nothing and identical content at two paths is computed once; the
+index avoids re-hashing files whose size and modification time are unchanged.
+Every file is written to a temporary name in its final folder and moved into
+place with :func:`os.replace`, and results are stored as they arrive, so an
+interrupted run leaves no half-written entry and the next run computes only
+what is missing.  Failures are recorded and reported, never raised, and are
+retried with ``retry_failed=True``.  Entries that cannot be read back are
+recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundclass import extract as _extract
+from soundclass.config import FeatureConfig, config_to_dict
+from soundclass.errors import ParameterError
+
+__all__ = ["CacheStats", "FeatureCache", "file_sha256", "get_features"]
+
+#: Temporary files older than this (seconds) are leftovers of a killed run.
+STALE_TEMP_SECONDS = 600.0
+_TMP_SUFFIX = ".tmp"
+_BLOCK = 1 << 20
+# Failures that say nothing about the file itself: reported, not recorded.
+_TRANSIENT_PREFIXES = ("worker failed", "out of memory")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks).
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_bytes(data: Any) -> bytes:
+    return json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What one :meth:`FeatureCache.get` call did.
+
+    Attributes
+    ----------
+    n_paths : int
+        Paths asked for.
+    hashed : int
+        Files read to compute their SHA-256 (the others came from the index).
+    cached : int
+        Distinct contents found in the cache (features or recorded failures).
+    computed : int
+        Distinct contents sent to :func:`soundclass.extract.extract_many`.
+    failed : int
+        Paths without a feature (unreadable, undecodable, ...).
+    """
+
+    n_paths: int = 0
+    hashed: int = 0
+    cached: int = 0
+    computed: int = 0
+    failed: int = 0
+
+
+class FeatureCache:
+    """A feature cache in folder ``root`` (created on first use).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Cache folder, shared by any number of feature configs.
+
+    Attributes
+    ----------
+    last_stats : CacheStats
+        Counts of the most recent :meth:`get`.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ParameterError(f"cache_dir={os.fspath(root)!r} exists and is not a directory")
+        self.last_stats = CacheStats()
+
+    # -- layout ----------------------------------------------------------------
+
+    def config_dir(self, config: FeatureConfig) -> Path:
+        """``root/<config.key()>``."""
+        if not isinstance(config, FeatureConfig):
+            raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+        return self.root / config.key()
+
+    def entry_path(self, config: FeatureConfig, sha: str, *, suffix: str = ".npy") -> Path:
+        """Where the feature (``.npy``) or failure (``.err``) of content ``sha`` lives."""
+        return self.config_dir(config) / sha[:2] / f"{sha}{suffix}"
+
+    def _prepare(self, config: FeatureConfig) -> Path:
+        cdir = self.config_dir(config)
+        cdir.mkdir(parents=True, exist_ok=True)
+        cfg = cdir / "config.json"
+        if not cfg.exists():
+            _atomic_write(cfg, lambda fh: fh.write(_json_bytes(config_to_dict(config))))
+        return cdir
+
+    # -- index of file hashes --------------------------------------------------
+
+    def _read_index(self, cdir: Path) -> dict[str, list]:
+        try:
+            data = json.loads((cdir / "index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _hash_all(self, paths: Sequence[str], cdir: Path) -> tuple[list[str | None], dict[int, str], int]:
+        """SHA-256 of every path (index when unchanged); reasons for unreadable files."""
+        index = self._read_index(cdir)
+        shas: list[str | None] = []
+        errors: dict[int, str] = {}
+        hashed = 0
+        changed = False
+        for i, path in enumerate(paths):
+            key = os.path.abspath(path)
+            try:
+                st = os.stat(path)
+                entry = index.get(key)
+                if (
+                    isinstance(entry, list) and len(entry) == 3
+                    and entry[0] == st.st_size and entry[1] == st.st_mtime_ns
+                ):
+                    shas.append(str(entry[2]))
+                    continue
+                sha = file_sha256(path)
+            except OSError as exc:
+                errors[i] = f"cannot read file: {exc.strerror or exc}"
+                shas.append(None)
+                continue
+            hashed += 1
+            index[key] = [st.st_size, st.st_mtime_ns, sha]
+            changed = True
+            shas.append(sha)
+        if changed:
+            _atomic_write(cdir / "index.json", lambda fh: fh.write(_json_bytes(index)))
+        return shas, errors, hashed
+
+    # -- entries ---------------------------------------------------------------
+
+    def load(self, config: FeatureConfig, sha: str) -> np.ndarray | None:
+        """The cached feature of content ``sha``, or ``None`` if absent or unreadable."""
+        path = self.entry_path(config, sha)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # a damaged entry is recomputed
+        want_ndim = 1 if config.pooling == "mean" else 2
+        if arr.dtype != np.float32 or arr.ndim != want_ndim or arr.shape[0] != config.n_features:
+            return None
+        return arr
+
+    def load_failure(self, config: FeatureConfig, sha: str) -> str | None:
+        """The recorded failure reason of content ``sha``, or ``None``."""
+        try:
+            data = json.loads(self.entry_path(config, sha, suffix=".err").read_text(encoding="utf-8"))
+            return str(data["reason"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def store(self, config: FeatureConfig, sha: str, feature: np.ndarray) -> Path:
+        """Write a feature atomically (and drop a failure record of the same content)."""
+        path = self.entry_path(config, sha)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.ascontiguousarray(feature, dtype=np.float32)
+        _atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
+        try:
+            os.unlink(self.entry_path(config, sha, suffix=".err"))
+        except FileNotFoundError:
+            pass
+        return path
+
+    def store_failure(self, config: FeatureConfig, sha: str, *, path: str, reason: str) -> Path:
+        """Record atomically why content ``sha`` (first seen at ``path``) failed."""
+        out = self.entry_path(config, sha, suffix=".err")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {"path": path, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _atomic_write(out, lambda fh: fh.write(_json_bytes(record)))
+        return out
+
+    def clean_temp(self, config: FeatureConfig, *, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temporary files older than ``max_age`` seconds; returns how many."""
+        cdir = self.config_dir(config)
+        now = time.time()
+        removed = 0
+        for folder in [cdir, *(p for p in cdir.iterdir() if p.is_dir())] if cdir.is_dir() else []:
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX):
+                    try:
+                        if now - entry.stat().st_mtime > max_age:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except OSError:
+                        pass  # another run finished or removed it
+        return removed
+
+    # -- the main entry point --------------------------------------------------
+
+    def get(
+        self,
+        paths: Iterable[str | os.PathLike],
+        config: FeatureConfig,
+        *,
+        n_jobs: int | None = None,
+        executor: Executor | None = None,
+        progress: bool = True,
+        retry_failed: bool = False,
+        chunk_size: int | None = None,
+    ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+        """Features of ``paths``, computing and storing only the missing ones.
+
+        Parameters and return value as in :func:`get_features`; ``chunk_size``
+        is the number of files extracted between two rounds of writes
+        (``None``: 16 per worker, 16 to 256); at most one chunk of work is lost
+        when a run is interrupted.
+        """
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
+        ):
+            raise ParameterError(f"chunk_size={chunk_size!r} must be a positive integer or None")
+        paths = [os.fspath(p) for p in paths]
+        cdir = self._prepare(config)
+        self.clean_temp(config)
+        shas, reasons, hashed = self._hash_all(paths, cdir)
+
+        found: dict[str, np.ndarray] = {}
+        failed: dict[str, str] = {}
+        todo: dict[str, str] = {}  # sha -> first path with that content
+        for path, sha in zip(paths, shas, strict=True):
+            if sha is None or sha in found or sha in failed or sha in todo:
+                continue
+            arr = self.load(config, sha)
+            if arr is not None:
+                found[sha] = arr
+                continue
+            reason = None if retry_failed else self.load_failure(config, sha)
+            if reason is not None:
+                failed[sha] = reason
+            else:
+                todo[sha] = path
+        n_cached = len(found) + len(failed)
+
+        if todo:
+            self._compute(
+                todo, config, found, failed,
+                n_jobs=n_jobs, executor=executor, progress=progress, chunk_size=chunk_size,
+            )
+
+        features: list[np.ndarray | None] = []
+        failures: list[tuple[str, str]] = []
+        for i, (path, sha) in enumerate(zip(paths, shas, strict=True)):
+            arr = found.get(sha) if sha is not None else None
+            features.append(arr)
+            if arr is None:
+                failures.append((path, reasons.get(i) or failed.get(sha, "no feature computed")))
+        self.last_stats = CacheStats(
+            n_paths=len(paths), hashed=hashed, cached=n_cached, computed=len(todo), failed=len(failures)
+        )
+        return features, failures
+
+    def _compute(self, todo, config, found, failed, *, n_jobs, executor, progress, chunk_size) -> None:
+        from soundclass.executors import default_n_jobs, make_executor
+
+        items = list(todo.items())  # [(sha, path)]
+        n_workers = default_n_jobs(n_jobs) if executor is None else _executor_workers(executor, n_jobs)
+        own = executor is None and n_workers > 1 and len(items) > 1
+        if own:
+            executor = make_executor("process", n_jobs=min(n_workers, len(items)))
+        # Chunks small enough to lose little on interruption, big enough to keep workers busy.
+        chunk = chunk_size or int(min(256, max(16, 16 * n_workers)))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(items), unit="file", desc="features", smoothing=0.1)
+        try:
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                results = _extract.extract_many(
+                    [p for _, p in part], config,
+                    n_jobs=1 if executor is None else n_jobs, executor=executor, progress=False,
+                )
+                for (sha, path), res in zip(part, results, strict=True):
+                    if res.error is None and res.feature is not None:
+                        self.store(config, sha, res.feature)
+                        found[sha] = np.ascontiguousarray(res.feature, dtype=np.float32)
+                    else:
+                        reason = res.error or "no feature returned"
+                        failed[sha] = reason
+                        if not reason.startswith(_TRANSIENT_PREFIXES):
+                            self.store_failure(config, sha, path=path, reason=reason)
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _executor_workers(executor: Executor, n_jobs: int | None) -> int:
+    for attr in ("_max_workers", "n_workers"):
+        value = getattr(executor, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return n_jobs or 1
+
+
+def get_features(
+    paths: Iterable[str | os.PathLike],
+    config: FeatureConfig,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    n_jobs: int | None = None,
+    executor: Executor | None = None,
+    progress: bool = True,
+    retry_failed: bool = False,
+) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+    """Features of many files, from the cache when possible.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike [shape=(n,)]
+    config : FeatureConfig
+    cache_dir : path or None
+        Cache folder (see :class:`FeatureCache`); ``None`` computes everything
+        directly and stores nothing.
+    n_jobs : int or None
+        Worker processes when no ``executor`` is given (``None``: all CPUs).
+    executor : concurrent.futures.Executor or None
+        Where to compute (:func:`soundclass.executors.make_executor`); not shut down.
+    progress : bool
+        Show a progress bar over the files to compute.
+    retry_failed : bool
+        Recompute files whose failure was recorded by an earlier run.
+
+    Returns
+    -------
+    features : list of (np.ndarray or None) [shape=(n,)]
+        float32 ``(n_features, t)`` or ``(n_features,)``, in input order;
+        ``None`` for a failed file. Paths with identical content share one array.
+    failures : list of (path, reason)
+        One pair per ``None`` in ``features``, in input order.
+    """
+    if cache_dir is None:
+        results = _extract.extract_many(paths, config, n_jobs=n_jobs, executor=executor, progress=progress)
+        features = [r.feature if r.error is None else None for r in results]
+        failures = [(r.path, r.error or "no feature returned") for r, f in zip(results, features, strict=True) if f is None]
+        return features, failures
+    return FeatureCache(cache_dir).get(
+        paths, config, n_jobs=n_jobs, executor=executor, progress=progress, retry_failed=retry_failed
+    )
