@@ -1,0 +1,159 @@
+"""``soundclass train DATA_DIR``: train a model, evaluate its validation split, write the report.
+
+The training configuration is resolved once: the model's defaults, then the
+``--config`` JSON file, then the command-line flags (only those given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from soundclass.cli.predict import add_runtime_options, executor_from_args, positive_int
+
+# (flag destination, TrainConfig field) for the plain value flags.
+_VALUE_FLAGS = (
+    ("model", "model"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+    ("weight_decay", "weight_decay"), ("val_size", "val_size"), ("group_pattern", "group_pattern"),
+    ("seed", "seed"), ("clip_seconds", "clip_seconds"), ("mixup_alpha", "mixup_alpha"),
+    ("spec_augment", "spec_augment"), ("balance", "balance"), ("patience", "patience"),
+    ("label_smoothing", "label_smoothing"), ("cache_dir", "cache_dir"), ("jobs", "n_jobs"),
+    ("threads", "threads"),
+)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def register(subparsers) -> None:
+    from soundclass.models import list_models
+    from soundclass.training import BALANCES
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a labelled folder, evaluate it and write an HTML report",
+        description=(
+            "Train a model on DATA_DIR (one sub-folder per class, or a CSV manifest), keeping a "
+            "validation split (grouped when --group-pattern is given), then write into RUN_DIR: "
+            "checkpoint/, history.json, split.json, config.json, metrics.json, predictions.csv, "
+            "misclassified.csv, confusion.png, history.png and report.html. Settings: the "
+            "model's defaults, then --config JSON, then the flags given here."
+        ),
+    )
+    parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
+    parser.add_argument("-o", "--output", default=None, metavar="RUN_DIR",
+                        help="run folder (default: runs/<time>-<model>)")
+    parser.add_argument("--model", choices=list_models(), default=None,
+                        help="registered model (default: the configuration's, 'cnn')")
+    parser.add_argument("--manifest", default=None, metavar="CSV",
+                        help="CSV with path,label[,group] columns (paths relative to DATA_DIR)")
+    parser.add_argument("--config", default=None, metavar="JSON",
+                        help="JSON file of training settings (TrainConfig fields; 'feature' overrides)")
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=None)
+    parser.add_argument("--patience", type=positive_int, default=None,
+                        help="stop after this many epochs without improvement")
+    parser.add_argument("--label-smoothing", type=_non_negative_float, default=None)
+    parser.add_argument("--val-size", type=_positive_float, default=None,
+                        help="validation fraction (< 1) or number of clips")
+    parser.add_argument("--group-pattern", default=None, metavar="REGEX",
+                        help=r"regex on file names giving each clip's group (speaker, recording), "
+                             r"kept on one side of the split, e.g. '^\d+_(?P<group>[a-z]+)_'")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--clip-seconds", type=_positive_float, default=None,
+                        help="training crop length in seconds")
+    mix = parser.add_mutually_exclusive_group()
+    mix.add_argument("--mixup-alpha", type=_non_negative_float, default=None, help="mixup Beta(alpha, alpha)")
+    mix.add_argument("--no-mixup", dest="mixup_alpha", action="store_const", const=0.0, help="disable mixup")
+    parser.add_argument("--no-spec-augment", dest="spec_augment", action="store_const", const=False,
+                        default=None, help="disable SpecAugment masking")
+    parser.add_argument("--balance", nargs="?", const="sampler", default=None, choices=BALANCES,
+                        help="imbalanced classes: 'sampler' (default when given without a value) "
+                             "draws classes evenly, 'weights' weights the loss (the trainer's "
+                             "default), 'none' does nothing")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace):
+    """The :class:`~soundclass.training.TrainConfig` of ``--config`` then the flags given."""
+    from soundclass.config import config_from_dict
+    from soundclass.errors import ParameterError
+    from soundclass.training import TrainConfig
+
+    data: dict = {}
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"{args.config}: cannot read the JSON config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ParameterError(f"{args.config}: the JSON config must be an object of TrainConfig fields")
+    for dest, name in _VALUE_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None:
+            data[name] = value
+    return config_from_dict(TrainConfig, data)
+
+
+def _default_output(model: str) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.config import config_to_dict
+    from soundclass.dataset import discover
+    from soundclass.errors import ParameterError
+    from soundclass.evaluate import evaluate_training
+    from soundclass.training import train
+
+    config = resolve_config(args)
+    if args.resume and not args.output:
+        raise ParameterError("--resume needs -o RUN_DIR (the folder of the interrupted run)")
+    out = Path(args.output) if args.output else _default_output(config.model)
+    dataset = discover(args.data, manifest=args.manifest)
+    print(f"{len(dataset)} clips, {len(dataset.classes)} classes; run folder {out}")
+    with executor_from_args(args) as executor:
+        result = train(dataset, config, out_dir=out, progress=not args.quiet, executor=executor,
+                       resume=args.resume)
+    for w in result.warnings:
+        print(f"warning: {w}")
+    if not result.val_items:
+        print(f"no validation split (val_size=0): no evaluation; checkpoint: {result.checkpoint_dir}")
+        return 0
+    ev = evaluate_training(result, out_dir=out, config=config_to_dict(config),
+                           title=f"soundclass train: {config.model} on {Path(args.data).name}")
+    m = ev.metrics
+    print()
+    print(f"best epoch {result.best_epoch}: validation ({m['n']} clips) accuracy {m['accuracy']:.3f}, "
+          f"macro-F1 {m['macro_f1']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}, "
+          f"log loss {m['log_loss']:.3f}")
+    if m["n_failed"]:
+        print(f"{m['n_failed']} clip(s) could not be decoded and were skipped (see the report)")
+    print(f"report:     {ev.files['report']}")
+    print(f"checkpoint: {result.checkpoint_dir}")
+    print(f"metrics:    {ev.files['metrics']}  misclassified: {ev.files['misclassified']}")
+    return 0

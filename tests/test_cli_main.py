@@ -1,0 +1,155 @@
+"""The user-facing commands end to end on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from soundclass.cli import build_parser, main
+from soundclass.synth import DEMO_GROUP_PATTERN, make_demo_dataset
+
+COMMANDS = ("train", "evaluate", "predict", "demo")
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A seed-cnn trained for 3 epochs on 4 classes x 8 clips (grouped by source)."""
+    root = tmp_path_factory.mktemp("cli")
+    make_demo_dataset(root / "data", n_per_class=8, sr=16000, seed=0, n_sources=4)
+    run = root / "run"
+    code = main([
+        "train", str(root / "data"), "-o", str(run), "--model", "seed-cnn", "--epochs", "3",
+        "--group-pattern", DEMO_GROUP_PATTERN, "--val-size", "0.25", "--executor", "serial",
+        "--jobs", "1", "--cache-dir", str(root / "cache"), "--quiet",
+    ])
+    assert code == 0
+    return root, run
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: soundclass {command}")
+
+
+def test_model_choices_come_from_registry(capsys):
+    from soundclass.models import list_models
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "data", "--model", "no-such-model"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in list_models())
+
+
+def test_train_writes_consistent_run_folder(trained, capsys):
+    root, run = trained
+    for name in ("report.html", "metrics.json", "confusion.png", "history.png", "misclassified.csv",
+                 "predictions.csv", "history.json", "split.json", "config.json",
+                 "checkpoint/model.json", "checkpoint/model.safetensors"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    preds = _rows(run / "predictions.csv")
+    assert sorted(r["path"] for r in preds) == sorted(split["val"])
+    assert metrics["n"] == len(preds) == len(split["val"]) > 0
+    assert metrics["accuracy"] == pytest.approx(np.mean([r["true"] == r["predicted"] for r in preds]))
+    wrong = _rows(run / "misclassified.csv")
+    assert len(wrong) == sum(r["true"] != r["predicted"] for r in preds)
+    # no source (group) on both sides of the split
+    groups = {p: p.rsplit("_", 1)[0] for p in split["train"] + split["val"]}
+    assert not {groups[p] for p in split["train"]} & {groups[p] for p in split["val"]}
+
+
+def test_evaluate_reproduces_validation_metrics(trained, tmp_path):
+    root, run = trained
+    split = json.loads((run / "split.json").read_text())
+    manifest = tmp_path / "val.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for p in split["val"]:
+            w.writerow([p, p.split("/")[-2]])
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), str(manifest), "-o", str(out), "--executor", "serial",
+                 "--jobs", "1", "--cache-dir", str(root / "cache"), "--quiet"]) == 0
+    stored = json.loads((run / "metrics.json").read_text())
+    again = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "accuracy", "macro_f1", "balanced_accuracy"):
+        assert again[key] == pytest.approx(stored[key]), key
+    assert again["confusion_matrix"] == stored["confusion_matrix"]
+    assert again["log_loss"] == pytest.approx(stored["log_loss"], abs=1e-4)
+    assert (out / "report.html").is_file() and (out / "history.png").is_file()
+
+
+def test_predict_submission_with_corrupt_file(trained, tmp_path, capsys):
+    root, run = trained
+    test = make_demo_dataset(tmp_path / "test", n_per_class=2, sr=16000, seed=5, n_sources=2, n_corrupt=1)
+    out = tmp_path / "submit.csv"
+    capsys.readouterr()
+    assert main(["predict", str(run / "checkpoint"), str(tmp_path / "test"), "-o", str(out),
+                 "--executor", "serial", "--jobs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    corrupt = [it.path for it in test.items if "corrupt" in it.path]
+    assert corrupt and corrupt[0] in err
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("name,label\n")
+    rows = _rows(out)
+    assert [r["name"] for r in rows] == [it.name for it in test.items]  # every file, input order
+    assert {r["label"] for r in rows} <= set(test.classes)
+    listed = (tmp_path / "submit.csv.failed.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split("\t")[0] for line in listed] == corrupt
+
+    skipped = tmp_path / "skip.csv"
+    assert main(["predict", str(run), str(tmp_path / "test"), "-o", str(skipped), "--top-k", "2",
+                 "--proba", "--on-failure", "skip", "--executor", "serial", "--jobs", "1",
+                 "--quiet"]) == 0
+    rows = _rows(skipped)
+    assert len(rows) == len(test) - len(corrupt)
+    assert list(rows[0]) == ["name", "label", "label_2", *(f"proba_{c}" for c in test.classes)]
+
+
+def test_predict_missing_input_is_a_clear_error(trained, tmp_path, capsys):
+    _, run = trained
+    code = main(["predict", str(run), str(tmp_path / "nope"), "-o", str(tmp_path / "s.csv")])
+    assert code == 1
+    assert "nope: no such file or directory" in capsys.readouterr().err
+
+
+def test_train_config_resolution_order(tmp_path):
+    from soundclass.cli.train import resolve_config
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": "seed-lstm", "epochs": 7, "lr": 0.01, "feature": {"n_mfcc": 13}}))
+    parser = build_parser()
+    args = parser.parse_args(["train", "d", "--config", str(cfg), "--epochs", "3", "--no-mixup",
+                              "--balance", "--jobs", "2"])
+    c = resolve_config(args)
+    assert (c.model, c.epochs, c.lr, c.mixup_alpha, c.balance, c.n_jobs) == ("seed-lstm", 3, 0.01, 0.0, "sampler", 2)
+    assert dict(c.feature) == {"n_mfcc": 13}
+    assert c.spec_augment is None and c.batch_size is None  # not given: the model's default
+    args = parser.parse_args(["train", "d"])
+    assert resolve_config(args).model == "cnn"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epoch": 3}))
+    from soundclass.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="epoch"):
+        resolve_config(parser.parse_args(["train", "d", "--config", str(bad)]))
+
+
+def test_bad_numbers_rejected_by_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "m", "x", "-o", "s.csv", "--tta", "0"])
+    assert "--tta" in capsys.readouterr().err
