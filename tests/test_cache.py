@@ -263,3 +263,51 @@ def test_bad_arguments(tmp_path, wavs):
         FeatureCache(tmp_path / "c").get(wavs, {"sr": 8000}, progress=False)
     with pytest.raises(ParameterError, match="chunk_size"):
         FeatureCache(tmp_path / "c").get(wavs, CFG, progress=False, chunk_size=0)
+
+
+_KILLED_RUN = """
+import sys, time
+from soundclass import extract
+from soundclass.cache import FeatureCache
+from soundclass.config import FeatureConfig
+
+real = extract.extract_many
+def slow(paths, config, **kw):
+    time.sleep(0.05)
+    return real(paths, config, **kw)
+extract.extract_many = slow
+cfg = FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=32)
+FeatureCache(sys.argv[1]).get(sys.argv[2:], cfg, n_jobs=1, progress=False, chunk_size=1)
+"""
+
+
+def test_killed_process_leaves_only_complete_entries(tmp_path, signal):
+    import signal as sig
+    import subprocess
+    import sys
+
+    assert CFG == FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=32)
+    paths = []
+    for i in range(120):
+        p = tmp_path / f"k_{i}.wav"
+        sf.write(p, signal(sr=SR, seconds=0.2, seed=100 + i), SR, subtype="PCM_16")
+        paths.append(str(p))
+    root = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(root), *paths])
+    try:
+        deadline = time.monotonic() + 60
+        while len(_npy_files(root)) < 5 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig.SIGKILL)
+    finally:
+        proc.wait()
+    n_done = len(_npy_files(root))
+    assert 5 <= n_done < len(paths)
+    for p in _npy_files(root):  # every visible entry is complete
+        assert np.load(p).shape[0] == CFG.n_mels
+    cache = FeatureCache(root)
+    feats, failures = cache.get(paths, CFG, n_jobs=1, progress=False)
+    assert failures == []
+    assert cache.last_stats.cached == n_done and cache.last_stats.computed == len(paths) - n_done
+    assert cache.last_stats.hashed == 0  # the index was written before extraction started
+    np.testing.assert_array_equal(feats[-1], extract.extract_file(paths[-1], CFG))
