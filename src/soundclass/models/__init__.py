@@ -4,7 +4,8 @@ Importing this package registers every model, so ``create_model('cnn', ...)``
 works after ``import soundclass.models``.
 """
 
-from soundclass.models import seed  # noqa: F401  (registers seed-cnn, seed-lstm)
+from soundclass.models import panns, seed  # noqa: F401  (registers the models)
+from soundclass.models.pretrained import PretrainedReport, load_pretrained
 from soundclass.models.registry import (
     ModelSpec,
     create_model,
@@ -16,7 +17,9 @@ from soundclass.models.registry import (
 
 __all__ = [
     "ModelSpec",
+    "PretrainedReport",
     "create_model",
+    "load_pretrained",
     "list_models",
     "model_spec",
     "register",

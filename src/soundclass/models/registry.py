@@ -40,7 +40,11 @@ TRAIN_KEYS = (
     "lr",
     "weight_decay",
     "optimizer",  # 'adam' | 'adamw' | 'sgd'
-    "scheduler",  # 'none' | 'cosine' | 'onecycle'
+    "scheduler",  # 'none' | 'constant' | 'cosine' | 'onecycle'
+    "warmup",  # fraction of steps
+    "patience",  # early stopping; 0 disables
+    "monitor",  # 'macro_f1' | 'loss'
+    "balance",  # 'weights' | 'sampler' | 'none'
     "mixup_alpha",  # 0 disables mixup
     "spec_augment",  # bool
     "label_smoothing",

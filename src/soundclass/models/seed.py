@@ -9,8 +9,8 @@
         -> MaxPool(2) -> Dropout(0.1) -> Flatten -> Dense(1024, tanh) -> Dense(n_classes)
 
     Keras initialisation (glorot-uniform weights, zero biases).  Training as
-    the baseline: Adam, lr 1e-3, batch 15, 20 epochs, no augmentation and no
-    input standardization (the raw power values span several decades; that is
+    the baseline: Adam, lr 1e-3, batch 15, 20 epochs, constant LR, no early
+    stopping, no class balancing, no augmentation and no input standardization (the raw power values span several decades; that is
     part of what the baseline is).  The softmax lives in the loss.  Flatten
     order is torch's (C, H, W) rather than Keras' (H, W, C): the same function
     class, only Keras weights could not be copied over unpermuted.
@@ -158,6 +158,9 @@ SEED_CNN_SPEC = ModelSpec(
         "weight_decay": 0.0,
         "optimizer": "adam",
         "scheduler": "none",
+        "warmup": 0.0,
+        "patience": 0,
+        "balance": "none",
         "mixup_alpha": 0.0,
         "spec_augment": False,
         "label_smoothing": 0.0,
@@ -177,6 +180,9 @@ SEED_LSTM_SPEC = ModelSpec(
         "weight_decay": 0.0,
         "optimizer": "adam",
         "scheduler": "none",
+        "warmup": 0.0,
+        "patience": 0,
+        "balance": "none",
         "mixup_alpha": 0.0,
         "spec_augment": False,
         "label_smoothing": 0.0,
