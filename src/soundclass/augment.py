@@ -1,0 +1,228 @@
+"""Training-time augmentation with explicit random generators.
+
+Each transform validates its arguments, draws its random parameters from the
+generator it is given (``numpy.random.Generator`` for numpy features,
+``torch.Generator`` for torch batches) and applies them; nothing touches a
+global RNG, so the same seed gives the same result.  Degenerate ranges
+(``freq_width=0``, ``alpha=0``) turn a transform off exactly.
+
+- :func:`crop_or_pad` fixes the length of one ``(n_features, T)`` feature;
+- :func:`spec_augment` masks frequency rows and time columns of a batch;
+- :func:`mixup` blends a batch with a permutation of itself;
+  :func:`mix_targets` turns its result into soft targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from soundclass.errors import ParameterError
+
+__all__ = ["crop_or_pad", "spec_augment", "mixup", "mix_targets"]
+
+_CROP_MODES = ("random", "center")
+
+
+def _non_negative_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(f"{name}={value!r} must be a non-negative integer")
+
+
+def crop_or_pad(
+    x: np.ndarray,
+    length: int,
+    *,
+    mode: str = "random",
+    rng: np.random.Generator | None = None,
+    pad_value: float | None = None,
+) -> np.ndarray:
+    """Crop or pad a feature matrix along time to exactly ``length`` frames.
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n_features, T)]
+        One clip's feature.
+    length : int > 0
+        Frames wanted.
+    mode : {'random', 'center'}
+        ``'random'``: a random window (crop) or a random placement (pad),
+        drawn from ``rng``; ``'center'``: the middle window / centred placement.
+    rng : numpy.random.Generator
+        Required when ``mode='random'``.
+    pad_value : float or None
+        Fill value; ``None`` pads each row with its own minimum, which is the
+        silence level of a dB feature.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_features, length)]
+        Same dtype as ``x``; ``x`` itself is never modified.
+    """
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length <= 0:
+        raise ParameterError(f"length={length!r} must be a positive integer")
+    if mode not in _CROP_MODES:
+        raise ParameterError(f"mode={mode!r} must be one of {_CROP_MODES}")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ParameterError(f"x must have shape (n_features, T) with T > 0, got {x.shape}")
+    if mode == "random" and not isinstance(rng, np.random.Generator):
+        raise ParameterError("mode='random' needs rng=numpy.random.Generator")
+    n_frames = x.shape[1]
+    slack = abs(n_frames - length)
+    offset = int(rng.integers(0, slack + 1)) if mode == "random" else slack // 2
+    if n_frames >= length:
+        return x[:, offset : offset + length].copy()
+    if pad_value is None:
+        fill = x.min(axis=1, keepdims=True)  # (n_features, 1) per-row silence level
+    else:
+        fill = np.full((x.shape[0], 1), pad_value, dtype=x.dtype)
+    out = np.broadcast_to(fill, (x.shape[0], length)).astype(x.dtype, copy=True)
+    out[:, offset : offset + n_frames] = x
+    return out
+
+
+def _mask_starts(
+    size: int, width: int, count: int, batch: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Widths in ``[0, width]`` and starts so that each mask fits in ``size``."""
+    width = min(width, size)
+    widths = torch.randint(0, width + 1, (batch, count), generator=generator)
+    starts = (torch.rand(batch, count, generator=generator) * (size - widths + 1)).long()
+    return starts, widths
+
+
+def _mask(size: int, starts: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(B, size)``: True inside any of the ``count`` masks of each example."""
+    pos = torch.arange(size).view(1, 1, size)  # (1, 1, size)
+    inside = (pos >= starts.unsqueeze(-1)) & (pos < (starts + widths).unsqueeze(-1))
+    return inside.any(dim=1)  # (B, size)
+
+
+def spec_augment(
+    x: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    freq_masks: int = 2,
+    freq_width: int = 8,
+    time_masks: int = 2,
+    time_width: int = 16,
+) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) frequency and time masking of a batch.
+
+    Each example gets ``freq_masks`` bands of ``0..freq_width`` rows and
+    ``time_masks`` spans of ``0..time_width`` frames (widths clipped to the
+    feature size), filled with that example's mean value.
+
+    Parameters
+    ----------
+    x : torch.Tensor [shape=(B, F, T)]
+        A batch of features.
+    generator : torch.Generator
+        Source of every random draw.
+    freq_masks, freq_width, time_masks, time_width : int >= 0
+        Number and maximum width of the masks; 0 disables that kind.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, F, T)]
+        A new tensor; ``x`` is not modified.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise ParameterError(f"generator={generator!r} must be a torch.Generator")
+    for name, value in (
+        ("freq_masks", freq_masks), ("freq_width", freq_width),
+        ("time_masks", time_masks), ("time_width", time_width),
+    ):
+        _non_negative_int(name, value)
+    if x.ndim != 3:
+        raise ParameterError(f"x must have shape (B, F, T), got {tuple(x.shape)}")
+    batch, n_freq, n_time = x.shape
+    fill = x.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1) per-example mean
+    masked = torch.zeros(batch, n_freq, n_time, dtype=torch.bool)
+    if freq_masks and freq_width:
+        starts, widths = _mask_starts(n_freq, freq_width, freq_masks, batch, generator)
+        masked |= _mask(n_freq, starts, widths).unsqueeze(2)  # (B, F, 1)
+    if time_masks and time_width:
+        starts, widths = _mask_starts(n_time, time_width, time_masks, batch, generator)
+        masked |= _mask(n_time, starts, widths).unsqueeze(1)  # (B, 1, T)
+    return torch.where(masked.to(x.device), fill, x)
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, *, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """mixup (Zhang et al. 2018): blend each example with a partner in the batch.
+
+    ``lam ~ Beta(alpha, alpha)`` (one value per batch) and a random
+    permutation ``perm`` give ``x_mixed = lam * x + (1 - lam) * x[perm]``.
+    Train with ``lam * loss(out, y_a) + (1 - lam) * loss(out, y_b)`` or with
+    the soft targets of :func:`mix_targets`.
+
+    Parameters
+    ----------
+    x : torch.Tensor [shape=(B, ...)]
+        Inputs.
+    y : torch.Tensor [shape=(B,)] or [shape=(B, n_classes)]
+        Class indices or (soft) targets.
+    alpha : float >= 0
+        Beta concentration; ``0`` disables mixing (``lam=1``, identity permutation).
+    generator : torch.Generator
+        Source of the permutation and (through a derived seed) of ``lam``.
+
+    Returns
+    -------
+    x_mixed : torch.Tensor [shape=(B, ...)]
+    y_a, y_b : torch.Tensor
+        ``y`` and ``y[perm]``.
+    lam : float
+        Weight of ``y_a``.
+    """
+    if not isinstance(generator, torch.Generator):
+        raise ParameterError(f"generator={generator!r} must be a torch.Generator")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+        raise ParameterError(f"alpha={alpha!r} must be a non-negative number")
+    if x.shape[0] != y.shape[0]:
+        raise ParameterError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+    if alpha == 0:
+        return x.clone(), y, y, 1.0
+    # torch's Beta sampler takes no generator: derive a numpy seed from ours.
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    x_mixed = lam * x + (1.0 - lam) * x[perm]
+    return x_mixed, y, y[perm], lam
+
+
+def mix_targets(
+    y_a: torch.Tensor,
+    y_b: torch.Tensor,
+    lam: float,
+    *,
+    n_classes: int,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Soft targets ``lam * onehot(y_a) + (1 - lam) * onehot(y_b)``, optionally smoothed.
+
+    Parameters
+    ----------
+    y_a, y_b : torch.Tensor [shape=(B,)]
+        Class indices from :func:`mixup`.
+    lam : float in [0, 1]
+    n_classes : int
+    label_smoothing : float in [0, 1)
+        Mass spread uniformly over all classes (as ``torch.nn.CrossEntropyLoss``).
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, n_classes)]
+        Rows sum to 1.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ParameterError(f"lam={lam!r} must be in [0, 1]")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ParameterError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+    one_a = torch.nn.functional.one_hot(y_a.long(), n_classes).float()
+    one_b = torch.nn.functional.one_hot(y_b.long(), n_classes).float()
+    soft = lam * one_a + (1.0 - lam) * one_b
+    return soft * (1.0 - label_smoothing) + label_smoothing / n_classes
