@@ -241,3 +241,31 @@ def test_fsdd_clips_match_librosa(fsdd_dir):
         if 1 + len(y) // config.hop_length < 9:
             continue
         np.testing.assert_allclose(run(frontend, y), librosa_feature(y, config), rtol=0, atol=1e-3, err_msg=str(path))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_float32_equals_compute_feature(name):
+    """The contract: FeatureFrontend == soundclass.extract.compute_feature, both in float32."""
+    from soundclass.extract import compute_feature
+
+    config = CONFIGS[name]
+    y = make_signal(sr=config.sr, seconds=0.8, seed=5)
+    ref = compute_feature(y, config)
+    out = run(FeatureFrontend(config), y)
+    assert out.shape == ref.shape and out.dtype == ref.dtype == np.float32
+    if config.kind == "melspectrogram":
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    else:
+        np.testing.assert_allclose(out, ref, rtol=0, atol=2e-3)
+
+
+def test_fsdd_float32_equals_compute_feature(fsdd_dir):
+    """Real 8 kHz digits resampled by audio.load, default-model feature (logmel, top_db 80)."""
+    from soundclass.audio import load
+    from soundclass.extract import compute_feature
+
+    config = FeatureConfig(sr=16000, n_fft=512, hop_length=160, n_mels=64, fmin=20.0)
+    frontend = FeatureFrontend(config)
+    for path in sorted(fsdd_dir.rglob("*.wav"))[::700][:5]:
+        y, _ = load(path, sr=config.sr)
+        np.testing.assert_allclose(run(frontend, y), compute_feature(y, config), rtol=0, atol=2e-3, err_msg=str(path))
