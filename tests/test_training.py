@@ -308,3 +308,76 @@ def test_class_weighted_loss_uses_weights():
     ref = (per * w[y]).sum() / w[y].sum()
     assert torch.allclose(hard, ref) and torch.allclose(soft, ref)
     assert model_spec(VEC).input == "vector"
+
+
+# ------------------------------------------------------------------ train() end to end
+
+E2E = "test-tiny-demo"
+if E2E not in list_models():
+    register_model(E2E, spec=ModelSpec(
+        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
+        input="sequence", standardize=True, clip_seconds=0.5,
+        train={"epochs": 3, "batch_size": 8, "lr": 1e-2},
+    ))(TinyConv)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    synth = pytest.importorskip("soundclass.synth")
+    return synth.make_demo_dataset(tmp_path_factory.mktemp("demo"), n_per_class=6, sr=8000,
+                                   n_sources=3, n_corrupt=2, seed=0)
+
+
+def test_train_end_to_end_skips_corrupt_files(tmp_path, demo):
+    from soundclass.training import train
+
+    cfg = TrainConfig(model=E2E, n_jobs=1, val_size=0.34, mixup_alpha=0.4, spec_augment=True,
+                      label_smoothing=0.1, cache_dir=str(tmp_path / "cache"))
+    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
+    bad = {str(p) for p in demo.paths if "corrupt" in p}
+    assert len(bad) == 2 and {str(p) for p, _ in res.failures} == bad
+    assert all(reason for _, reason in res.failures)
+    assert any("skipped" in w for w in res.warnings)
+    split_json = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert not set(split_json["train"]) & set(split_json["val"])
+    assert set(split_json["train"]) | set(split_json["val"]) == set(demo.paths) - bad
+    assert {f["path"] for f in split_json["failed"]} == bad
+    # grouped split: no source on both sides
+    groups = {it.path: it.group for it in demo.items}
+    assert not {groups[p] for p in split_json["train"]} & {groups[p] for p in split_json["val"]}
+    assert [it.path for it in res.val_items] == split_json["val"]
+    assert res.val_proba.shape == (len(res.val_items), len(demo.classes))
+    assert res.classes == demo.classes and len(res.history) == 3
+    cfg_json = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg_json["clip_seconds"] == 0.5 and cfg_json["feature_config"]["n_mels"] == N_FEAT
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert ck.clip_frames == round(0.5 * 8000 / 128) and ck.classes == demo.classes
+    assert (tmp_path / "run" / "last" / "training_state.json").is_file()
+
+
+def test_train_warns_about_leaky_random_split(tmp_path, demo):
+    from soundclass.dataset import Dataset, Item
+    from soundclass.training import train
+
+    ungrouped = Dataset(tuple(Item(it.path, it.label) for it in demo.items if "corrupt" not in it.path),
+                        demo.classes, demo.root)
+    res = train(ungrouped, TrainConfig(model=E2E, n_jobs=1, epochs=1), out_dir=tmp_path, progress=False)
+    assert any("--group-pattern" in w for w in res.warnings)
+    grouped = TrainConfig(model=E2E, n_jobs=1, epochs=1, group_pattern=r"^(\w+_s\d+)_")
+    res = train(ungrouped, grouped, out_dir=tmp_path / "g", progress=False)
+    assert not any("--group-pattern" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("model", ["seed-cnn", "seed-lstm", pytest.param("cnn", marks=pytest.mark.slow)])
+def test_real_models_train(tmp_path, demo, model):
+    from soundclass.training import train
+
+    if model not in list_models():
+        pytest.skip(f"model {model!r} not registered yet")
+    kw = {"model_kwargs": {}} if model != "cnn" else {}
+    cfg = TrainConfig(model=model, n_jobs=1, epochs=2, batch_size=8, cache_dir=str(tmp_path / "cache"), **kw)
+    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
+    assert len(res.history) == 2 and np.isfinite(res.history[-1]["train_loss"])
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert ck.model_name == model and ck.input == model_spec(model).input
+    np.testing.assert_allclose(res.val_proba.sum(axis=1), 1.0, rtol=1e-5)

@@ -1044,7 +1044,10 @@ def train(
                                       progress=progress and ctx.rank == 0)
     ok = [i for i, f in enumerate(features) if f is not None]
     if failures:
-        notes.append(f"{len(failures)} of {len(dataset)} file(s) could not be used and were skipped")
+        shown = "; ".join(f"{_failure_path(f)} ({_failure_reason(f)})" for f in failures[:3])
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        notes.append(f"{len(failures)} of {len(dataset)} file(s) could not be used and were skipped: "
+                     f"{shown}{more}")
     if len(ok) < 2:
         raise DatasetError(f"{dataset.root}: only {len(ok)} usable clip(s); need at least 2 to train")
     items = [dataset.items[i] for i in ok]
@@ -1070,7 +1073,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "split.json", {
             "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
-            "failed": [_failure_path(f) for f in failures],
+            "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
         })
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
@@ -1082,9 +1085,11 @@ def train(
 
 
 def _failure_path(failure: Any) -> str:
-    for attr in ("path",):
-        if hasattr(failure, attr):
-            return str(getattr(failure, attr))
-    if isinstance(failure, (tuple, list)) and failure:
-        return str(failure[0])
-    return str(failure)
+    """The path of a ``get_features`` failure ``(path, reason)``."""
+    return str(failure[0]) if isinstance(failure, (tuple, list)) else str(getattr(failure, "path", failure))
+
+
+def _failure_reason(failure: Any) -> str:
+    if isinstance(failure, (tuple, list)) and len(failure) > 1:
+        return str(failure[1])
+    return str(getattr(failure, "reason", getattr(failure, "error", "")))
