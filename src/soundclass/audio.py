@@ -159,9 +159,9 @@ def check_audio(y: np.ndarray, *, path: str | os.PathLike | None = None, max_ndi
     ):
         raise ParameterError(f"{where}: audio must be real-valued numeric, got dtype={y.dtype}")
     if y.ndim == 0 or (max_ndim is not None and y.ndim > max_ndim):
-        allowed = "1-D or 2-D (channels, n)" if max_ndim == 2 else f"1-D to {max_ndim}-D"
-        if max_ndim is None:
-            allowed = "at least 1-D"
+        allowed = {None: "at least 1-D", 1: "1-D (mono)", 2: "1-D or 2-D (channels, n)"}.get(
+            max_ndim, f"1-D to {max_ndim}-D"
+        )
         raise ParameterError(f"{where}: audio must be {allowed}, got shape={y.shape}")
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
         bad = np.flatnonzero(~np.isfinite(y.reshape(-1)))
@@ -271,8 +271,10 @@ def _read(
     """Decode ``n_frames`` from ``start``: shape (n,) if mono else (channels, n)."""
     channels = desc.channels
     try:
-        if start:
+        if start and desc.seekable():
             desc.seek(start)
+        elif start:  # e.g. GSM 6.10 in WAV: decode and drop the frames before the offset
+            desc.read(frames=start, dtype="int16", always_2d=True)
         if mono and channels > 1:
             # Sum channel columns one by one (numpy's axis=1 reduction over a few
             # interleaved channels is ~10x slower), then divide once: bit-identical
@@ -280,8 +282,9 @@ def _read(
             # the bytes); k / 32768 sums are exact in float32, as libsndfile's are.
             pcm16 = desc.subtype == "PCM_16"
             raw = desc.read(frames=n_frames, dtype="int16" if pcm16 else dtype.name, always_2d=True)
-            y = raw[:, 0].astype(dtype)
-            for c in range(1, channels):
+            raw = raw.astype(dtype, copy=False)  # contiguous cast: strided int casts are slow
+            y = raw[:, 0] + raw[:, 1]
+            for c in range(2, channels):
                 y += raw[:, c]
             if pcm16:
                 y *= dtype.type(1.0 / 32768.0)
