@@ -311,3 +311,19 @@ def test_killed_process_leaves_only_complete_entries(tmp_path, signal):
     assert cache.last_stats.cached == n_done and cache.last_stats.computed == len(paths) - n_done
     assert cache.last_stats.hashed == 0  # the index was written before extraction started
     np.testing.assert_array_equal(feats[-1], extract.extract_file(paths[-1], CFG))
+
+
+def test_fsdd_subset_cached_equals_direct(tmp_path, fsdd_dir):
+    from soundclass.dataset import discover
+
+    paths = discover(fsdd_dir).paths[::75]  # 40 files, every digit and speaker
+    cfg = FeatureConfig(sr=8000, n_fft=256, hop_length=80, n_mels=40, kind="mfcc", n_mfcc=13, deltas=1)
+    cache = FeatureCache(tmp_path / "cache")
+    feats, failures = cache.get(paths, cfg, n_jobs=1, progress=False)
+    assert failures == [] and cache.last_stats.computed == len(paths)
+    again, _ = cache.get(paths, cfg, n_jobs=1, progress=False)
+    assert cache.last_stats.computed == 0 and cache.last_stats.hashed == 0
+    for a, b in zip(feats, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.shape[0] == 26
+    np.testing.assert_array_equal(feats[7], extract.extract_file(paths[7], cfg))

@@ -125,6 +125,7 @@ class FeatureCache:
         if self.root.exists() and not self.root.is_dir():
             raise ParameterError(f"cache_dir={os.fspath(root)!r} exists and is not a directory")
         self.last_stats = CacheStats()
+        self._dirs: dict[FeatureConfig, Path] = {}  # config.key() is not free
 
     # -- layout ----------------------------------------------------------------
 
@@ -132,7 +133,10 @@ class FeatureCache:
         """``root/<config.key()>``."""
         if not isinstance(config, FeatureConfig):
             raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
-        return self.root / config.key()
+        cdir = self._dirs.get(config)
+        if cdir is None:
+            cdir = self._dirs[config] = self.root / config.key()
+        return cdir
 
     def entry_path(self, config: FeatureConfig, sha: str, *, suffix: str = ".npy") -> Path:
         """Where the feature (``.npy``) or failure (``.err``) of content ``sha`` lives."""
@@ -263,7 +267,7 @@ class FeatureCache:
 
         Parameters and return value as in :func:`get_features`; ``chunk_size``
         is the number of files extracted between two rounds of writes
-        (``None``: 16 per worker, 16 to 256); at most one chunk of work is lost
+        (``None``: 64 per worker, 64 to 1024); at most one chunk of work is lost
         when a run is interrupted.
         """
         if chunk_size is not None and (
@@ -319,7 +323,7 @@ class FeatureCache:
         if own:
             executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         # Chunks small enough to lose little on interruption, big enough to keep workers busy.
-        chunk = chunk_size or int(min(256, max(16, 16 * n_workers)))
+        chunk = chunk_size or int(min(1024, max(64, 64 * n_workers)))
         bar = None
         if progress:
             from tqdm.auto import tqdm
