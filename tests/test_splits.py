@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from soundclass.dataset import Dataset, Item, assign_groups
-from soundclass.errors import ParameterError
-from soundclass.splits import group_leakage, guess_groups, holdout, kfold, leakage_warning
+from soundclass.errors import DatasetError, ParameterError
+from soundclass.splits import (
+    group_leakage,
+    groups_from_pattern,
+    guess_groups,
+    holdout,
+    kfold,
+    leakage_warning,
+)
 
 
 def _labels(counts, seed=0):
@@ -200,3 +207,13 @@ def test_fsdd_real_names(fsdd_dir):
     tr, te = holdout(y, test_size=0.2, groups=speakers, seed=0)
     assert group_leakage(speakers, tr, te) == []
     assert leakage_warning(names, tr, te, labels=ds.labels) is None
+
+
+def test_groups_from_pattern():
+    names = ["/x/3_jackson_12.wav", "4_theo_0.wav"]
+    assert groups_from_pattern(names, r"^\d+_(?P<group>[a-z]+)_") == ["jackson", "theo"]
+    assert groups_from_pattern(["aloe_v1_3.wav"], r"^{class}_(v\d+)_", labels=["aloe"]) == ["v1"]
+    with pytest.raises(DatasetError, match="does not match 1 file"):
+        groups_from_pattern(names, r"^\d+_(jackson)_")
+    with pytest.raises(ParameterError, match="not a valid regex"):
+        groups_from_pattern(names, r"(")

@@ -25,7 +25,14 @@ import numpy as np
 
 from soundclass.errors import ParameterError
 
-__all__ = ["holdout", "kfold", "guess_groups", "group_leakage", "leakage_warning"]
+__all__ = [
+    "holdout",
+    "kfold",
+    "groups_from_pattern",
+    "guess_groups",
+    "group_leakage",
+    "leakage_warning",
+]
 
 # name = <stem><separator><counter>, e.g. "3_jackson_12" -> ("3_jackson", "_", "12"),
 # or <stem ending in a letter><counter>, e.g. "clip0012" -> ("clip", "", "0012").
@@ -242,6 +249,35 @@ def _split_name(name: str) -> tuple[str, str, str]:
         if m is not None:
             return m.group("stem"), m.group("sep"), ext
     return base, "", ext
+
+
+def groups_from_pattern(
+    names: Sequence[str], pattern: str, *, labels: Sequence[Any] | None = None
+) -> list[str]:
+    """Groups from a regular expression on file names (:func:`soundclass.dataset.assign_groups`).
+
+    Parameters
+    ----------
+    names : sequence of str [shape=(n,)]
+        File names or paths (the pattern sees the base name).
+    pattern : str
+        The named group ``group``, else the first capture group, else the
+        whole match is the group; ``{class}`` is replaced by the escaped label.
+    labels : sequence [shape=(n,)], optional
+        Labels for ``{class}``.
+
+    Raises
+    ------
+    ParameterError, DatasetError
+        Invalid pattern; names that do not match.
+    """
+    from soundclass.dataset import Dataset, Item, assign_groups
+
+    if labels is not None and len(labels) != len(names):
+        raise ParameterError(f"labels has {len(labels)} items but names has {len(names)}")
+    labs = [None] * len(names) if labels is None else [str(v) for v in labels]
+    items = tuple(Item(str(n), lab) for n, lab in zip(names, labs, strict=True))
+    return [str(g) for g in assign_groups(Dataset(items, ()), pattern).groups]
 
 
 def guess_groups(
