@@ -217,3 +217,15 @@ def test_groups_from_pattern():
         groups_from_pattern(names, r"^\d+_(jackson)_")
     with pytest.raises(ParameterError, match="not a valid regex"):
         groups_from_pattern(names, r"(")
+
+
+def test_grouped_holdout_single_group_class_stays_in_train():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 40 + [1] * 40 + [2] * 5)
+    groups = [f"a{i // 5}" for i in range(40)] + [f"b{i // 5}" for i in range(40)] + ["c0"] * 5
+    order = rng.permutation(y.size)
+    y, groups = y[order], [groups[i] for i in order]
+    for seed in range(4):
+        tr, te = holdout(y, test_size=0.25, groups=groups, seed=seed)
+        assert np.all(y[te] != 2) and np.sum(y[tr] == 2) == 5
+        assert group_leakage(groups, tr, te) == []
