@@ -84,6 +84,7 @@ def test_metadata(exported, name):
     assert meta["feature"] == spec.feature
     assert meta["input"] == spec.input
     assert meta["model_name"] == name
+    assert meta["clip_frames"] == ""  # the tiny checkpoints have no window
     assert meta["min_samples"] == exported[name]["module"].min_samples
 
 
@@ -208,8 +209,10 @@ def test_export_model_in_memory_and_errors(tmp_path):
     model = create_model("cnn", n_classes=3, n_features=spec.feature.n_features)
     with pytest.raises(ParameterError, match="3 outputs but 2 classes"):
         export_model(model, spec.feature, ["a", "b"], tmp_path / "x.onnx", check=False)
-    with pytest.raises(ParameterError, match="opset=9"):
+    with pytest.raises(ParameterError, match="opset=9 must be an integer in 13"):
         export_model(model, spec.feature, ["a", "b", "c"], tmp_path / "x.onnx", opset=9)
+    with pytest.raises(ParameterError, match="opset=99"):
+        export_model(model, spec.feature, ["a", "b", "c"], tmp_path / "x.onnx", opset=99)
     with pytest.raises(ParameterError, match="pooling"):
         WaveformClassifier(model, spec.feature, input_kind="vector")
     with pytest.raises(ParameterError, match=r"norm_mean has shape \(3,\)"):

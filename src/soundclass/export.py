@@ -6,8 +6,9 @@ returns ``probabilities`` of shape ``(batch, n_classes)``:
 :class:`~soundclass.frontend.FeatureFrontend` (the model's feature, equal to
 ``compute_feature``), the training-set standardization (if any), the model and
 a softmax.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
-column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``model_name``,
-``input`` and ``min_samples``; :func:`read_metadata` returns them.
+column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``input``,
+``min_samples`` and, from a checkpoint, ``model_name`` and ``clip_frames``;
+:func:`read_metadata` returns them.
 
 What the graph scores
 ---------------------
@@ -253,6 +254,15 @@ def check_onnx(
     return worst
 
 
+def _max_opset() -> int:
+    """Highest opset torch's TorchScript-based exporter (``dynamo=False``) writes."""
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except ImportError:  # private constant; torch 2.1 .. 2.13 all reach at least 17
+        return 17
+    return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+
+
 def _atomic_save_onnx(model_proto, out: Path) -> None:
     import onnx
 
@@ -293,7 +303,8 @@ def export_model(
     input_kind, norm_mean, norm_std
         See :class:`WaveformClassifier`.
     opset : int
-        ONNX opset (>= 13).
+        ONNX opset, 13 to 20 with torch 2.13 (the graph is written by torch's
+        TorchScript-based exporter, ``dynamo=False``: it needs no onnxscript).
     check : bool
         Compare onnxruntime with torch on probe waveforms (:func:`check_onnx`).
     metadata : mapping of str to str, optional
@@ -313,8 +324,11 @@ def export_model(
     """
     import onnx
 
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
-        raise ParameterError(f"opset={opset!r} must be an integer >= 13")
+    max_opset = _max_opset()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
+        raise ParameterError(
+            f"opset={opset!r} must be an integer in 13..{max_opset} (torch's TorchScript ONNX exporter)"
+        )
     classes = [str(c) for c in classes]
     if not classes:
         raise ParameterError("classes must not be empty")
@@ -425,7 +439,11 @@ def export_onnx(
         norm_std=ckpt.norm_std,
         opset=opset,
         check=check,
-        metadata={"model_name": ckpt.model_name, "checkpoint": os.fspath(ckpt.path)},
+        metadata={
+            "model_name": ckpt.model_name,
+            # the torch predictor's window; the graph itself scores whole waveforms
+            "clip_frames": "" if ckpt.clip_frames is None else str(ckpt.clip_frames),
+        },
     )
 
 
