@@ -31,6 +31,7 @@ __all__ = [
     "cleanup",
     "wrap_model",
     "barrier",
+    "sync_buffers",
     "broadcast_flag",
     "all_reduce_sum",
     "device_for",
@@ -130,6 +131,19 @@ def wrap_model(model: torch.nn.Module, *, device: torch.device) -> torch.nn.Modu
     if device.type == "cuda":
         return DistributedDataParallel(model, device_ids=[device.index])
     return DistributedDataParallel(model)
+
+
+def sync_buffers(model: torch.nn.Module, *, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (e.g. BatchNorm running statistics) to every rank.
+
+    DDP averages gradients, so parameters agree on every rank, but buffers
+    updated in ``forward`` follow each rank's own last batch; after this call
+    every replica is identical.  No-op when single-process.
+    """
+    if not context().active:
+        return
+    for buf in model.buffers():
+        tdist.broadcast(buf.data, src=src)
 
 
 def barrier() -> None:

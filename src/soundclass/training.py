@@ -254,10 +254,9 @@ def _validate(c: TrainConfig) -> None:
     check("device", isinstance(c.device, str), "a torch device name or None")
     if c.val_size is None:
         raise ParameterError("val_size=None must be a number in [0, 1)")
-    for key, value in c.model_kwargs.items():
+    for key in c.model_kwargs:
         if not isinstance(key, str):
             raise ParameterError(f"model_kwargs key {key!r} must be a string")
-        del value
 
 
 def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
@@ -732,6 +731,9 @@ class FitResult:
     ``history`` has one dict per epoch (``epoch``, ``train_loss``, ``val_loss``,
     ``val_accuracy``, ``val_macro_f1``, ``lr``, ``seconds``); ``val_proba`` are
     the best checkpoint's validation probabilities (``None`` without validation).
+    ``model`` is the model after the last epoch (unwrapped, eval mode).  Under
+    ``torchrun`` only rank 0 validates and records: on other ranks ``history``
+    is empty and ``val_proba`` is ``None``.
     """
 
     checkpoint_dir: Path
@@ -744,6 +746,7 @@ class FitResult:
     norm_std: np.ndarray | None
     val_proba: np.ndarray | None
     stopped_early: bool
+    model: torch.nn.Module | None = None
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -884,10 +887,11 @@ def fit(
             mixup_alpha=config.mixup_alpha, spec_augment=config.spec_augment,
             grad_clip=config.grad_clip, device=device, progress=progress and is_main,
         )
+        dist.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere
         if is_main:  # validation and files on rank 0 only (see soundclass.distributed)
             va = (validate(model, val_features, val_targets, classes=classes, input_kind=spec.input,
                            clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std,
-                           batch_size=config.batch_size)
+                           batch_size=max(64, config.batch_size))
                   if has_val else None)
             row = _history_row(epoch, tr, va)
             history.append(row)
@@ -917,12 +921,13 @@ def fit(
         best = load_checkpoint(ckpt_dir, device=device)
         val_proba = softmax(predict_logits(best.model, val_features, input_kind=best.input,
                                            clip_frames=best.clip_frames, norm_mean=best.norm_mean,
-                                           norm_std=best.norm_std, batch_size=config.batch_size))
+                                           norm_std=best.norm_std, batch_size=max(64, config.batch_size)))
     return FitResult(
         checkpoint_dir=ckpt_dir, last_dir=last_dir, history=history,
         best_epoch=-1 if stopper.best_epoch is None else int(stopper.best_epoch), config=config,
         clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std, val_proba=val_proba,
         stopped_early=stopped and epoch < config.epochs,
+        model=model.eval(),
     )
 
 
@@ -1033,15 +1038,19 @@ def train(
 
     config = resolve_config(config)
     feature = feature_config(config)
-    ctx = dist.context()
+    ctx = dist.setup()
     notes: list[str] = []
     if config.group_pattern:
         dataset = assign_groups(dataset, config.group_pattern)
     classes = tuple(dataset.classes)
     targets_all = dataset.targets
+    if ctx.active and config.cache_dir is not None and not ctx.is_main:
+        dist.barrier()  # rank 0 fills the cache first; the others then read it
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.rank == 0)
+                                      progress=progress and ctx.is_main)
+    if ctx.active and config.cache_dir is not None and ctx.is_main:
+        dist.barrier()
     ok = [i for i, f in enumerate(features) if f is not None]
     if failures:
         shown = "; ".join(f"{_failure_path(f)} ({_failure_reason(f)})" for f in failures[:3])
