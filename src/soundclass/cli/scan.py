@@ -1,0 +1,52 @@
+"""``soundclass scan``: what is in a dataset folder, before training on it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soundclass.cli.predict import positive_int
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="check every clip of a dataset: counts, durations, formats, bad files, duplicates",
+        description=(
+            "Read every audio file of a dataset (one sub-folder per class, a CSV manifest, or a "
+            "flat folder of unlabelled clips) and report per class counts and durations, sample "
+            "rates, channels, encodings, flags (silent, clipped, very short, NaN/Inf, "
+            "multichannel), files that cannot be decoded (with the reason), the class imbalance "
+            "and files with identical content (duplicates across classes hint at label noise "
+            "and train/test leakage). Prints a summary and writes files.csv, bad_files.csv, "
+            "summary.json, class_counts.png and durations.png. Bad files are reported, not "
+            "fatal: the exit code is 0 unless the folder is missing or holds no audio."
+        ),
+    )
+    parser.add_argument("root", metavar="DIR",
+                        help="dataset folder (one sub-folder per class) or a CSV manifest")
+    parser.add_argument("--manifest", default=None, metavar="CSV",
+                        help="CSV with path and label columns; relative paths are resolved "
+                             "against DIR")
+    parser.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
+                        help="report folder (default: <DIR name>_scan in the current folder)")
+    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                        help="parallel worker processes (default: all cores)")
+    parser.add_argument("--executor", default="process", metavar="SPEC",
+                        help="process (default), serial, dask://local or dask://HOST:PORT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.cli.predict import executor_from_args
+    from soundclass.scan import format_summary, scan, write_scan_report
+
+    with executor_from_args(args) as executor:
+        report = scan(args.root, manifest=args.manifest, n_jobs=args.jobs,
+                      progress=not args.no_progress, executor=executor)
+    out = args.output or f"{Path(args.root).resolve().stem or 'dataset'}_scan"
+    paths = write_scan_report(report, out)
+    print(format_summary(report))
+    print(f"report: {Path(out)}/ ({', '.join(Path(p).name for p in paths.values())})")
+    return 0

@@ -1,0 +1,68 @@
+"""``soundclass show``: the 4-panel picture of one audio file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soundclass.cli.predict import positive_int
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "show",
+        help="draw waveform, spectrogram, mel spectrogram and MFCC of one audio file (PNG)",
+        description=(
+            "Draw one audio file as a 4-panel PNG: waveform (every channel), log-frequency "
+            "power spectrogram in dB with a colour bar, mel spectrogram on a mel-spaced axis "
+            "labelled in Hz, and MFCCs. The title gives the file name, native sample rate, "
+            "duration, channels and encoding. Spectrograms are in dB relative to the clip's "
+            "maximum; silent clips are marked in the title."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="audio file (any format soundfile reads)")
+    parser.add_argument("-o", "--output", default=None, metavar="PNG",
+                        help="output picture (default: <file stem>.png in the current folder)")
+    parser.add_argument("--sr", type=_positive_float, default=None, metavar="HZ",
+                        help="resample to this rate before analysis (default: the file's rate)")
+    parser.add_argument("--n-fft", type=positive_int, default=2048, metavar="N",
+                        help="FFT size in samples (default: 2048)")
+    parser.add_argument("--hop-length", type=positive_int, default=512, metavar="N",
+                        help="samples between frames (default: 512)")
+    parser.add_argument("--n-mels", type=positive_int, default=128, metavar="N",
+                        help="mel bands (default: 128)")
+    parser.add_argument("--n-mfcc", type=positive_int, default=20, metavar="N",
+                        help="MFCCs drawn (default: 20; at most --n-mels)")
+    parser.add_argument("--offset", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                        help="start this many seconds into the file (default: 0)")
+    parser.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
+                        help="show at most this many seconds (default: to the end)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from soundclass.plots import show_file
+
+    out = args.output or f"{Path(args.file).stem}.png"
+    written = show_file(args.file, out, sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length,
+                        n_mels=args.n_mels, n_mfcc=args.n_mfcc, offset=args.offset,
+                        duration=args.duration)
+    print(f"wrote {written}")
+    return 0
