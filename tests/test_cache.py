@@ -261,6 +261,8 @@ def test_bad_arguments(tmp_path, wavs):
         FeatureCache(tmp_path / "file")
     with pytest.raises(ParameterError, match="FeatureConfig"):
         FeatureCache(tmp_path / "c").get(wavs, {"sr": 8000}, progress=False)
+    with pytest.raises(ParameterError, match="cannot write"):
+        get_features(wavs, CFG, cache_dir=tmp_path / "file" / "sub", progress=False)
     with pytest.raises(ParameterError, match="chunk_size"):
         FeatureCache(tmp_path / "c").get(wavs, CFG, progress=False, chunk_size=0)
 
@@ -327,3 +329,17 @@ def test_fsdd_subset_cached_equals_direct(tmp_path, fsdd_dir):
         np.testing.assert_array_equal(a, b)
         assert a.shape[0] == 26
     np.testing.assert_array_equal(feats[7], extract.extract_file(paths[7], cfg))
+
+
+def test_full_disk_warns_but_returns_features(tmp_path, wavs, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    root = tmp_path / "cache"
+    FeatureCache(root)._prepare(CFG)  # config.json can be written, entries cannot
+    monkeypatch.setattr(np, "save", no_space)
+    with pytest.warns(RuntimeWarning, match="No space left on device"):
+        feats, failures = get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert failures == []
+    np.testing.assert_array_equal(feats[0], extract.extract_file(wavs[0], CFG))
+    assert _npy_files(root) == [] and not list(root.rglob("*.tmp"))

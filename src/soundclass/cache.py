@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -144,10 +145,15 @@ class FeatureCache:
 
     def _prepare(self, config: FeatureConfig) -> Path:
         cdir = self.config_dir(config)
-        cdir.mkdir(parents=True, exist_ok=True)
-        cfg = cdir / "config.json"
-        if not cfg.exists():
-            _atomic_write(cfg, lambda fh: fh.write(_json_bytes(config_to_dict(config))))
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            cfg = cdir / "config.json"
+            if not cfg.exists():
+                _atomic_write(cfg, lambda fh: fh.write(_json_bytes(config_to_dict(config))))
+        except OSError as exc:
+            raise ParameterError(
+                f"cache_dir={os.fspath(self.root)!r}: cannot write {cdir} ({exc.strerror or exc})"
+            ) from exc
         return cdir
 
     # -- index of file hashes --------------------------------------------------
@@ -187,7 +193,11 @@ class FeatureCache:
             changed = True
             shas.append(sha)
         if changed:
-            _atomic_write(cdir / "index.json", lambda fh: fh.write(_json_bytes(index)))
+            try:
+                _atomic_write(cdir / "index.json", lambda fh: fh.write(_json_bytes(index)))
+            except OSError:
+                pass  # only costs re-hashing next time; entry writes will warn
+
         return shas, errors, hashed
 
     # -- entries ---------------------------------------------------------------
@@ -325,6 +335,7 @@ class FeatureCache:
         # Chunks small enough to lose little on interruption, big enough to keep workers busy.
         chunk = chunk_size or int(min(1024, max(64, 64 * n_workers)))
         bar = None
+        write_errors = 0
         if progress:
             from tqdm.auto import tqdm
 
@@ -337,14 +348,23 @@ class FeatureCache:
                     n_jobs=1 if executor is None else n_jobs, executor=executor, progress=False,
                 )
                 for (sha, path), res in zip(part, results, strict=True):
-                    if res.error is None and res.feature is not None:
-                        self.store(config, sha, res.feature)
-                        found[sha] = np.ascontiguousarray(res.feature, dtype=np.float32)
-                    else:
-                        reason = res.error or "no feature returned"
-                        failed[sha] = reason
-                        if not reason.startswith(_TRANSIENT_PREFIXES):
-                            self.store_failure(config, sha, path=path, reason=reason)
+                    try:
+                        if res.error is None and res.feature is not None:
+                            found[sha] = np.ascontiguousarray(res.feature, dtype=np.float32)
+                            self.store(config, sha, found[sha])
+                        else:
+                            reason = res.error or "no feature returned"
+                            failed[sha] = reason
+                            if not reason.startswith(_TRANSIENT_PREFIXES):
+                                self.store_failure(config, sha, path=path, reason=reason)
+                    except OSError as exc:  # a full or read-only disk must not stop the run
+                        if not write_errors:
+                            warnings.warn(
+                                f"{self.config_dir(config)}: cannot write cache entries "
+                                f"({exc.strerror or exc}); features are computed but not cached",
+                                RuntimeWarning, stacklevel=3,
+                            )
+                        write_errors += 1
                 if bar is not None:
                     bar.update(len(part))
         finally:
