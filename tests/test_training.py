@@ -128,7 +128,7 @@ def test_resolution_order():
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("epochs", 0, "epochs=0"), ("lr", -1.0, "lr=-1.0"), ("scheduler", "step", "scheduler='step'"),
-    ("balance", "oversample", "balance="), ("val_size", 1.0, "val_size=1.0"),
+    ("balance", "oversample", "balance="), ("val_size", 1.5, "val_size=1.5"), ("val_size", -0.1, "val_size"),
     ("label_smoothing", 1.0, "label_smoothing"), ("batch_size", 2.5, "batch_size"),
     ("patience", -1, "patience"), ("spec_augment", "yes", "spec_augment"),
 ])
@@ -331,7 +331,7 @@ def demo(tmp_path_factory):
 def test_train_end_to_end_skips_corrupt_files(tmp_path, demo):
     from soundclass.training import train
 
-    cfg = TrainConfig(model=E2E, n_jobs=1, val_size=0.34, mixup_alpha=0.4, spec_augment=True,
+    cfg = TrainConfig(model=E2E, n_jobs=1, val_size=8, mixup_alpha=0.4, spec_augment=True,
                       label_smoothing=0.1, cache_dir=str(tmp_path / "cache"))
     res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
     bad = {str(p) for p in demo.paths if "corrupt" in p}
@@ -346,6 +346,7 @@ def test_train_end_to_end_skips_corrupt_files(tmp_path, demo):
     groups = {it.path: it.group for it in demo.items}
     assert not {groups[p] for p in split_json["train"]} & {groups[p] for p in split_json["val"]}
     assert [it.path for it in res.val_items] == split_json["val"]
+    assert 5 <= len(res.val_items) <= 11  # val_size=8 clips of 24, groups of 2 are indivisible
     assert res.val_proba.shape == (len(res.val_items), len(demo.classes))
     assert res.classes == demo.classes and len(res.history) == 3
     cfg_json = json.loads((tmp_path / "run" / "config.json").read_text())

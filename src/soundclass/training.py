@@ -24,6 +24,7 @@ Distributed training (``torchrun``) is used when ``WORLD_SIZE`` is set; see
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -149,8 +150,8 @@ class TrainConfig:
     balance : {'weights', 'sampler', 'none'} or None
         Class-weighted loss, a ``WeightedRandomSampler``, or nothing.
     val_size : float
-        Validation fraction in [0, 1); 0 trains on everything (the last epoch
-        is the checkpoint).
+        Validation fraction in [0, 1), or a whole number of clips >= 1; 0
+        trains on everything (the last epoch is the checkpoint).
     group_pattern : str or None
         Regex giving each file's group (``dataset.assign_groups``).
     feature : dict
@@ -245,7 +246,8 @@ def _validate(c: TrainConfig) -> None:
     check("spec_augment", isinstance(c.spec_augment, bool), "True or False")
     check("label_smoothing", num("label_smoothing") and 0 <= c.label_smoothing < 1, "in [0, 1)")
     check("balance", c.balance in BALANCES, f"one of {BALANCES}")
-    check("val_size", num("val_size") and 0 <= c.val_size < 1, "in [0, 1)")
+    check("val_size", num("val_size") and (0 <= c.val_size < 1 or (c.val_size >= 1 and float(c.val_size).is_integer())),
+          "a fraction in [0, 1) or a whole number of clips >= 1")
     check("grad_clip", num("grad_clip") and c.grad_clip > 0, "a positive number or None")
     check("n_jobs", _is_int(c.n_jobs) and c.n_jobs != 0, "a non-zero integer or None")
     check("threads", _is_int(c.threads) and c.threads > 0, "a positive integer or None")
@@ -328,7 +330,10 @@ def derive_seed(seed: int, *keys: int | str) -> int:
     """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. epoch, purpose)."""
     words = [int(seed)]
     for k in keys:
-        words.append(k if isinstance(k, int) else int.from_bytes(str(k).encode()[:8].ljust(8, b"\0"), "little"))
+        if isinstance(k, (int, np.integer)):
+            words.append(int(k))
+        else:
+            words.append(int.from_bytes(hashlib.sha256(str(k).encode()).digest()[:8], "little"))
     return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
@@ -372,16 +377,12 @@ def norm_stats(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """
     if len(features) == 0:
         raise ParameterError("cannot compute standardization stats of zero clips")
-    total = count = sq = None
-    for f in features:
-        f = np.asarray(f, dtype=np.float64)
-        f = f[:, None] if f.ndim == 1 else f
-        s, q = f.sum(axis=1), np.square(f).sum(axis=1)
-        total = s if total is None else total + s
-        sq = q if sq is None else sq + q
-        count = f.shape[1] + (count or 0)
-    mean = total / count
-    var = np.maximum(sq / count - np.square(mean), 0.0)
+    mats = [np.asarray(f, dtype=np.float64) for f in features]
+    mats = [m[:, None] if m.ndim == 1 else m for m in mats]  # (n_features, t_i)
+    count = sum(m.shape[1] for m in mats)
+    mean = sum(m.sum(axis=1) for m in mats) / count
+    # second pass on deviations: no cancellation for rows far from zero (power spectra, dB)
+    var = sum(np.square(m - mean[:, None]).sum(axis=1) for m in mats) / count
     std = np.maximum(np.sqrt(var), 1e-5)
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -1064,8 +1065,9 @@ def train(
     feats = [features[i] for i in ok]
     groups = [it.group for it in items]
     have_groups = all(g is not None for g in groups)
-    if config.val_size > 0:
-        tr_idx, va_idx = holdout(y, test_size=config.val_size,
+    test_size = _test_fraction(config.val_size, len(items))
+    if test_size > 0:
+        tr_idx, va_idx = holdout(y, test_size=test_size,
                                  groups=groups if have_groups else None, seed=config.seed)
         if not have_groups:
             msg = leakage_warning([it.path for it in items], tr_idx, va_idx, labels=y.tolist())
@@ -1091,6 +1093,15 @@ def train(
         classes=classes, val_items=tuple(items[i] for i in va_idx), val_proba=result.val_proba,
         failures=list(failures), warnings=notes,
     )
+
+
+def _test_fraction(val_size: float, n: int) -> float:
+    """``val_size`` as a fraction of ``n`` clips (it is a count when >= 1)."""
+    if val_size < 1:
+        return float(val_size)
+    if val_size >= n:
+        raise ParameterError(f"val_size={val_size!r} clips leaves none of the {n} usable clips for training")
+    return float(val_size) / n
 
 
 def _failure_path(failure: Any) -> str:
