@@ -1,0 +1,249 @@
+"""Features of many files, fast: the path from audio files to feature matrices.
+
+:func:`compute_feature` turns a mono signal into the feature a
+:class:`~soundclass.config.FeatureConfig` describes, equal to the librosa
+composition (``melspectrogram`` -> ``power_to_db`` -> ``mfcc`` -> ``delta``).
+:func:`extract_file` decodes and resamples a file (:func:`soundclass.audio.load`:
+int16 reads with an exact downmix, soxr HQ) and computes it;
+:func:`extract_many` does that for a list of files on a pool of workers,
+returning one :class:`ExtractResult` per path, in input order, with failures
+recorded instead of raised.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+
+from soundclass.audio import check_audio, load
+from soundclass.config import FeatureConfig
+from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
+from soundclass.features import delta, melspectrogram, mfcc, power_to_db
+
+__all__ = ["DELTA_WIDTH", "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+
+#: Frames in the local fit of the deltas (``librosa.feature.delta`` default).
+DELTA_WIDTH = 9
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """The outcome for one file.
+
+    Attributes
+    ----------
+    path : str
+    feature : np.ndarray or None
+        float32, ``(n_features, t)`` or ``(n_features,)``; ``None`` on failure.
+    error : str or None
+        Why the file failed, in words (the path itself is in ``path``); ``None`` on success.
+    """
+
+    path: str
+    feature: np.ndarray | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The feature ``config`` describes, computed from a mono signal.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], floating point
+        Mono signal at ``config.sr``.
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray [shape=(n_features, t) or (n_features,)], float32
+        ``n_features = config.n_features``; the second form when ``pooling='mean'``.
+
+    Raises
+    ------
+    ParameterError
+        ``y`` is not 1-D, or deltas are asked for a clip shorter than
+        ``DELTA_WIDTH`` frames (as librosa does).
+    """
+    check_audio(y, max_ndim=1)
+    S = melspectrogram(
+        y=y, sr=config.sr, n_fft=config.n_fft, hop_length=config.hop_length,
+        win_length=config.win_length, window=config.window, center=config.center,
+        pad_mode=config.pad_mode, power=config.power, n_mels=config.n_mels, fmin=config.fmin,
+        fmax=config.fmax, htk=config.htk, norm=config.norm,
+    )  # (n_mels, t)
+    if config.kind == "logmel":
+        S = power_to_db(S, top_db=config.top_db)
+    elif config.kind == "mfcc":
+        S = mfcc(S=power_to_db(S, top_db=config.top_db), n_mfcc=config.n_mfcc)  # (n_mfcc, t)
+    if config.deltas:
+        n_frames = S.shape[-1]
+        if n_frames < DELTA_WIDTH:
+            raise ParameterError(
+                f"deltas need at least {DELTA_WIDTH} frames, got {n_frames} "
+                f"({len(y) / config.sr:.3f} s at sr={config.sr}, hop_length={config.hop_length}); "
+                "use a longer clip or a smaller hop_length"
+            )
+        parts = [S] + [delta(S, width=DELTA_WIDTH, order=k) for k in range(1, config.deltas + 1)]
+        S = np.concatenate(parts, axis=0)  # (n_features, t)
+    if config.pooling == "mean":
+        S = S.mean(axis=-1)  # (n_features,)
+    return np.ascontiguousarray(S, dtype=np.float32)
+
+
+def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
+    """Decode, downmix, resample (soxr HQ) to ``config.sr`` and compute the feature.
+
+    At most ``config.max_duration`` seconds are read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    config : FeatureConfig
+
+    Returns
+    -------
+    np.ndarray [shape=(n_features, t) or (n_features,)], float32
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be decoded (the message names the file and the reason).
+    ParameterError
+        The clip is too short for the requested deltas.
+    """
+    y, _ = load(path, sr=config.sr, mono=True, duration=config.max_duration)
+    return compute_feature(y, config)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, AudioDecodeError):
+        return exc.reason
+    if isinstance(exc, SoundclassError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _extract_one(path: str, config: FeatureConfig) -> ExtractResult:
+    try:
+        return ExtractResult(path, extract_file(path, config))
+    except MemoryError:
+        return ExtractResult(path, None, "out of memory while decoding or computing features")
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
+        return ExtractResult(path, None, _reason(exc))
+
+
+def _extract_chunk(paths: Sequence[str], config: FeatureConfig) -> list[ExtractResult]:
+    """Work unit shipped to a worker: a few files, to amortise the task overhead."""
+    return [_extract_one(p, config) for p in paths]
+
+
+def _n_workers(executor: Executor, n_jobs: int | None) -> int:
+    for attr in ("_max_workers", "n_workers"):
+        value = getattr(executor, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return n_jobs or os.cpu_count() or 1
+
+
+def _auto_chunksize(n_paths: int, n_workers: int) -> int:
+    # ~8 chunks per worker balances the load; 32 files caps the latency of one chunk.
+    return max(1, min(32, math.ceil(n_paths / (8 * n_workers))))
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="file", desc="features", smoothing=0.1)
+
+
+def extract_many(
+    paths: Iterable[str | os.PathLike],
+    config: FeatureConfig,
+    *,
+    n_jobs: int | None = None,
+    executor: Executor | None = None,
+    progress: bool = False,
+    chunksize: int | None = None,
+) -> list[ExtractResult]:
+    """Features of many files, in input order, never raising for a bad file.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike
+    config : FeatureConfig
+    n_jobs : int or None
+        Worker processes when no ``executor`` is given (``None``: all CPUs;
+        ``1``: in this process, no pool).
+    executor : concurrent.futures.Executor or None
+        Where to run (see :func:`soundclass.executors.make_executor`); it is
+        not shut down here.
+    progress : bool
+        Show a tqdm progress bar (files).
+    chunksize : int or None
+        Files per task (``None``: about 8 tasks per worker, at most 32 files each).
+
+    Returns
+    -------
+    list of ExtractResult
+        ``results[i].path == str(paths[i])``; failed files have ``feature=None``
+        and ``error`` set.  A task lost with its worker marks its files failed.
+    """
+    from soundclass.executors import default_n_jobs, make_executor
+
+    paths = [os.fspath(p) for p in paths]
+    if not isinstance(config, FeatureConfig):
+        raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    if chunksize is not None and (
+        isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize <= 0
+    ):
+        raise ParameterError(f"chunksize={chunksize!r} must be a positive integer or None")
+    if not paths:
+        return []
+    bar = _progress_bar(len(paths), progress)
+    try:
+        if executor is None and default_n_jobs(n_jobs) == 1:
+            results = []
+            for p in paths:
+                results.append(_extract_one(p, config))
+                if bar is not None:
+                    bar.update(1)
+            return results
+        own = executor is None
+        if own:
+            executor = make_executor("process", n_jobs=min(default_n_jobs(n_jobs), len(paths)))
+        try:
+            return _run_chunks(paths, config, executor, n_jobs=n_jobs, chunksize=chunksize, bar=bar)
+        finally:
+            if own:
+                executor.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_chunks(paths, config, executor, *, n_jobs, chunksize, bar) -> list[ExtractResult]:
+    size = chunksize or _auto_chunksize(len(paths), _n_workers(executor, n_jobs))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    futures = {executor.submit(_extract_chunk, chunk, config): k for k, chunk in enumerate(chunks)}
+    done: list[list[ExtractResult] | None] = [None] * len(chunks)
+    for future in as_completed(futures):
+        k = futures[future]
+        try:
+            done[k] = future.result()
+        except Exception as exc:  # noqa: BLE001 - a dead worker fails its files, not the batch
+            reason = f"worker failed: {_reason(exc)}"
+            done[k] = [ExtractResult(p, None, reason) for p in chunks[k]]
+        if bar is not None:
+            bar.update(len(chunks[k]))
+    return [result for chunk in done for result in chunk]  # type: ignore[union-attr]

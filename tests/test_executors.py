@@ -1,0 +1,97 @@
+"""soundclass.executors: every spec gives a working concurrent.futures.Executor."""
+
+from __future__ import annotations
+
+import operator
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from soundclass import executors
+from soundclass.config import FeatureConfig
+from soundclass.errors import ParameterError
+from soundclass.executors import DaskExecutor, SerialExecutor, default_n_jobs, make_executor
+from soundclass.extract import extract_many
+
+
+def _paths(tmp_path, signal, n=5):
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, signal(sr=16000, seconds=0.4 + 0.1 * i, seed=i), 16000, subtype="PCM_16")
+        paths.append(str(path))
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all" * 10)
+    paths.insert(2, str(tmp_path / "bad.wav"))
+    return paths
+
+
+def _same(results_a, results_b):
+    assert [r.path for r in results_a] == [r.path for r in results_b]
+    for a, b in zip(results_a, results_b, strict=True):
+        assert a.error == b.error
+        if a.ok:
+            np.testing.assert_array_equal(a.feature, b.feature)
+
+
+def test_serial_executor_runs_at_submit_and_keeps_exceptions():
+    with make_executor("serial") as ex:
+        assert isinstance(ex, SerialExecutor)
+        assert ex.submit(operator.add, 2, 3).result() == 5
+        failing = ex.submit(operator.truediv, 1, 0)
+        assert isinstance(failing.exception(), ZeroDivisionError)
+        assert list(ex.map(operator.neg, [1, 2])) == [-1, -2]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        ex.submit(operator.neg, 1)
+
+
+def test_process_executor():
+    with make_executor("process", n_jobs=2) as ex:
+        assert isinstance(ex, ProcessPoolExecutor)
+        assert list(ex.map(operator.mul, [1, 2, 3], [4, 5, 6])) == [4, 10, 18]
+
+
+def test_dask_local_matches_serial(tmp_path, signal):
+    paths = _paths(tmp_path, signal)
+    config = FeatureConfig(kind="mfcc", n_mfcc=13, deltas=1)
+    serial = extract_many(paths, config, executor=make_executor("serial"))
+    with make_executor("dask://local", n_jobs=2, processes=False) as ex:
+        assert isinstance(ex, DaskExecutor) and isinstance(ex, Executor)
+        assert ex.n_workers == 2
+        dask_results = extract_many(paths, config, executor=ex, chunksize=2)
+        # the same cluster reached by address, as "dask://HOST:PORT" does
+        with make_executor(f"dask://{ex.cluster.scheduler_address}") as remote:
+            remote_results = extract_many(paths, config, executor=remote)
+        assert ex.client.status == "running"  # closing the remote client leaves the cluster
+    assert ex.client.status == "closed"
+    _same(serial, dask_results)
+    _same(serial, remote_results)
+    assert [r.ok for r in serial].count(False) == 1
+
+
+@pytest.mark.parametrize(
+    "spec,kwargs,match",
+    [
+        ("threads", {}, "spec='threads'"),
+        ("process", dict(n_jobs=0), "n_jobs=0"),
+        ("dask://", {}, "needs an address"),
+        (None, {}, "must be a string"),
+    ],
+)
+def test_bad_specs(spec, kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        make_executor(spec, **kwargs)
+
+
+def test_unreachable_scheduler(monkeypatch):
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 0.5)
+    with pytest.raises(ParameterError, match="cannot reach"):
+        make_executor("dask://tcp://127.0.0.1:9")
+
+
+def test_default_n_jobs():
+    assert default_n_jobs(3) == 3
+    assert default_n_jobs() >= 1
+    with pytest.raises(ParameterError):
+        default_n_jobs(-1)
