@@ -200,6 +200,17 @@ def test_decode_bad_bytes_give_reason(data, reason):
     assert info.value.path is None
 
 
+def test_decode_truncated_file_keeps_what_is_there():
+    data = wav_bytes(make_signal(sr=8000, seconds=1.0), 8000)
+    clip = decode_audio(data[: 44 + 2 * 1000])  # header says 8000 frames, 1000 present
+    assert clip.y.size == 1000 and clip.duration == pytest.approx(0.125) and not clip.truncated
+
+
+def test_decode_rejects_zero_frames():
+    with pytest.raises(AudioDecodeError, match="no audio samples"):
+        decode_audio(wav_bytes(np.zeros(0, np.float32), 8000))
+
+
 def test_decode_rejects_non_finite_samples():
     y = make_signal(sr=8000, seconds=0.2)
     y[100] = np.nan
@@ -509,6 +520,33 @@ def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
         assert sum(t["p"] for t in out["top"]) == pytest.approx(1.0, abs=1e-5)
         assert out["channels"] == 2
         assert base64.b64decode(out["mel_png"]).startswith(PNG_MAGIC)
+    finally:
+        server.close()
+
+
+def test_clip_too_short_for_the_model_is_422(tmp_path):
+    server = Server(make_app(_save_tiny_checkpoint(tmp_path / "ckpt", "seed-lstm")))
+    try:  # 300 samples give 5 frames, deltas need 9
+        status, out = server.json("POST", "/api/predict", wav_bytes(np.full(300, 0.1, np.float32), 8000))
+        assert status == 422 and "at least 9 frames" in out["error"]
+    finally:
+        server.close()
+
+
+def test_real_recordings_through_the_api(fsdd_dir, donateacry_dir, checkpoint_dir):
+    """A few real clips (8 kHz digits, baby cries in other formats/rates) posted as uploads."""
+    from soundclass.dataset import list_audio
+
+    paths = list_audio(fsdd_dir)[::1500] + list_audio(donateacry_dir)[::230]
+    server = Server(make_app(checkpoint_dir, max_seconds=3.0))
+    try:
+        for path in paths:
+            info = sf.info(path)
+            status, out = server.json("POST", "/api/predict", Path(path).read_bytes())
+            assert status == 200, (path, out)
+            assert out["sr"] == info.samplerate and out["duration"] == pytest.approx(info.duration, abs=1e-3)
+            assert out["truncated"] == (info.duration > 3.0)
+            assert sum(t["p"] for t in out["top"]) == pytest.approx(1.0, abs=1e-5)
     finally:
         server.close()
 

@@ -27,7 +27,8 @@ Safety
   ``max_seconds`` only** (the answer says ``truncated: true`` and gives the full
   ``duration``); only those samples are decoded.
 - Undecodable audio gives 400 with the :class:`~soundclass.errors.AudioDecodeError`
-  reason; an unexpected failure gives 500 and the server keeps serving.
+  reason; a clip the model cannot take (too short for its features) gives 422;
+  an unexpected failure gives 500 and the server keeps serving.
 - The model and the plotting are each used under a lock (one request at a time).
 - The default host is ``127.0.0.1``; when bound to a loopback address, requests
   must name a loopback ``Host`` (against DNS rebinding), and a cross-origin
@@ -56,6 +57,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import soundfile as sf
 
+from soundclass.audio import check_audio, resample
 from soundclass.config import FeatureConfig
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
 
@@ -168,17 +170,19 @@ def decode_audio(data: bytes, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> Cl
         if frames <= 0:
             raise AudioDecodeError(None, "contains no audio samples")
         limit = max(1, int(max_seconds * sr))
+        wanted = min(frames, limit)
         try:
-            y = desc.read(frames=min(frames, limit), dtype="float32", always_2d=True)
+            y = desc.read(frames=wanted, dtype="float32", always_2d=True)
         except (RuntimeError, ValueError, OSError) as exc:
             raise AudioDecodeError(None, f"corrupt audio data, decoding failed ({exc})") from None
-    if y.shape[0] == 0:
+    got = y.shape[0]
+    if got == 0:
         raise AudioDecodeError(None, "contains no decodable audio samples")
+    if got < wanted:  # the header announced more than the data holds: keep what is there
+        frames = got
     y = np.ascontiguousarray(y[:, 0] if channels == 1 else y.mean(axis=1), dtype=np.float32)
-    from soundclass.audio import check_audio
-
     check_audio(y)
-    return Clip(y=y, sr=sr, channels=channels, duration=frames / sr, truncated=frames > limit)
+    return Clip(y=y, sr=sr, channels=channels, duration=frames / sr, truncated=frames > got)
 
 
 # --------------------------------------------------------------------------- models
@@ -369,16 +373,19 @@ class App:
         ------
         AudioDecodeError
             If the bytes are not usable audio.
+        RequestError
+            422 if the model cannot take this clip (e.g. too short for its features).
         """
-        from soundclass.audio import resample
-
         clip = decode_audio(data, max_seconds=self.max_seconds)
         sr = int(self.predictor.feature.sr)
         y = resample(clip.y, orig_sr=clip.sr, target_sr=sr)
         if y.size == 0:
             raise AudioDecodeError(None, f"too short: no samples left at sr={sr}")
         with self._model_lock:
-            proba = np.asarray(self.predictor.predict(y), dtype=np.float64)
+            try:
+                proba = np.asarray(self.predictor.predict(y), dtype=np.float64)
+            except ParameterError as exc:  # e.g. too short for the model's features
+                raise RequestError(422, f"this clip cannot be analysed by the model: {exc}") from None
         n_classes = len(self.predictor.classes)
         if proba.shape != (n_classes,) or not np.isfinite(proba).all():
             raise SoundclassError(

@@ -238,6 +238,7 @@ async function startRecording() {
   }
   const context = new AudioContext();
   try {
+    await context.resume(); // a context created after an await may start suspended
     await context.audioWorklet.addModule("/static/recorder-worklet.js");
   } catch (err) {
     stream.getTracks().forEach((t) => t.stop());
@@ -278,7 +279,8 @@ async function stopRecording() {
   state.recorder = null;
   clearInterval(rec.timer);
   rec.node.port.postMessage("flush");
-  await rec.done;
+  // The last partial block; give up on it after a second (e.g. a suspended context).
+  await Promise.race([rec.done, new Promise((resolve) => setTimeout(resolve, 1000))]);
   rec.source.disconnect();
   rec.stream.getTracks().forEach((t) => t.stop());
   const sampleRate = rec.context.sampleRate;
