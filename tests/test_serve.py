@@ -508,16 +508,27 @@ def checkpoint_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("model_name", ["seed-cnn", "seed-lstm"])
 def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
-    app = make_app(_save_tiny_checkpoint(tmp_path / "ckpt", model_name), max_upload_bytes=1_000_000, max_seconds=3.0)
+    from soundclass.checkpoint import load_checkpoint
+    from soundclass.extract import extract_file
+    from soundclass.inference import predict_proba
+
+    ckpt_dir = _save_tiny_checkpoint(tmp_path / "ckpt", model_name)
+    app = make_app(ckpt_dir, max_upload_bytes=1_000_000, max_seconds=3.0)
     server = Server(app)
     try:
         status, info = server.json("GET", "/api/info")
         assert info["model"] == model_name and info["classes"] == list("abcde") and info["sr"] == 8000
-        data = wav_bytes(make_signal(sr=22050, seconds=1.0, channels=2), 22050)
+        data = wav_bytes(make_signal(sr=22050, seconds=1.0, channels=2), 22050, subtype="FLOAT")
         status, out = server.json("POST", "/api/predict", data, {"Content-Type": "audio/wav"})
         assert status == 200, out
         assert sorted(t["label"] for t in out["top"]) == list("abcde")
         assert sum(t["p"] for t in out["top"]) == pytest.approx(1.0, abs=1e-5)
+        # the same probabilities as the batch path (file -> extract_file -> predict_proba)
+        (tmp_path / "clip.wav").write_bytes(data)
+        ckpt = load_checkpoint(ckpt_dir)
+        batch = predict_proba(ckpt, [extract_file(tmp_path / "clip.wav", ckpt.feature)])[0]
+        served = {t["label"]: t["p"] for t in out["top"]}
+        np.testing.assert_allclose([served[c] for c in ckpt.classes], batch, rtol=1e-4, atol=1e-6)
         assert out["channels"] == 2
         assert base64.b64decode(out["mel_png"]).startswith(PNG_MAGIC)
     finally:
