@@ -879,43 +879,47 @@ def fit(
         _write_json(out / "config.json", _config_json(config))
     bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {config.model}", unit="epoch",
                disable=not (progress and is_main))
-    stopped = stopper.should_stop
-    epoch = start_epoch
-    while epoch < config.epochs and not stopped:
-        tr = train_one_epoch(
-            train_model, loader, optimizer, scheduler, epoch=epoch, seed=config.seed,
-            class_weight=weight, label_smoothing=config.label_smoothing,
-            mixup_alpha=config.mixup_alpha, spec_augment=config.spec_augment,
-            grad_clip=config.grad_clip, device=device, progress=progress and is_main,
-        )
-        dist.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere
-        if is_main:  # validation and files on rank 0 only (see soundclass.distributed)
-            va = (validate(model, val_features, val_targets, classes=classes, input_kind=spec.input,
-                           clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std,
-                           batch_size=max(64, config.batch_size))
-                  if has_val else None)
-            row = _history_row(epoch, tr, va)
-            history.append(row)
-            if va is not None:
-                improved = stopper.step(va[config.monitor], epoch)
-            else:  # no validation: the latest epoch is the best
-                improved = stopper.step(float(epoch), epoch)
-            summary = _summary(va, epoch)
-            if improved:
-                save_model(ckpt_dir, summary)
-            save_model(last_dir, summary)
-            save_training_state(last_dir, epoch=epoch, model=model, optimizer=optimizer,
-                                scheduler=scheduler, rng_state=capture_rng_state(),
-                                extra={"history": history, "early_stopping": stopper.state_dict(),
-                                       "config": _config_json(config)})
-            _write_json(out / "history.json", history)
-            bar.set_postfix(loss=f"{tr['loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
-                            val_f1=f"{row['val_macro_f1']:.3f}")
-            bar.update(1)
-        stopped = dist.broadcast_flag(stopper.should_stop)
-        dist.barrier()
-        epoch += 1
-    bar.close()
+    restore_determinism = _use_deterministic()
+    try:
+        stopped = stopper.should_stop
+        epoch = start_epoch
+        while epoch < config.epochs and not stopped:
+            tr = train_one_epoch(
+                train_model, loader, optimizer, scheduler, epoch=epoch, seed=config.seed,
+                class_weight=weight, label_smoothing=config.label_smoothing,
+                mixup_alpha=config.mixup_alpha, spec_augment=config.spec_augment,
+                grad_clip=config.grad_clip, device=device, progress=progress and is_main,
+            )
+            dist.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere
+            if is_main:  # validation and files on rank 0 only (see soundclass.distributed)
+                va = (validate(model, val_features, val_targets, classes=classes, input_kind=spec.input,
+                               clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std,
+                               batch_size=max(64, config.batch_size))
+                      if has_val else None)
+                row = _history_row(epoch, tr, va)
+                history.append(row)
+                if va is not None:
+                    improved = stopper.step(va[config.monitor], epoch)
+                else:  # no validation: the latest epoch is the best
+                    improved = stopper.step(float(epoch), epoch)
+                summary = _summary(va, epoch)
+                if improved:
+                    save_model(ckpt_dir, summary)
+                save_model(last_dir, summary)
+                save_training_state(last_dir, epoch=epoch, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, rng_state=capture_rng_state(),
+                                    extra={"history": history, "early_stopping": stopper.state_dict(),
+                                           "config": _config_json(config)})
+                _write_json(out / "history.json", history)
+                bar.set_postfix(loss=f"{tr['loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
+                                val_f1=f"{row['val_macro_f1']:.3f}")
+                bar.update(1)
+            stopped = dist.broadcast_flag(stopper.should_stop)
+            dist.barrier()
+            epoch += 1
+    finally:
+        restore_determinism()
+        bar.close()
 
     val_proba = None
     if is_main and has_val and (ckpt_dir / "model.json").is_file():
@@ -930,6 +934,18 @@ def fit(
         stopped_early=stopped and epoch < config.epochs,
         model=model.eval(),
     )
+
+
+def _use_deterministic():
+    """Ask torch for deterministic kernels (warn-only); returns a function restoring the old setting."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+    return restore
 
 
 def _history_row(epoch: int, tr: Mapping[str, Any], va: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -1080,12 +1096,20 @@ def train(
             warnings.warn(note, stacklevel=2)
 
     out = Path(out_dir)
+    split = {
+        "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
+        "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
+    }
+    if resume and (out / "split.json").is_file():
+        before = json.loads((out / "split.json").read_text(encoding="utf-8"))
+        if before.get("train") != split["train"] or before.get("val") != split["val"]:
+            raise ParameterError(
+                f"{out / 'split.json'}: cannot resume, the train/validation split differs from the "
+                "interrupted run's (different data, failures or seed)"
+            )
     if ctx.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "split.json", {
-            "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
-            "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
-        })
+        _write_json(out / "split.json", split)
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
     return TrainResult(
