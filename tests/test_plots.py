@@ -233,10 +233,18 @@ def test_class_counts_sorted_annotated_with_imbalance(ax):
     counts = {"b": 10, "a": 40, "c": 20}
     plots.plot_class_counts(counts, ax=ax)
     widths = [p.get_width() for p in ax.patches]
-    assert widths == [10, 20, 40]  # bottom to top: largest on top
+    assert widths == [10, 20, 40, 0, 0, 0]  # bottom to top: largest on top; no bad part
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "c", "a"]
     assert {t.get_text() for t in ax.texts} == {"10", "20", "40"}
     assert "imbalance 4.0:1" in ax.get_title() and "70 clips" in ax.get_title()
+
+
+def test_class_counts_show_unreadable_part(ax):
+    plots.plot_class_counts({"a": 5, "b": 3}, bad={"b": 2}, ax=ax)
+    red = [p for p in ax.patches if p.get_width() > 0 and p.get_x() > 0]
+    assert len(red) == 1 and red[0].get_x() == 1 and red[0].get_width() == 2
+    assert "3 (2 bad)" in {t.get_text() for t in ax.texts}
+    assert ax.get_legend() is not None
 
 
 def test_class_counts_empty_class_and_errors(ax):

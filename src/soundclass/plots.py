@@ -487,7 +487,13 @@ def _imbalance(counts: Mapping[str, int]) -> float:
     return math.inf if lo == 0 else max(values) / lo
 
 
-def plot_class_counts(counts: Mapping[str, int], *, ax: Axes, color: str = "tab:blue") -> Axes:
+def plot_class_counts(
+    counts: Mapping[str, int],
+    *,
+    ax: Axes,
+    bad: Mapping[str, int] | None = None,
+    color: str = "tab:blue",
+) -> Axes:
     """Horizontal bars of clips per class, largest on top, each annotated.
 
     The title gives the number of clips and classes and the imbalance ratio
@@ -497,6 +503,8 @@ def plot_class_counts(counts: Mapping[str, int], *, ax: Axes, color: str = "tab:
     ----------
     counts : dict of {class name: count}
     ax : Axes
+    bad : dict of {class name: count}, optional
+        Unreadable clips among ``counts``, drawn in red at the end of each bar.
 
     Returns
     -------
@@ -508,12 +516,20 @@ def plot_class_counts(counts: Mapping[str, int], *, ax: Axes, color: str = "tab:
         raise ParameterError(f"counts must be non-negative; got {dict(counts)}")
     order = sorted(counts, key=lambda k: (-int(counts[k]), str(k)))[::-1]  # largest last = top
     values = [int(counts[k]) for k in order]
-    bars = ax.barh(range(len(order)), values, color=color, height=0.7)
-    ax.bar_label(bars, labels=[str(v) for v in values], padding=3, fontsize="small")
+    n_bad = [min(int((bad or {}).get(k, 0)), v) for k, v in zip(order, values, strict=True)]
+    ax.barh(range(len(order)), [v - b for v, b in zip(values, n_bad, strict=True)], color=color,
+            height=0.7, label="readable")
+    bars = ax.barh(range(len(order)), n_bad, left=[v - b for v, b in zip(values, n_bad, strict=True)],
+                   color="tab:red", height=0.7, label="unreadable")
+    ax.bar_label(bars, labels=[f"{v} ({b} bad)" if b else str(v)
+                               for v, b in zip(values, n_bad, strict=True)],
+                 padding=3, fontsize="small")
+    if any(n_bad):
+        ax.legend(loc="lower right", fontsize="small")
     ax.set_yticks(range(len(order)), [str(k) for k in order],
                   fontsize="small" if len(order) > 12 else "medium")
     ax.set_ylim(-0.6, len(order) - 0.4)
-    ax.set_xlim(0, max(max(values), 1) * 1.15)
+    ax.set_xlim(0, max(max(values), 1) * (1.25 if any(n_bad) else 1.15))
     ax.set_xlabel("Clips")
     ratio = _imbalance(counts)
     ratio_text = "inf (an empty class)" if math.isinf(ratio) else f"{ratio:.1f}:1"

@@ -502,7 +502,8 @@ def write_scan_report(report: ScanReport, out_dir: str | os.PathLike) -> dict[st
 
     counts = report.class_counts
     fig, ax = plots.new_figure(figsize=(8.0, 1.2 + 0.32 * max(len(counts), 3)))
-    plots.plot_class_counts(counts, ax=ax)
+    bad = Counter(r.label if r.label is not None else UNLABELLED for r in report.rows if not r.ok)
+    plots.plot_class_counts(counts, ax=ax, bad=bad)
     plots.save_figure(fig, paths["class_counts"])
 
     ok = report.ok_rows
@@ -567,9 +568,9 @@ def format_summary(report: ScanReport, *, max_listed: int = 10) -> str:
     width = max(len(c) for c in s["classes"]) if s["classes"] else 5
     for c, info in s["classes"].items():
         mean = "-" if info["mean_duration"] is None else f"{info['mean_duration']:.2f} s"
-        bad = f", {info['bad']} bad" if info["bad"] else ""
-        lines.append(f"  {c:<{width}}  {info['files']:>6} files{bad}  "
-                     f"total {_fmt_seconds(info['total_duration'])}  mean {mean}")
+        bad = f"  ({info['bad']} bad)" if info["bad"] else ""
+        lines.append(f"  {c:<{width}}  {info['files']:>6} files  total "
+                     f"{_fmt_seconds(info['total_duration']):>14}  mean {mean:>8}{bad}")
     if s["bad_files"]:
         lines.append(f"Bad files ({len(s['bad_files'])}):")
         for b in s["bad_files"][:max_listed]:
