@@ -382,3 +382,45 @@ def test_real_models_train(tmp_path, demo, model):
     ck = load_checkpoint(res.checkpoint_dir)
     assert ck.model_name == model and ck.input == model_spec(model).input
     np.testing.assert_allclose(res.val_proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_resume_refuses_a_different_split(tmp_path, demo):
+    from soundclass.training import train
+
+    cfg = TrainConfig(model=E2E, n_jobs=1, epochs=1, val_size=8)
+    train(demo, cfg, out_dir=tmp_path, progress=False)
+    with pytest.raises(ParameterError, match="split differs"):
+        train(demo, cfg.replace(seed=1), out_dir=tmp_path, progress=False, resume=True)
+
+
+@pytest.mark.slow
+def test_fsdd_speaker_grouped_training(tmp_path, fsdd_dir):
+    from soundclass.dataset import discover
+    from soundclass.training import train
+
+    ds = discover(fsdd_dir)
+    idx = [i for i, it in enumerate(ds.items) if it.name.split("_")[2] in {f"{k}.wav" for k in range(4)}]
+    sub = ds.subset(idx)  # 4 takes per digit and speaker: 240 clips
+    cfg = TrainConfig(model="seed-lstm", epochs=5, n_jobs=1, group_pattern=r"^\d+_([a-z]+)_",
+                      cache_dir=str(tmp_path / "cache"))
+    res = train(sub, cfg, out_dir=tmp_path / "run", progress=False)
+    speakers = {it.name.split("_")[1] for it in res.val_items}
+    train_paths = json.loads((tmp_path / "run" / "split.json").read_text())["train"]
+    assert not speakers & {p.rsplit("/", 1)[-1].split("_")[1] for p in train_paths}
+    assert not any("--group-pattern" in w for w in res.warnings)
+    assert max(r["val_accuracy"] for r in res.history) > 0.3  # chance is 0.1, unseen speakers
+
+
+@pytest.mark.slow
+def test_donateacry_imbalanced_classes(tmp_path, donateacry_dir):
+    from soundclass.dataset import discover
+    from soundclass.training import train
+
+    ds = discover(donateacry_dir)
+    counts = np.bincount(ds.targets, minlength=len(ds.classes))
+    assert counts.max() > 5 * counts.min()  # the point of this dataset
+    cfg = TrainConfig(model="seed-cnn", epochs=2, n_jobs=1, balance="sampler", cache_dir=str(tmp_path / "c"))
+    res = train(ds, cfg, out_dir=tmp_path / "run", progress=False)
+    assert res.val_proba.shape == (len(res.val_items), len(ds.classes))
+    val_counts = np.bincount([ds.classes.index(it.label) for it in res.val_items], minlength=len(ds.classes))
+    assert np.all(val_counts >= 1)  # stratified: every class is validated
