@@ -84,6 +84,8 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
         return sf.SoundFile(path)
     except sf.LibsndfileError as exc:
         detail = exc.error_string.strip().rstrip(".")
+        if "does not exist" in detail:  # libsndfile's words for some unparsable MP3s
+            detail = "no decoder recognises its contents"
         raise AudioDecodeError(
             path, f"not a readable audio file: unknown, unsupported or corrupt format ({detail})"
         ) from None
