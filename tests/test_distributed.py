@@ -66,6 +66,18 @@ SCRIPT = textwrap.dedent('''
               "val_proba": None if res.val_proba is None else list(res.val_proba.shape)}
     with open(os.path.join(out, f"rank{ctx.rank}.json"), "w") as fh:
         json.dump(report, fh)
+
+    # the same through train(): features via the cache (rank 0 first), grouped split, corrupt files
+    from soundclass.dataset import discover
+    from soundclass.training import train
+
+    demo_out = out + "-train"
+    res = train(discover(sys.argv[2]), TrainConfig(model="ddp-tiny", seed=2, epochs=2, n_jobs=1,
+                                                  cache_dir=demo_out + "-cache"),
+                out_dir=demo_out, progress=False)
+    with open(os.path.join(demo_out, f"rank{ctx.rank}.json"), "w") as fh:
+        json.dump({"n_val": len(res.val_items), "failures": len(res.failures),
+                   "val_proba": None if res.val_proba is None else list(res.val_proba.shape)}, fh)
     dist.cleanup()
 ''')
 
@@ -93,6 +105,9 @@ def test_single_process_without_world_size(monkeypatch):
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
+    synth = pytest.importorskip("soundclass.synth")
+    demo = synth.make_demo_dataset(tmp_path / "demo", n_per_class=4, sr=8000, n_sources=2,
+                                   n_corrupt=1, seed=0)
     script = tmp_path / "ddp_smoke.py"
     script.write_text(SCRIPT)
     out = tmp_path / "run"
@@ -100,7 +115,7 @@ def test_torchrun_two_processes(tmp_path):
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), str(out)],
+         str(script), str(out), str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -118,3 +133,12 @@ def test_torchrun_two_processes(tmp_path):
     assert meta["metrics"]["n"] == 9
     hist = json.loads((out / "history.json").read_text())
     assert len(hist) == 3 and all(np.isfinite(r["train_loss"]) for r in hist)
+
+    run = tmp_path / "run-train"
+    t0 = json.loads((run / "rank0.json").read_text())
+    t1 = json.loads((run / "rank1.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    assert t0["failures"] == t1["failures"] == 1 and len(split["failed"]) == 1
+    assert t0["n_val"] == t1["n_val"] == len(split["val"]) > 0
+    assert t0["val_proba"] == [len(split["val"]), len(demo.classes)] and t1["val_proba"] is None
+    assert json.loads((run / "checkpoint" / "model.json").read_text())["metrics"]["n"] == len(split["val"])
