@@ -174,6 +174,18 @@ def test_each_kind_of_bad_file_names_the_file_and_the_reason(tmp_path, signal):
         assert reason in err.value.reason, (kind, err.value.reason)
 
 
+def test_truncated_mp3_keeps_what_decodes(tmp_path, signal):
+    # MP3 lengths are estimates, so a short MP3 read is accepted, as librosa does
+    path = _write(tmp_path, "MP3", "MPEG_LAYER_III", "mp3", 22050, 1, signal)
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(blob[: len(blob) // 2])
+    y, _ = load(cut, sr=None)
+    ref, _ = librosa.load(cut, sr=None)
+    assert 0 < y.size < 22050
+    np.testing.assert_array_equal(y, ref)
+
+
 def test_offset_beyond_the_end(tmp_path, signal):
     path = _write(tmp_path, "WAV", "PCM_16", "wav", 8000, 1, signal)
     with pytest.raises(AudioDecodeError, match="beyond the end"):

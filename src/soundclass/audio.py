@@ -298,7 +298,11 @@ def _read(
     except (RuntimeError, ValueError, OSError) as exc:
         raise AudioDecodeError(path, f"corrupt audio data, decoding failed ({exc})") from None
     got = y.shape[-1]
-    if got < n_frames:
+    if got == 0:
+        raise AudioDecodeError(path, "corrupt: no audio could be decoded")
+    # For MP3 the header length is only mpg123's estimate (VBR files without a
+    # Xing header): a short read there is not evidence of damage; keep what decoded.
+    if got < n_frames and desc.format != "MP3":
         raise AudioDecodeError(
             path, f"truncated or corrupt: expected {n_frames} frames from the header, decoded {got}"
         )
