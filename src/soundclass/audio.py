@@ -349,7 +349,8 @@ def load(
     ------
     AudioDecodeError
         Missing, empty, unreadable, truncated or non-finite file; offset past the end;
-        larger than ``max_bytes``.
+        larger than ``max_bytes``.  (MP3 lengths are estimates: a short MP3 read
+        returns what decoded, as librosa does.)
     ParameterError
         Invalid ``sr``, ``offset``, ``duration`` or ``dtype``.
     """
