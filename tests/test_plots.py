@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from matplotlib.collections import PolyCollection, QuadMesh
 
-from soundclass import plots
+from soundclass import audio, plots
 from soundclass.errors import AudioDecodeError, ParameterError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -163,11 +163,13 @@ def test_linear_and_mel_axes(signal):
     frac = (a2.transScale + a2.transLimits).transform((0, 1000.0))[1]
     expected = librosa.hz_to_mel(1000.0) / librosa.hz_to_mel(7000.0)
     assert frac == pytest.approx(expected, abs=1e-6)
-    # band edges are midway (in mel) between librosa's band centres
+    # inner band edges are midway (in mel) between librosa's band centres; outer ones at fmin/fmax
     edges = mesh.get_coordinates()[:, 0, 1]
+    assert (edges[0], edges[-1]) == (0.0, 7000.0)
     centres = librosa.mel_frequencies(64 + 2, fmin=0.0, fmax=7000.0)[1:-1]
-    mid = librosa.mel_to_hz((librosa.hz_to_mel(edges[:-1]) + librosa.hz_to_mel(edges[1:])) / 2)
-    np.testing.assert_allclose(mid, centres, rtol=1e-6)
+    mel_c = librosa.hz_to_mel(centres)
+    np.testing.assert_allclose(librosa.hz_to_mel(edges[1:-1]), (mel_c[:-1] + mel_c[1:]) / 2,
+                               rtol=1e-6)
     assert all(t in (0.0, 200.0, 400.0, 500.0, 1000.0, 2000.0, 4000.0, 5000.0)
                for t in _tick_hz(a2))
 
@@ -308,6 +310,8 @@ def test_confusion_counts_and_row_normalised_colours(ax):
     assert ax.get_xlabel() == "Predicted" and ax.get_ylabel() == "True"
     with pytest.raises(ParameterError, match="shape"):
         plots.plot_confusion(cm, classes=["a", "b"], ax=ax)
+    with pytest.raises(ParameterError, match="empty"):
+        plots.plot_confusion(np.zeros((0, 0)), classes=[], ax=ax)
 
 
 def test_confusion_twenty_classes_readable(tmp_path):
@@ -351,6 +355,22 @@ def test_show_file_silent_short_and_excerpt(tmp_path):
     out = plots.show_file(silent, tmp_path / "part.png", offset=0.25, duration=0.5, sr=4000,
                           dpi=50)
     assert _png_size(out)[0] > 10_000
+
+
+def test_show_file_limits_long_files(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, 0.1 * np.random.default_rng(0).standard_normal(4000 * 3), 4000)
+    calls = []
+    real_load = audio.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(audio, "load", spy)
+    plots.show_file(path, tmp_path / "a.png", max_seconds=1.0, offset=0.5, dpi=40)
+    plots.show_file(path, tmp_path / "b.png", max_seconds=1.0, duration=2.0, dpi=40)
+    assert [c["duration"] for c in calls] == [1.0, 2.0]
 
 
 def test_show_file_errors(tmp_path):

@@ -186,6 +186,20 @@ def test_scan_file_never_raises(tmp_path, monkeypatch):
     assert not missing.ok and "cannot read file" in missing.error
 
 
+def test_clipping_levels(tmp_path):
+    square = np.sign(np.sin(2 * np.pi * 50 * np.arange(SR) / SR)).astype(np.float32)
+    sf.write(tmp_path / "u8.wav", square, SR, subtype="PCM_U8")  # peaks at 127/128
+    assert scan_file(tmp_path / "u8.wav").clipped
+    sf.write(tmp_path / "loud.wav", 0.95 * square, SR, subtype="PCM_16")
+    assert not scan_file(tmp_path / "loud.wav").clipped
+    assert scan_file(tmp_path / "loud.wav", clip_level=0.9).clipped
+    spikes = np.zeros(SR, dtype=np.float32)
+    spikes[::100] = 1.0  # isolated full-scale samples are peaks, not clipping
+    sf.write(tmp_path / "spikes.wav", spikes, SR, subtype="PCM_16")
+    row = scan_file(tmp_path / "spikes.wav")
+    assert not row.clipped and row.peak_dbfs == pytest.approx(0.0, abs=1e-3)
+
+
 def test_manifest_input(messy, tmp_path):
     root, _ = messy
     manifest = tmp_path / "train.csv"

@@ -115,10 +115,11 @@ def _db_limits(S_db: np.ndarray, vmin, vmax, top_db: float = 80.0) -> tuple[floa
     """Colour limits: the data's max and ``top_db`` below it, never an empty range."""
     hi = float(np.max(S_db)) if vmax is None else float(vmax)
     lo = max(float(np.min(S_db)), hi - top_db) if vmin is None else float(vmin)
-    if not hi - lo > 1e-6:
-        lo = hi - top_db if vmin is None else lo
-        hi = lo + top_db if not hi - lo > 1e-6 else hi
-    return lo, hi
+    if hi - lo > 1e-6:
+        return lo, hi
+    if vmin is None:  # constant data (a silent clip): put it at the top of a top_db range
+        return hi - top_db, hi
+    return lo, lo + top_db  # vmax missing or not above vmin
 
 
 def _time_edges(n_frames: int, *, sr: float, hop_length: int) -> np.ndarray:
@@ -177,10 +178,17 @@ def _mel_to_hz(m, *, htk: bool = False):
 
 
 def _mel_edges(n_mels: int, *, fmin: float, fmax: float, htk: bool) -> np.ndarray:
-    """Edges between mel bands: band ``i`` is centred on mel point ``i + 1`` of ``n_mels + 2``."""
+    """Edges of the mel bands in Hz, shape ``(n_mels + 1,)``.
+
+    Band ``i`` is centred on mel point ``i + 1`` of ``n_mels + 2`` (librosa's
+    filterbank); inner edges lie midway in mel between neighbouring centres,
+    the outer ones at ``fmin`` and ``fmax`` (the outer triangles reach them).
+    """
     lo, hi = _hz_to_mel(fmin, htk=htk), _hz_to_mel(fmax, htk=htk)
     step = (hi - lo) / (n_mels + 1)
-    return _mel_to_hz(lo + step * (0.5 + np.arange(n_mels + 1)), htk=htk)
+    edges = _mel_to_hz(lo + step * (0.5 + np.arange(n_mels + 1)), htk=htk)
+    edges[0], edges[-1] = fmin, fmax
+    return edges
 
 
 def _set_hz_ticks(ax: Axes, lo: float, hi: float, *, min_gap: float = 0.085) -> None:
@@ -717,6 +725,8 @@ def plot_confusion(
     """
     cm = np.asarray(cm)
     k = len(classes)
+    if k == 0:
+        raise ParameterError("classes is empty: no confusion matrix to draw")
     if cm.ndim != 2 or cm.shape != (k, k):
         raise ParameterError(f"cm must have shape ({k}, {k}) for {k} classes; got {cm.shape}")
     cm = np.nan_to_num(cm.astype(np.float64))
@@ -783,6 +793,7 @@ def show_file(
     offset: float = 0.0,
     duration: float | None = None,
     top_db: float = 80.0,
+    max_seconds: float = 600.0,
     dpi: int = 110,
 ) -> str:
     """Draw the 4-panel picture of one clip and write it as PNG.
@@ -807,6 +818,12 @@ def show_file(
         Part of the file to show, in seconds.
     top_db : float
         Dynamic range of the spectrogram colours.
+    max_seconds : float
+        Without ``duration``, longer files are shown only up to this many
+        seconds after ``offset`` (the title says so): a picture of hours of
+        audio would be unreadable and costly.
+    dpi : int
+        Resolution of the PNG (the figure is 11 x 11 inches).
 
     Returns
     -------
@@ -828,8 +845,11 @@ def show_file(
     if n_mfcc > n_mels:
         raise ParameterError(f"n_mfcc={n_mfcc} must be <= n_mels={n_mels}")
     _positive("top_db", top_db)
+    _positive("max_seconds", max_seconds)
     path = os.fspath(path)
     head = audio.info(path)
+    if duration is None and head.duration - offset > max_seconds:
+        duration = max_seconds
     y, sr_used = audio.load(path, sr=sr, mono=False, offset=offset, duration=duration)
     mono = audio.to_mono(y)
     silent = audio.is_silent(y)

@@ -46,6 +46,7 @@ __all__ = [
 FLAGS = ("silent", "clipped", "very_short", "nonfinite", "multichannel")
 UNLABELLED = "(unlabelled)"
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+_CLIP_LEVELS = {"PCM_S8": 0.99, "PCM_U8": 0.99}
 _HASH_BLOCK = 1 << 20
 
 
@@ -159,7 +160,7 @@ def scan_file(
     *,
     label: str | None = None,
     n_fft: int = 2048,
-    clip_level: float = 0.999,
+    clip_level: float | None = None,
     clip_run: int = 3,
 ) -> ScanRow:
     """Scan one file; never raises for a bad file (the reason goes into ``error``).
@@ -171,7 +172,9 @@ def scan_file(
     n_fft : int
         Files with fewer native samples are flagged ``very_short``.
     clip_level, clip_run
-        A run of ``clip_run`` samples at ``|y| >= clip_level`` counts as clipping.
+        A run of ``clip_run`` samples at ``|y| >= clip_level`` counts as
+        clipping; the default level is 0.999 of full scale (0.99 for 8-bit
+        files, whose largest positive sample is 127/128).
 
     Returns
     -------
@@ -198,7 +201,8 @@ def scan_file(
         peak = float(np.max(np.abs(y2))) if y2.size else 0.0
         rms = float(np.sqrt(np.mean(np.square(y2)))) if y2.size else 0.0
         over = peak > 1.0 and head.subtype in _FLOAT_SUBTYPES
-        clipped = over or _longest_run(np.abs(y2) >= clip_level) >= clip_run
+        level = clip_level if clip_level is not None else _CLIP_LEVELS.get(head.subtype, 0.999)
+        clipped = over or _longest_run(np.abs(y2) >= level) >= clip_run
         return ScanRow(**fields_, peak_dbfs=_db(peak), rms_dbfs=_db(rms),
                        silent=audio.is_silent(y), clipped=bool(clipped))
     nonfinite = False
@@ -563,7 +567,10 @@ def format_summary(report: ScanReport, *, max_listed: int = 10) -> str:
     flag_text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["flags"].items())
     lines.append(f"Flags: {flag_text} (very short = fewer than n_fft={s['n_fft']} samples)")
     ratio = report.imbalance_ratio
-    ratio_text = "inf (an empty class)" if math.isinf(ratio) else f"{ratio:.1f}:1"
+    if math.isnan(ratio):
+        ratio_text = "n/a"
+    else:
+        ratio_text = "inf (an empty class)" if math.isinf(ratio) else f"{ratio:.1f}:1"
     lines.append(f"Classes (imbalance {ratio_text}):")
     width = max(len(c) for c in s["classes"]) if s["classes"] else 5
     for c, info in s["classes"].items():
