@@ -26,10 +26,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +79,8 @@ __all__ = [
     "TrainResult",
     "train",
 ]
+
+logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
@@ -1091,9 +1093,9 @@ def train(
                 notes.append(msg)
     else:
         tr_idx, va_idx = np.arange(len(items)), np.arange(0)
-    for note in notes:
-        if ctx.rank == 0:
-            warnings.warn(note, stacklevel=2)
+    if ctx.is_main:
+        for note in notes:  # shown before the (long) training; also returned in TrainResult.warnings
+            logger.warning(note)
 
     out = Path(out_dir)
     split = {
