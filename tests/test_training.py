@@ -210,6 +210,8 @@ def test_vector_loss_decreases_and_files(tmp_path):
     ck = load_checkpoint(res.checkpoint_dir)
     assert ck.model_name == VEC and ck.classes == CLASSES and ck.metrics["epoch"] == res.best_epoch
     assert ck.train_config["epochs"] == 8
+    assert TrainConfig.from_dict(ck.train_config) == res.config  # the checkpoint re-creates the run
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == res.config
     Xtr, _, Xva, yva = split(*vector_data())
     mean, std = norm_stats(Xtr)  # standardization from the TRAIN part only
     np.testing.assert_allclose(ck.norm_mean, mean, rtol=1e-6)

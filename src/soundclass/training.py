@@ -210,8 +210,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """From a dict (e.g. a JSON file), rejecting unknown keys."""
-        return config_from_dict(cls, dict(data))
+        """From a dict (e.g. ``config.json`` or a checkpoint's ``train_config``), rejecting unknown keys.
+
+        The derived ``feature_config`` entry written next to the fields is ignored.
+        """
+        data = {k: v for k, v in data.items() if k != "feature_config"}
+        return config_from_dict(cls, data)
 
 
 def _is_int(v: Any) -> bool:
