@@ -290,6 +290,17 @@ def test_history_marks_best_epoch(ax):
     assert labels == ["train_loss", "val_loss", "val_accuracy"]  # lr is not a curve
 
 
+def test_history_without_validation_uses_epoch_column(ax):
+    nan = float("nan")
+    history = {"epoch": [3, 4, 5], "train_loss": [0.9, 0.5, 0.7], "val_loss": [nan] * 3,
+               "val_accuracy": [nan] * 3, "seconds": [1.0, 1.0, 1.0]}
+    plots.plot_history(history, ax=ax)
+    assert ax.get_title().startswith("Best epoch 4: train_loss = 0.5")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train_loss"]
+    assert ax.get_xlim() == (2.5, 5.5)
+    assert len(ax.figure.axes) == 1  # no empty metric axis
+
+
 def test_history_monitor_metric_and_errors(ax):
     plots.plot_history({"val_macro_f1": [0.2, 0.9, 0.5]}, ax=ax)
     assert "Best epoch 2" in ax.get_title()

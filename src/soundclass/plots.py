@@ -616,21 +616,24 @@ def plot_durations(
 # ----------------------------------------------------------------------------- training
 
 
+_NOT_CURVES = frozenset({"lr", "epoch", "epochs", "time", "seconds"})
+
+
+def _has_finite(values: Sequence[float]) -> bool:
+    return bool(np.isfinite(np.asarray(values, dtype=np.float64)).any())
+
+
 def _best(history: Mapping[str, Sequence[float]], monitor: str | None) -> tuple[str, int] | None:
     """``(key, 0-based epoch)`` of the best monitored value, or None if nothing finite."""
-    if monitor is None:
-        if "val_loss" in history:
-            monitor = "val_loss"
-        else:
-            monitor = next((k for k in history if k.startswith("val_")), None)
-            monitor = monitor or next((k for k in history if "loss" in k), None)
-    if monitor is None:
-        return None
-    if monitor not in history:
+    if monitor is not None and monitor not in history:
         raise ParameterError(f"monitor={monitor!r} is not in history ({', '.join(history)})")
-    v = np.asarray(history[monitor], dtype=np.float64)
-    if not np.isfinite(v).any():
+    if monitor is None:
+        order = (["val_loss"] + [k for k in history if k.startswith("val_")]
+                 + [k for k in history if "loss" in k])
+        monitor = next((k for k in order if k in history and _has_finite(history[k])), None)
+    if monitor is None or not _has_finite(history[monitor]):
         return None
+    v = np.asarray(history[monitor], dtype=np.float64)
     v = np.where(np.isfinite(v), v, np.nan)
     idx = int(np.nanargmin(v) if "loss" in monitor else np.nanargmax(v))
     return monitor, idx
@@ -648,11 +651,14 @@ def plot_history(
     ----------
     history : dict of {name: list of float}
         One value per epoch, e.g. ``train_loss``, ``val_loss``, ``val_accuracy``,
-        ``val_macro_f1``.  Keys containing ``loss`` go on the left axis; the
-        others (except ``lr``/``epoch``/``time``) on a right axis in [0, 1] terms.
+        ``val_macro_f1``.  Keys containing ``loss`` go on the left axis, the
+        other metrics on a twin right axis; ``epoch`` (if given) numbers the x
+        axis, ``lr``/``time``/``seconds`` are not drawn, nor are series
+        without a finite value (e.g. ``val_*`` of a run without validation).
     monitor : str, optional
         Key deciding the best epoch (minimum if it contains ``loss``, else
-        maximum).  Default ``val_loss``, else the first ``val_*`` key.
+        maximum).  Default ``val_loss``, else the first ``val_*`` key, else a
+        loss, whichever has finite values first.
 
     Returns
     -------
@@ -661,40 +667,45 @@ def plot_history(
     """
     if not history or not any(len(v) for v in history.values()):
         raise ParameterError("history is empty: nothing to draw")
-    skip = {"lr", "epoch", "epochs", "time", "seconds"}
-    losses = [k for k in history if "loss" in k and len(history[k])]
-    metrics = [k for k in history if "loss" not in k and k not in skip and len(history[k])]
-    n_epochs = max(len(history[k]) for k in losses + metrics) if losses + metrics else 0
+    curves = [k for k in history
+              if k not in _NOT_CURVES and len(history[k]) and _has_finite(history[k])]
+    losses = [k for k in curves if "loss" in k]
+    metrics = [k for k in curves if "loss" not in k]
+    n_epochs = max((len(history[k]) for k in curves), default=0)
+    epochs = history.get("epoch")
+    if epochs is not None and len(epochs) == n_epochs and n_epochs:
+        x_all = np.asarray(epochs, dtype=np.float64)
+    else:
+        x_all = np.arange(1, n_epochs + 1, dtype=np.float64)
     handles = []
-    for k in losses:
-        style = "--" if k.startswith("train") else "-"
-        (line,) = ax.plot(np.arange(1, len(history[k]) + 1), history[k], style, marker=".",
-                          label=k)
+    ax2 = ax.twinx() if losses and metrics else ax
+    for i, k in enumerate(losses + metrics):
+        target = ax if k in losses else ax2
+        (line,) = target.plot(x_all[: len(history[k])], history[k],
+                              "--" if k.startswith("train") else "-", marker=".",
+                              color=f"C{i % 10}", label=k)
         handles.append(line)
     ax.set_xlabel("Epoch")
-    ax.set_ylabel("Loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(0.5, max(n_epochs, 1) + 0.5)
-    if metrics:
-        ax2 = ax.twinx() if losses else ax
-        for i, k in enumerate(metrics):
-            style = "--" if k.startswith("train") else "-"
-            (line,) = ax2.plot(np.arange(1, len(history[k]) + 1), history[k], style,
-                               marker=".", color=f"C{(len(losses) + i) % 10}", label=k)
-            handles.append(line)
+    ax.set_ylabel("Loss" if losses else "Metric")
+    if ax2 is not ax:
         ax2.set_ylabel("Metric")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if n_epochs:
+        ax.set_xlim(x_all[0] - 0.5, x_all[-1] + 0.5)
     best = _best(history, monitor)
     if best is not None:
         key, idx = best
         value = float(history[key][idx])
-        ax.axvline(idx + 1, color="0.4", linestyle=":", linewidth=1)
+        x_best = float(x_all[idx]) if idx < x_all.size else idx + 1.0
+        ax.axvline(x_best, color="0.4", linestyle=":", linewidth=1)
         line_of = {h.get_label(): h for h in handles}
         target = line_of[key].axes if key in line_of else ax
-        target.plot([idx + 1], [value], marker="*", markersize=12, color="gold",
-                       markeredgecolor="black", zorder=5, linestyle="none")
-        ax.set_title(f"Best epoch {idx + 1}: {key} = {value:.4g}")
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              ncols=min(len(handles), 4), fontsize="small", frameon=False)
+        target.plot([x_best], [value], marker="*", markersize=12, color="gold",
+                    markeredgecolor="black", zorder=5, linestyle="none")
+        ax.set_title(f"Best epoch {x_best:g}: {key} = {value:.4g}")
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  ncols=min(len(handles), 4), fontsize="small", frameon=False)
     ax.grid(alpha=0.3)
     return ax
 
