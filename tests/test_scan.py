@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import shutil
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,42 @@ def test_a_crashing_chunk_becomes_bad_rows(messy, monkeypatch):
     fizz = [r for r in rep.rows if r.label == "fizz"]
     assert fizz and all("worker failed: MemoryError" in r.error for r in fizz)
     assert all(r.ok for r in rep.rows if r.label == "crunch" and "good" in r.name)
+
+
+class _DyingPool(SerialExecutor):
+    """A pool whose worker dies on any chunk holding ``killer``; it stays dead after."""
+
+    created = 0
+
+    def __init__(self, killer: str):
+        super().__init__()
+        self.killer, self.dead = killer, False
+        type(self).created += 1
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self.dead or any(self.killer in p for p, _ in args[0]):
+            self.dead = True
+            future = Future()
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+            return future
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_dying_worker_only_loses_its_own_file(messy, monkeypatch):
+    root, expect = messy
+    _DyingPool.created = 0
+    monkeypatch.setattr(scan_mod, "make_executor",
+                        lambda spec, n_jobs=None: _DyingPool("quiet.wav"))
+    rep = scan(root, n_jobs=4, progress=False)
+    assert len(rep) == len(expect)
+    crashed = [r for r in rep.rows if r.error and "worker process died" in r.error]
+    assert [r.name for r in crashed] == ["quiet.wav"]
+    assert sum(r.ok for r in rep.rows) == sum(e["ok"] for e in expect.values()) - 1
+    assert _DyingPool.created >= 2  # the first pool, then fresh ones for the retry
+    with _DyingPool("quiet.wav") as ex:  # a caller's pool is not recreated: files are reported
+        rep2 = scan(root, n_jobs=4, progress=False, executor=ex)
+    assert len(rep2) == len(expect)
+    assert any(r.error and "pool broke" in r.error for r in rep2.rows)
 
 
 def test_scan_file_never_raises(tmp_path, monkeypatch):

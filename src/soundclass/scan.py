@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -418,25 +419,65 @@ def scan(
         else:
             own = executor is None
             pool = make_executor("process", n_jobs=min(workers, len(chunks))) if own else executor
+            broken: list[tuple[str, str | None]] = []
             try:
                 futures = {pool.submit(_scan_chunk, chunk, options): chunk for chunk in chunks}
                 for fut in cf.as_completed(futures):
                     chunk = futures[fut]
                     try:
                         rows.extend(fut.result())
-                    except Exception as exc:  # a crashed worker loses its chunk, not the scan
+                        bar.update(len(chunk))
+                    except BrokenProcessPool:
+                        broken.extend(chunk)  # retried below, one file per task
+                    except Exception as exc:  # a failed task loses its chunk, not the scan
                         why = f"worker failed: {type(exc).__name__}: {exc}"
                         rows.extend(ScanRow(p, lab, os.path.basename(p), error=why)
                                     for p, lab in chunk)
-                    bar.update(len(chunk))
+                        bar.update(len(chunk))
             finally:
                 if own:
                     pool.shutdown(wait=True, cancel_futures=True)
+            if broken:
+                rows.extend(_isolate(broken, options, own=own, bar=bar))
     finally:
         bar.close()
     rows.sort(key=lambda r: r.path)
     return ScanReport(tuple(rows), root=str(manifest or root), classes=dataset.classes,
                       seconds=time.perf_counter() - start, n_fft=n_fft)
+
+
+_CRASHED = "the worker process died while decoding this file (decoder crash or out of memory)"
+_POOL_BROKE = ("not scanned: the executor's process pool broke while this file's chunk was "
+               "being scanned (scan again with n_jobs=1 to find the file that kills it)")
+
+
+def _isolate(jobs: list[tuple[str, str | None]], options: dict, *, own: bool, bar) -> list[ScanRow]:
+    """Scan files of chunks whose process pool broke, one file per task in a fresh
+    one-worker pool, so that only the file that kills a worker is marked bad."""
+    rows: list[ScanRow] = []
+    pending = list(jobs)
+    while pending:
+        if not own:  # a caller's executor cannot be recreated: report, do not retry
+            rows.extend(ScanRow(p, lab, os.path.basename(p), error=_POOL_BROKE)
+                        for p, lab in pending)
+            bar.update(len(pending))
+            break
+        pool = make_executor("process", n_jobs=1)
+        try:
+            while pending:
+                path, label = pending[0]
+                try:
+                    rows.extend(pool.submit(_scan_chunk, [pending[0]], options).result())
+                except BrokenProcessPool:
+                    rows.append(ScanRow(path, label, os.path.basename(path), error=_CRASHED))
+                    pending.pop(0)
+                    bar.update(1)
+                    break  # this pool is dead: continue with a new one
+                pending.pop(0)
+                bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return rows
 
 
 class _NoBar:
