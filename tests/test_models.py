@@ -261,3 +261,14 @@ def test_model_spec_validation():
     spec = ModelSpec(feature=seq, train=train)
     train["lr"] = 5.0  # the spec keeps its own copy
     assert spec.train["lr"] == 1e-3
+
+
+def test_level_norm_makes_output_gain_invariant():
+    x = torch.randn(2, 16, 20, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = PannsCNN(n_classes=3, n_features=16, channels=(8, 8), level_norm=True).eval()
+    plain = PannsCNN(n_classes=3, n_features=16, channels=(8, 8)).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x - 17.5), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(plain(x), plain(x - 17.5), atol=1e-3)

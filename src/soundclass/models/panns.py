@@ -106,6 +106,10 @@ class PannsCNN(nn.Module):
         Width of ``fc1``; default ``channels[-1]``.
     block_dropout, dropout : float
         Dropout after each block (0.2) and around ``fc1`` (0.5), as PANNs.
+    level_norm : bool
+        Subtract each clip's maximum before ``bn0`` (``ref=np.max`` for a dB
+        input), which makes the model blind to recording gain.  Off for the
+        PANNs variants (their checkpoints expect absolute levels).
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class PannsCNN(nn.Module):
         fc_width: int | None = None,
         block_dropout: float = 0.2,
         dropout: float = 0.5,
+        level_norm: bool = False,
     ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -139,6 +144,7 @@ class PannsCNN(nn.Module):
                 f"n_features={n_features} must be >= {min_bins} (the frequency pooling of {pools})"
             )
         self.block_dropout, self.dropout = block_dropout, dropout
+        self.level_norm = bool(level_norm)
         fc_width = channels[-1] if fc_width is None else int(fc_width)
 
         self.bn0 = nn.BatchNorm2d(n_features)
@@ -161,6 +167,8 @@ class PannsCNN(nn.Module):
         """
         if x.ndim != 3:
             raise ParameterError(f"expected (B, n_mels, T), got shape {tuple(x.shape)}")
+        if self.level_norm:
+            x = x - x.amax(dim=(1, 2), keepdim=True)  # loudest bin of each clip at 0 dB
         x = self.bn0(x.unsqueeze(2))  # (B, n_mels, 1, T): bn0 normalises each mel bin
         x = x.permute(0, 2, 3, 1)  # (B, 1, T, n_mels), the PANNs layout
         if x.shape[2] < self.min_frames:
