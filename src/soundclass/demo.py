@@ -46,6 +46,11 @@ class DemoConfig:
         grouped by source.
     epochs : int
         Training epochs of the default model.
+    clip_seconds : float or None
+        Training window (``TrainConfig.clip_seconds``; the clips last 1-3 s).
+    batch_size : int or None
+        ``TrainConfig.batch_size``: small data needs small batches to get
+        enough optimizer steps in few epochs.
     model : str
         Registry name of the model trained.
     seed : int
@@ -56,10 +61,12 @@ class DemoConfig:
         never stop the run.
     """
 
-    n_per_class: int = 40
+    n_per_class: int = 48
     n_test_per_class: int = 10
-    n_sources: int = 8
-    epochs: int = 12
+    n_sources: int = 24
+    epochs: int = 10
+    clip_seconds: float | None = 1.5
+    batch_size: int | None = 16
     model: str = "cnn"
     seed: int = 0
     n_corrupt: int = 1
@@ -76,7 +83,7 @@ class DemoConfig:
 
 
 DEMO = DemoConfig()
-QUICK_DEMO = DemoConfig(n_per_class=16, n_test_per_class=4, n_sources=4, epochs=4)
+QUICK_DEMO = DemoConfig(n_per_class=16, n_test_per_class=4, n_sources=8, epochs=4)
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +154,8 @@ def run_demo(
                                  n_corrupt=config.n_corrupt)
 
     train_config = TrainConfig(
-        model=config.model, epochs=config.epochs, seed=config.seed,
+        model=config.model, epochs=config.epochs, clip_seconds=config.clip_seconds,
+        batch_size=config.batch_size, seed=config.seed,
         cache_dir=str(run_dir / "cache"), n_jobs=n_jobs,
     )
     _say(log, f"training {config.model} for {config.epochs} epochs on {len(train_set)} clips "
