@@ -65,6 +65,7 @@ def test_train_writes_consistent_run_folder(trained, capsys):
     assert sorted(r["path"] for r in preds) == sorted(split["val"])
     assert metrics["n"] == len(preds) == len(split["val"]) > 0
     assert metrics["accuracy"] == pytest.approx(np.mean([r["true"] == r["predicted"] for r in preds]))
+    assert "feature_config" in (run / "report.html").read_text()  # the resolved config is shown
     wrong = _rows(run / "misclassified.csv")
     assert len(wrong) == sum(r["true"] != r["predicted"] for r in preds)
     # no source (group) on both sides of the split

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.config import config_to_dict
 from soundclass.errors import ParameterError
 
 __all__ = ["DemoConfig", "DemoResult", "DEMO", "QUICK_DEMO", "run_demo"]
@@ -162,8 +161,7 @@ def run_demo(
               f"({len(train_set.classes)} classes)")
     train_dir = run_dir / "train"
     result = train(train_set, train_config, out_dir=train_dir, progress=progress, executor=executor)
-    ev = evaluate_training(result, config=config_to_dict(train_config),
-                           title=f"soundclass demo: {config.model}, validation split")
+    ev = evaluate_training(result, title=f"soundclass demo: {config.model}, validation split")
 
     _say(log, f"predicting {len(test_set)} held-out clips")
     preds = predict_paths(result.checkpoint_dir, test_set.paths, n_jobs=n_jobs,

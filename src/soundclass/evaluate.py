@@ -89,23 +89,34 @@ def history_columns(history: Any) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in keys}
 
 
-def _plot_history_png(history: Any, path: Path) -> Path:
+def _plot_history_png(history: Any, path: Path, *, monitor: str | None = None) -> Path:
     from soundclass.plots import new_figure, plot_history, save_figure
 
+    columns = history_columns(history)
     fig, ax = new_figure(figsize=(8.0, 4.5))
-    plot_history(history_columns(history), ax=ax)
+    plot_history(columns, ax=ax, monitor=monitor if monitor in columns else None)
     return Path(save_figure(fig, path))
 
 
-def load_history(run_dir: str | os.PathLike) -> Any | None:
-    """The ``history.json`` of a training run folder, or ``None`` if absent/unreadable."""
-    path = Path(run_dir) / "history.json"
+def _load_run_json(run_dir: str | os.PathLike, name: str) -> Any | None:
+    path = Path(run_dir) / name
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def load_history(run_dir: str | os.PathLike) -> Any | None:
+    """The ``history.json`` of a training run folder, or ``None`` if absent/unreadable."""
+    return _load_run_json(run_dir, "history.json")
+
+
+def _monitor_key(train_config: Mapping[str, Any] | None) -> str | None:
+    """History key of the quantity that chose the best epoch (``val_macro_f1``, ``val_loss``)."""
+    monitor = (train_config or {}).get("monitor")
+    return f"val_{monitor}" if monitor else None
 
 
 def misclassified_rows(
@@ -171,6 +182,7 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     title: str = "soundclass evaluation",
     history: Any | None = None,
+    monitor: str | None = None,
     failures: Mapping[str, str] | None = None,
     warnings: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
@@ -194,6 +206,9 @@ def evaluate_run(
         Title of the HTML report.
     history : optional
         The training history (``history.json`` content) for the learning curves.
+    monitor : str, optional
+        The history key that chose the best epoch (e.g. ``val_macro_f1``),
+        marked on the learning curves.
     failures : mapping, optional
         ``path -> reason`` of clips that could not be evaluated.
     warnings : sequence of str
@@ -246,7 +261,7 @@ def evaluate_run(
     )
     files["confusion"] = _plot_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion.png")
     if history:
-        files["history"] = _plot_history_png(history, out / "history.png")
+        files["history"] = _plot_history_png(history, out / "history.png", monitor=monitor)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     files["metrics"] = out / "metrics.json"
 
@@ -331,6 +346,7 @@ def evaluate_checkpoint(
         out_dir=out_dir,
         title=f"soundclass evaluation: {ckpt.model_name} on {os.path.basename(os.path.normpath(dataset.root))}",
         history=load_history(ckpt_dir.parent),
+        monitor=_monitor_key(ckpt.train_config),
         failures=dict(preds.failures),
         config={"checkpoint": os.fspath(ckpt_dir), "model": ckpt.model_name, "tta": tta,
                 "train_config": ckpt.train_config},
@@ -357,7 +373,8 @@ def evaluate_training(
     out_dir : path, optional
         Default: the run folder (parent of ``result.checkpoint_dir``).
     config : mapping, optional
-        The resolved training configuration shown in the report.
+        The training configuration shown in the report; default: the run's
+        resolved ``config.json``.
     title : str, optional
 
     Returns
@@ -370,6 +387,8 @@ def evaluate_training(
     if not items:
         raise DatasetError(f"{ckpt_dir}: the training run has no validation clips to evaluate")
     failures = failure_reasons(result.failures)
+    if config is None:
+        config = _load_run_json(ckpt_dir.parent, "config.json")
     return evaluate_run(
         [it.path for it in items],
         [it.label for it in items],
@@ -378,6 +397,7 @@ def evaluate_training(
         out_dir=out,
         title=title or f"soundclass training run: validation ({len(items)} clips)",
         history=result.history,
+        monitor=_monitor_key(config),
         failures=failures,
         warnings=list(result.warnings),
         config=config,

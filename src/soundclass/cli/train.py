@@ -124,7 +124,6 @@ def _default_output(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.config import config_to_dict
     from soundclass.dataset import discover
     from soundclass.errors import ParameterError
     from soundclass.evaluate import evaluate_training
@@ -144,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
     if not result.val_items:
         print(f"no validation split (val_size=0): no evaluation; checkpoint: {result.checkpoint_dir}")
         return 0
-    ev = evaluate_training(result, out_dir=out, config=config_to_dict(config),
-                           title=f"soundclass train: {config.model} on {Path(args.data).name}")
+    title = f"soundclass train: {config.model} on {Path(args.data).name}"
+    ev = evaluate_training(result, out_dir=out, title=title)
     m = ev.metrics
     print()
-    print(f"best epoch {result.best_epoch}: validation ({m['n']} clips) accuracy {m['accuracy']:.3f}, "
+    print(f"best epoch {result.best_epoch + 1} of {len(result.history)}: validation ({m['n']} clips) accuracy {m['accuracy']:.3f}, "
           f"macro-F1 {m['macro_f1']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}, "
           f"log loss {m['log_loss']:.3f}")
     if m["n_failed"]:
