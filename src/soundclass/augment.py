@@ -106,7 +106,7 @@ def spec_augment(
     freq_masks: int = 2,
     freq_width: int = 8,
     time_masks: int = 2,
-    time_width: int = 16,
+    time_width: int = 10,
 ) -> torch.Tensor:
     """SpecAugment (Park et al. 2019) frequency and time masking of a batch.
 
