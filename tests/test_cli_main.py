@@ -154,3 +154,47 @@ def test_bad_numbers_rejected_by_parser(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "m", "x", "-o", "s.csv", "--tta", "0"])
     assert "--tta" in capsys.readouterr().err
+
+
+def test_train_resume_continues_run(trained, tmp_path):
+    import shutil
+
+    root, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = json.loads((copy / "history.json").read_text())
+    assert main([
+        "train", str(root / "data"), "-o", str(copy), "--model", "seed-cnn", "--epochs", "3",
+        "--group-pattern", DEMO_GROUP_PATTERN, "--val-size", "0.25", "--executor", "serial",
+        "--jobs", "1", "--cache-dir", str(root / "cache"), "--quiet", "--resume",
+    ]) == 0
+    # a finished run resumes at its end: the epochs (and their timings) are the saved ones
+    assert json.loads((copy / "history.json").read_text()) == before
+    assert (copy / "report.html").is_file()
+    assert json.loads((copy / "split.json").read_text()) == json.loads((run / "split.json").read_text())
+
+
+def test_fsdd_speaker_grouped_train_and_predict(fsdd_dir, tmp_path):
+    files = sorted(fsdd_dir.glob("*/*.wav"))
+    chosen = [p for p in files if int(p.stem.rsplit("_", 1)[1]) < 2]  # 2 takes per digit and speaker
+    manifest = tmp_path / "fsdd.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows([str(p), p.parent.name] for p in chosen)
+    run = tmp_path / "run"
+    assert main(["train", str(manifest), "-o", str(run), "--model", "seed-cnn", "--epochs", "3",
+                 "--group-pattern", r"^\d+_(?P<group>[a-z]+)_", "--val-size", "0.34",
+                 "--jobs", "1", "--executor", "serial", "--quiet"]) == 0
+    split = json.loads((run / "split.json").read_text())
+    speaker = {p: p.rsplit("/", 1)[1].split("_")[1] for p in split["train"] + split["val"]}
+    assert not {speaker[p] for p in split["train"]} & {speaker[p] for p in split["val"]}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] == len(split["val"]) and sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
+    test = [str(p) for p in files if int(p.stem.rsplit("_", 1)[1]) == 10][:12]
+    out = tmp_path / "submit.csv"
+    assert main(["predict", str(run), *test, "-o", str(out), "--tta", "2", "--jobs", "1",
+                 "--executor", "serial", "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["name"] for r in rows] == [p.rsplit("/", 1)[1] for p in test]
+    assert {r["label"] for r in rows} <= {str(d) for d in range(10)}

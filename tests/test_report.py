@@ -73,6 +73,8 @@ def test_copy_error_clips_limit_and_missing(tmp_path):
     rel = copy_error_clips(rows, tmp_path / "run", limit=4)
     assert rel == ["errors/err_000.wav", None, None, "errors/err_003.wav"]
     assert sorted(p.name for p in (tmp_path / "run" / "errors").iterdir()) == ["err_000.wav", "err_003.wav"]
+    assert copy_error_clips(rows[:1], tmp_path / "run") == ["errors/err_000.wav"]
+    assert sorted(p.name for p in (tmp_path / "run" / "errors").iterdir()) == ["err_000.wav"]
 
 
 def test_report_without_optional_parts(tmp_path):

@@ -73,7 +73,8 @@ def copy_error_clips(
 
     Names are generated (``err_000.wav``, ...), never taken from the user, so
     they are safe in a URL and on any file system.  Clips that are missing or
-    not playable in a browser are skipped.
+    not playable in a browser are skipped; ``err_*`` clips of an earlier
+    report in the same folder are removed.
 
     Returns
     -------
@@ -82,6 +83,8 @@ def copy_error_clips(
         path relative to ``run_dir`` (``None`` if not copied).
     """
     out_dir = Path(run_dir) / "errors"
+    for stale in out_dir.glob("err_*"):  # clips of an earlier report in this folder
+        stale.unlink()
     rel: list[str | None] = []
     for i, row in enumerate(list(misclassified)[:limit]):
         src = Path(str(row["path"]))
