@@ -198,3 +198,15 @@ def test_fsdd_speaker_grouped_train_and_predict(fsdd_dir, tmp_path):
     rows = _rows(out)
     assert [r["name"] for r in rows] == [p.rsplit("/", 1)[1] for p in test]
     assert {r["label"] for r in rows} <= {str(d) for d in range(10)}
+
+
+def test_evaluate_unknown_class_is_a_clear_error(trained, tmp_path, capsys):
+    import soundfile as sf
+
+    _, run = trained
+    (tmp_path / "pizza").mkdir()
+    sf.write(tmp_path / "pizza" / "p.wav", np.zeros(1600, dtype=np.float32), 16000)
+    assert main(["evaluate", str(run), str(tmp_path), "-o", str(tmp_path / "ev"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "label(s) pizza are not classes of the model" in err
+    assert not (tmp_path / "ev").exists()

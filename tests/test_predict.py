@@ -11,7 +11,6 @@ from soundclass.errors import CheckpointError, ParameterError, SoundclassError
 from soundclass.predict import (
     Predictions,
     failed_list_path,
-    failure_reasons,
     resolve_checkpoint,
     top_k_labels,
     write_submission,
@@ -117,16 +116,6 @@ def test_predictions_shape_checked():
     p = _preds({"/data/test/d.wav": "bad"})
     assert p.ok.tolist() == [True, True, True, False]
     assert p.predicted.tolist() == [0, 1, 2, -1]
-
-
-def test_failure_reasons_forms():
-    class Rec:
-        def __init__(self, path, error):
-            self.path, self.error = path, error
-
-    assert failure_reasons({"a": "x"}) == {"a": "x"}
-    assert failure_reasons([("a", "x")]) == {"a": "x"}
-    assert failure_reasons([Rec("b", "y")]) == {"b": "y"}
 
 
 def test_resolve_checkpoint(tmp_path):

@@ -32,7 +32,7 @@ import numpy as np
 from soundclass.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.metrics import evaluate_predictions
-from soundclass.predict import failure_reasons, predict_paths, resolve_checkpoint, top_k_labels
+from soundclass.predict import predict_paths, resolve_checkpoint, top_k_labels
 from soundclass.report import write_html_report
 
 __all__ = [
@@ -156,6 +156,16 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     return path
 
 
+def _check_labels(labels: Sequence[str], classes: Sequence[str], *, where: str) -> None:
+    """Raise :class:`DatasetError` naming the labels that are not classes of the model."""
+    known = set(classes)
+    unknown = sorted({str(lab) for lab in labels if lab not in known})
+    if unknown:
+        raise DatasetError(
+            f"{where}: label(s) {', '.join(unknown)} are not classes of the model ({', '.join(classes)})"
+        )
+
+
 def _check_inputs(paths, labels, proba, classes) -> tuple[np.ndarray, np.ndarray]:
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape != (len(paths), len(classes)):
@@ -164,12 +174,8 @@ def _check_inputs(paths, labels, proba, classes) -> tuple[np.ndarray, np.ndarray
         )
     if len(labels) != len(paths):
         raise ParameterError(f"{len(labels)} labels given for {len(paths)} paths")
+    _check_labels(labels, classes, where="evaluation")
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({str(lab) for lab in labels if lab not in index})
-    if unknown:
-        raise DatasetError(
-            f"label(s) {', '.join(unknown)} are not classes of the model ({', '.join(classes)})"
-        )
     return np.array([index[lab] for lab in labels], dtype=np.int64), proba
 
 
@@ -323,13 +329,7 @@ def evaluate_checkpoint(
     if any(lab is None for lab in labels):
         missing = next(it.path for it in dataset.items if it.label is None)
         raise DatasetError(f"{missing}: has no label (evaluation needs a labelled dataset)")
-    known = set(ckpt.classes)
-    unknown = sorted({lab for lab in labels if lab not in known})
-    if unknown:
-        raise DatasetError(
-            f"{dataset.root}: label(s) {', '.join(unknown)} are not classes of the model "
-            f"in {ckpt_dir} ({', '.join(ckpt.classes)})"
-        )
+    _check_labels(labels, ckpt.classes, where=f"{dataset.root} vs the model in {ckpt_dir}")
     preds = predict_paths(
         ckpt, dataset.paths, tta=tta, n_jobs=n_jobs, cache_dir=cache_dir,
         progress=progress, batch_size=batch_size, executor=executor,
@@ -386,7 +386,7 @@ def evaluate_training(
     items = list(result.val_items)
     if not items:
         raise DatasetError(f"{ckpt_dir}: the training run has no validation clips to evaluate")
-    failures = failure_reasons(result.failures)
+    failures = dict(result.failures)  # (path, reason) pairs
     if config is None:
         config = _load_run_json(ckpt_dir.parent, "config.json")
     return evaluate_run(

@@ -35,7 +35,6 @@ __all__ = [
     "top_k_labels",
     "write_submission",
     "failed_list_path",
-    "failure_reasons",
 ]
 
 FAILED_POLICIES = ("most_frequent", "skip", "error")
@@ -115,21 +114,6 @@ def _load(checkpoint: Any) -> Any:
     return checkpoint
 
 
-def failure_reasons(failures: Any) -> dict[str, str]:
-    """``path -> reason`` from the failure records of :func:`soundclass.cache.get_features`."""
-    if isinstance(failures, Mapping):
-        return {os.fspath(k): str(v) for k, v in failures.items()}
-    out = {}
-    for f in failures:
-        if isinstance(f, tuple) and len(f) == 2:
-            path, reason = f
-        else:  # ExtractResult-like or AudioDecodeError-like record
-            path = getattr(f, "path", None)
-            reason = getattr(f, "reason", None) or getattr(f, "error", None) or str(f)
-        out[os.fspath(path)] = str(reason)
-    return out
-
-
 def predict_paths(
     checkpoint: Any,
     paths: Sequence[str | os.PathLike],
@@ -179,14 +163,10 @@ def predict_paths(
         list(paths), ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
         executor=executor, progress=progress,
     )
-    reasons = failure_reasons(failures)
-    for p, f in zip(paths, features, strict=True):
-        if f is None and p not in reasons:
-            reasons[p] = "no feature computed"
-    keep = [i for i, p in enumerate(paths) if p not in reasons]
+    keep = [i for i, f in enumerate(features) if f is not None]
     if keep:
         proba[keep] = predict_proba(ckpt, [features[i] for i in keep], tta=tta, batch_size=batch_size)
-    return Predictions(paths, proba, reasons, classes)
+    return Predictions(paths, proba, dict(failures), classes)
 
 
 def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[list[str]]:
