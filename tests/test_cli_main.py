@@ -210,3 +210,14 @@ def test_evaluate_unknown_class_is_a_clear_error(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "label(s) pizza are not classes of the model" in err
     assert not (tmp_path / "ev").exists()
+
+
+def test_train_without_validation_skips_report(trained, tmp_path, capsys):
+    root, _ = trained
+    run = tmp_path / "all"
+    assert main(["train", str(root / "data"), "-o", str(run), "--model", "seed-cnn", "--epochs", "1",
+                 "--val-size", "0", "--executor", "serial", "--jobs", "1",
+                 "--cache-dir", str(root / "cache"), "--quiet"]) == 0
+    assert "no validation split" in capsys.readouterr().out
+    assert (run / "checkpoint" / "model.json").is_file()
+    assert not (run / "report.html").exists()

@@ -34,6 +34,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be < 1")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -75,8 +82,8 @@ def register(subparsers) -> None:
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="stop after this many epochs without improvement")
     parser.add_argument("--label-smoothing", type=_non_negative_float, default=None)
-    parser.add_argument("--val-size", type=_positive_float, default=None,
-                        help="validation fraction (< 1) or number of clips")
+    parser.add_argument("--val-size", type=_fraction, default=None,
+                        help="validation fraction in [0, 1) (default 0.2; 0 trains on everything)")
     parser.add_argument("--group-pattern", default=None, metavar="REGEX",
                         help=r"regex on file names giving each clip's group (speaker, recording), "
                              r"kept on one side of the split, e.g. '^\d+_(?P<group>[a-z]+)_'")
