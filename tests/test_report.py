@@ -58,7 +58,7 @@ def test_report_escapes_user_strings_and_embeds(tmp_path):
     assert text.count("data:image/png;base64,") == 2
     # the clip is copied under a generated name and played from there
     assert (tmp_path / "run" / "errors" / "err_000.wav").is_file()
-    assert re.search(r'<audio controls[^>]*src="errors/err_000.wav"', text)
+    assert re.search(r'<audio controls[^>]*><source src="errors/err_000.wav" type="audio/wav">', text)
     assert "group &lt;script&gt;" in text  # warning shown
 
 

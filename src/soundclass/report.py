@@ -139,7 +139,7 @@ def _misclassified_table(rows: Sequence[Mapping[str, Any]], clips: Sequence[str 
         clip = clips[i] if i < len(clips) else None
         ext = Path(clip).suffix if clip else ""
         player = (
-            f'<audio controls preload="none" src="{_e(clip)}" type="{_PLAYABLE[ext]}"></audio>'
+            f'<audio controls preload="none"><source src="{_e(clip)}" type="{_PLAYABLE[ext]}"></audio>'
             if clip else ""
         )
         top3 = row.get("top3", "")
