@@ -107,3 +107,12 @@ def test_load_history(tmp_path):
     assert load_history(tmp_path) == {"train_loss": [1.0]}
     (tmp_path / "history.json").write_text("{not json")
     assert load_history(tmp_path) is None
+
+
+def test_history_columns_from_per_epoch_rows():
+    from soundclass.evaluate import history_columns
+
+    rows = [{"epoch": 0, "train_loss": 1.0, "val_loss": 2.0, "note": "x"},
+            {"epoch": 1, "train_loss": 0.5, "val_loss": 1.5, "note": "y"}]
+    assert history_columns(rows) == {"epoch": [0.0, 1.0], "train_loss": [1.0, 0.5], "val_loss": [2.0, 1.5]}
+    assert history_columns({"a": (1, 2)}) == {"a": [1, 2]}
