@@ -1,7 +1,9 @@
 """``soundclass predict MODEL TEST_DIR_OR_FILES... -o submit.csv``: a submission CSV.
 
-Also holds the options shared by ``train``, ``evaluate`` and ``predict``
-(feature jobs, cache, executor, progress).
+Also holds what the other sub-commands share: argparse number types
+(``positive_int``, ``positive_float``, ``non_negative_float``) and the runtime
+options of ``train``, ``evaluate`` and ``predict`` (feature jobs, cache,
+executor, progress).
 """
 
 from __future__ import annotations
@@ -21,6 +23,25 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
     return value
 
 

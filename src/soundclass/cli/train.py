@@ -11,7 +11,13 @@ import json
 import time
 from pathlib import Path
 
-from soundclass.cli.predict import add_runtime_options, executor_from_args, positive_int
+from soundclass.cli.predict import (
+    add_runtime_options,
+    executor_from_args,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 # (flag destination, TrainConfig field) for the plain value flags.
 _VALUE_FLAGS = (
@@ -24,30 +30,10 @@ _VALUE_FLAGS = (
 )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
+    value = non_negative_float(text)
     if not value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be < 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return value
 
 
@@ -77,21 +63,21 @@ def register(subparsers) -> None:
                         help="JSON file of training settings (TrainConfig fields; 'feature' overrides)")
     parser.add_argument("--epochs", type=positive_int, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--lr", type=_positive_float, default=None, help="learning rate")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=None)
+    parser.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    parser.add_argument("--weight-decay", type=non_negative_float, default=None)
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="stop after this many epochs without improvement")
-    parser.add_argument("--label-smoothing", type=_non_negative_float, default=None)
+    parser.add_argument("--label-smoothing", type=non_negative_float, default=None)
     parser.add_argument("--val-size", type=_fraction, default=None,
                         help="validation fraction in [0, 1) (default 0.2; 0 trains on everything)")
     parser.add_argument("--group-pattern", default=None, metavar="REGEX",
                         help=r"regex on file names giving each clip's group (speaker, recording), "
                              r"kept on one side of the split, e.g. '^\d+_(?P<group>[a-z]+)_'")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--clip-seconds", type=_positive_float, default=None,
+    parser.add_argument("--clip-seconds", type=positive_float, default=None,
                         help="training crop length in seconds")
     mix = parser.add_mutually_exclusive_group()
-    mix.add_argument("--mixup-alpha", type=_non_negative_float, default=None, help="mixup Beta(alpha, alpha)")
+    mix.add_argument("--mixup-alpha", type=non_negative_float, default=None, help="mixup Beta(alpha, alpha)")
     mix.add_argument("--no-mixup", dest="mixup_alpha", action="store_const", const=0.0, help="disable mixup")
     parser.add_argument("--no-spec-augment", dest="spec_augment", action="store_const", const=False,
                         default=None, help="disable SpecAugment masking")
