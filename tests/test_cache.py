@@ -18,6 +18,7 @@ from soundclass.cache import FeatureCache, file_sha256, get_features
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ParameterError
 from soundclass.executors import make_executor
+from soundclass.extract import FEATURE_CODE_VERSION
 
 SR = 8000
 CFG = FeatureConfig(sr=SR, n_fft=256, hop_length=128, n_mels=32)
@@ -65,9 +66,9 @@ def test_results_equal_direct_computation_and_layout(tmp_path, wavs):
         with open(path, "rb") as fh:
             sha = hashlib.sha256(fh.read()).hexdigest()
         assert sha == file_sha256(path)
-        entry = tmp_path / "cache" / CFG.key() / sha[:2] / f"{sha}.npy"
+        entry = FeatureCache(tmp_path / "cache").config_dir(CFG) / sha[:2] / f"{sha}.npy"
         np.testing.assert_array_equal(np.load(entry), f)
-    meta = json.loads((tmp_path / "cache" / CFG.key() / "config.json").read_text())
+    meta = json.loads((FeatureCache(tmp_path / "cache").config_dir(CFG) / "config.json").read_text())
     assert meta == config_to_dict(CFG)
     assert cache.last_stats.computed == 6 and cache.last_stats.hashed == 6
 
@@ -111,7 +112,7 @@ def test_config_change_uses_another_key(tmp_path, wavs, calls):
     b, _ = get_features(wavs, other, cache_dir=root, n_jobs=1, progress=False)
     assert sum(len(c) for c in calls) == 12
     assert a[0].shape[0] == 32 and b[0].shape[0] == 16
-    assert sorted(p.name for p in root.iterdir()) == sorted([CFG.key(), other.key()])
+    assert sorted(p.name for p in root.iterdir()) == sorted([f"v{FEATURE_CODE_VERSION}-{CFG.key()}", f"v{FEATURE_CODE_VERSION}-{other.key()}"])
 
 
 def test_identical_content_computed_once(tmp_path, wavs, calls):
@@ -145,7 +146,7 @@ def test_interrupted_run_resumes(tmp_path, wavs, monkeypatch):
 
     # a half-written file of a killed writer: a fresh one is ignored, an old one cleaned
     sha = file_sha256(wavs[4])
-    folder = root / CFG.key() / sha[:2]
+    folder = FeatureCache(root).config_dir(CFG) / sha[:2]
     folder.mkdir(exist_ok=True)
     fresh = folder / f".{sha}.npy.4242.deadbeef.tmp"
     stale = folder / f".{sha}.npy.4243.deadbeef.tmp"
@@ -175,7 +176,7 @@ def test_damaged_entry_is_recomputed(tmp_path, wavs, calls):
     root = tmp_path / "cache"
     get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
     sha = file_sha256(wavs[3])
-    (root / CFG.key() / sha[:2] / f"{sha}.npy").write_bytes(b"not a numpy file")
+    (FeatureCache(root).config_dir(CFG) / sha[:2] / f"{sha}.npy").write_bytes(b"not a numpy file")
     calls.clear()
     feats, failures = get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
     assert failures == [] and calls == [[wavs[3]]]

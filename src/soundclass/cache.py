@@ -2,10 +2,13 @@
 
 Layout below ``root``::
 
-    root/<config.key()>/config.json             the FeatureConfig, for humans
-    root/<config.key()>/index.json              path -> (size, mtime_ns, sha256)
-    root/<config.key()>/<sha[:2]>/<sha>.npy     the feature of a file's bytes
-    root/<config.key()>/<sha[:2]>/<sha>.err     JSON {"path", "reason"} of a failure
+    root/v<N>-<config.key()>/config.json             the FeatureConfig, for humans
+    root/v<N>-<config.key()>/index.json              path -> (size, mtime_ns, sha256)
+    root/v<N>-<config.key()>/<sha[:2]>/<sha>.npy     the feature of a file's bytes
+    root/v<N>-<config.key()>/<sha[:2]>/<sha>.err     JSON {"path", "reason"} of a failure
+
+``N`` is :data:`soundclass.extract.FEATURE_CODE_VERSION`: a change to the
+feature code bumps it, so entries computed by older code are never reused.
 
 Entries are keyed by the SHA-256 of the file *bytes*, so renaming or copying
 a file costs nothing and identical content at two paths is computed once; the
@@ -37,6 +40,7 @@ import numpy as np
 from soundclass import extract as _extract
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ParameterError
+from soundclass.extract import FEATURE_CODE_VERSION
 
 __all__ = ["CacheStats", "FeatureCache", "file_sha256", "get_features"]
 
@@ -131,12 +135,12 @@ class FeatureCache:
     # -- layout ----------------------------------------------------------------
 
     def config_dir(self, config: FeatureConfig) -> Path:
-        """``root/<config.key()>``."""
+        """``root/v<FEATURE_CODE_VERSION>-<config.key()>``."""
         if not isinstance(config, FeatureConfig):
             raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
         cdir = self._dirs.get(config)
         if cdir is None:
-            cdir = self._dirs[config] = self.root / config.key()
+            cdir = self._dirs[config] = self.root / f"v{FEATURE_CODE_VERSION}-{config.key()}"
         return cdir
 
     def entry_path(self, config: FeatureConfig, sha: str, *, suffix: str = ".npy") -> Path:

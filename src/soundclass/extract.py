@@ -25,7 +25,15 @@ from soundclass.config import FeatureConfig
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
 from soundclass.features import delta, melspectrogram, mfcc, power_to_db
 
-__all__ = ["DELTA_WIDTH", "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+__all__ = [
+    "DELTA_WIDTH",
+    "FEATURE_CODE_VERSION",
+    "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+
+#: Version of the feature computation itself. Bump it whenever a change to the
+#: code (not to a FeatureConfig) changes any computed value: feature caches are
+#: keyed by it, so stale entries are never reused.
+FEATURE_CODE_VERSION = 1
 
 #: Frames in the local fit of the deltas (``librosa.feature.delta`` default).
 DELTA_WIDTH = 9
