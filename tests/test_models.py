@@ -272,3 +272,9 @@ def test_level_norm_makes_output_gain_invariant():
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x - 17.5), atol=1e-5, rtol=1e-4)
         assert not torch.allclose(plain(x), plain(x - 17.5), atol=1e-3)
+
+
+def test_panns_rejects_wrong_input_shape():
+    model = create_model("cnn", n_classes=3, n_features=64)
+    with pytest.raises(ParameterError, match=r"expected \(B, 64, T\).*\(2, 40, 30\)"):
+        model(torch.zeros(2, 40, 30))

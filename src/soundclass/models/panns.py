@@ -96,8 +96,8 @@ class PannsCNN(nn.Module):
     n_classes : int
         Number of logits of the head ``fc``.
     n_features : int
-        Mel bins of the input (64 for the public checkpoints); at least
-        ``2 ** n_freq_pools`` so that every pooling has something to pool.
+        Mel bins of the input (64 for the public checkpoints); at least the
+        product of the frequency pooling sizes (16 for four 2x2 pools).
     channels : sequence of int
         Output channels of each conv block.
     pools : sequence of (int, int) or None
@@ -169,8 +169,10 @@ class PannsCNN(nn.Module):
         Clips shorter than the total time pooling are padded (after ``bn0``,
         with zeros, i.e. the normalised mean level) so any length works.
         """
-        if x.ndim != 3:
-            raise ParameterError(f"expected (B, n_mels, T), got shape {tuple(x.shape)}")
+        if x.ndim != 3 or x.shape[1] != self.bn0.num_features:
+            raise ParameterError(
+                f"expected (B, {self.bn0.num_features}, T) log-mel input, got shape {tuple(x.shape)}"
+            )
         if self.level_norm:
             x = x - x.amax(dim=(1, 2), keepdim=True)  # loudest bin of each clip at 0 dB
         x = self.bn0(x.unsqueeze(2))  # (B, n_mels, 1, T): bn0 normalises each mel bin
