@@ -7,7 +7,9 @@ The pieces, in the order :func:`train` uses them::
     get_features       through the feature cache; failed files are reported and skipped
     holdout            grouped when groups exist; a leakage warning otherwise
     fit                standardization stats (train part only), clip length, model,
-                       optimizer, LR schedule, then per epoch:
+                       pretrained backbone (``config.pretrained``, see
+                       :func:`load_pretrained_weights`), optimizer, LR schedule,
+                       then per epoch:
                          train_one_epoch -> validate -> EarlyStopping ->
                          checkpoint/ (best), last/ (resumable), history.json
 
@@ -54,14 +56,17 @@ from soundclass.checkpoint import (
 )
 from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
 from soundclass.dataset import Dataset, Item, assign_groups
-from soundclass.errors import DatasetError, ParameterError
+from soundclass.errors import CheckpointError, DatasetError, ParameterError
 from soundclass.inference import predict_logits, softmax, standardize
 
 __all__ = [
     "DEFAULTS",
     "TrainConfig",
+    "PRETRAINED_MODELS",
     "resolve_config",
     "feature_config",
+    "check_pretrained",
+    "load_pretrained_weights",
     "derive_seed",
     "class_weights",
     "sample_weights",
@@ -109,6 +114,19 @@ DEFAULTS: dict[str, Any] = {
 
 # Fields that only say how to run, not what is trained; a resumed run may change them.
 _RUNTIME_FIELDS = ("cache_dir", "n_jobs", "threads", "device", "epochs", "patience")
+
+# Models in the parameter layout of the public PANNs checkpoints, which
+# ``TrainConfig.pretrained`` can initialise (soundclass.models.pretrained).
+PRETRAINED_MODELS = ("cnn6", "cnn10", "cnn14")
+# Front-end settings the PANNs weights were trained on.  ``kind``, ``n_mels``
+# and ``deltas`` decide the input shape, so other values make the weights
+# meaningless and are refused; the others only shift the input distribution
+# (a warning when the backbone is loaded).
+_PANNS_INPUT = {"kind": "logmel", "n_mels": 64, "deltas": 0}
+_PANNS_FRONT_END = {"sr": 32000, "n_fft": 1024, "hop_length": 320, "fmin": 50.0, "fmax": 14000.0,
+                    "top_db": None}
+# Entries written next to the TrainConfig fields in config.json / model.json.
+_DERIVED_KEYS = ("feature_config", "pretrained_from")
 
 
 @dataclass(frozen=True)
@@ -168,6 +186,12 @@ class TrainConfig:
         ``torch.set_num_threads`` for training.
     device : str or None
         ``'cpu'``, ``'cuda'``, ...; ``None``: CUDA when available.
+    pretrained : str or None
+        A PANNs checkpoint file (``.pth``, e.g. ``Cnn14_mAP=0.431.pth``) whose
+        backbone initialises the model right after it is built (models
+        :data:`PRETRAINED_MODELS` only, with the 64-band log-mel input); read
+        with ``torch.load(weights_only=True)``.  The run's checkpoints hold
+        every weight afterwards, so they never need this file again.
     """
 
     model: str = "cnn"
@@ -195,9 +219,12 @@ class TrainConfig:
     n_jobs: int | None = None
     threads: int | None = None
     device: str | None = None
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs or {}))
+        if isinstance(self.pretrained, os.PathLike):
+            object.__setattr__(self, "pretrained", os.fspath(self.pretrained))
         object.__setattr__(self, "feature", dict(self.feature or {}))
         _validate(self)
 
@@ -212,9 +239,10 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """From a dict (e.g. ``config.json`` or a checkpoint's ``train_config``), rejecting unknown keys.
 
-        The derived ``feature_config`` entry written next to the fields is ignored.
+        The derived ``feature_config`` and ``pretrained_from`` entries written
+        next to the fields are ignored.
         """
-        data = {k: v for k, v in data.items() if k != "feature_config"}
+        data = {k: v for k, v in data.items() if k not in _DERIVED_KEYS}
         return config_from_dict(cls, data)
 
 
@@ -260,6 +288,7 @@ def _validate(c: TrainConfig) -> None:
     check("group_pattern", isinstance(c.group_pattern, str) and c.group_pattern != "", "a regex or None")
     check("cache_dir", isinstance(c.cache_dir, (str, os.PathLike)), "a folder path or None")
     check("device", isinstance(c.device, str), "a torch device name or None")
+    check("pretrained", isinstance(c.pretrained, str) and c.pretrained != "", "a checkpoint file path or None")
     if c.val_size is None:
         raise ParameterError("val_size=None must be a number in [0, 1)")
     for key in c.model_kwargs:
@@ -287,7 +316,9 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
     Raises
     ------
     ParameterError
-        Unknown model, a spec default of the wrong kind, or an invalid value.
+        Unknown model, a spec default of the wrong kind, an invalid value, or
+        ``pretrained`` with a model or feature it cannot initialise
+        (:func:`check_pretrained`).
     """
     from soundclass.models import model_spec
 
@@ -303,6 +334,7 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
         filled["clip_seconds"] = float(spec.clip_seconds)
     resolved = config.replace(**filled)
     feature_config(resolved)  # validates the feature overrides
+    check_pretrained(resolved)
     return resolved
 
 
@@ -327,6 +359,109 @@ def _config_json(config: TrainConfig) -> dict[str, Any]:
     out = config_to_dict(config)
     out["feature_config"] = config_to_dict(feature_config(config))
     return out
+
+
+def check_pretrained(config: TrainConfig) -> None:
+    """Refuse ``config.pretrained`` with a model or feature the PANNs weights cannot initialise.
+
+    Raises
+    ------
+    ParameterError
+        The model is not one of :data:`PRETRAINED_MODELS`, or the feature
+        overrides change the input the weights expect (``kind``, ``n_mels``,
+        ``deltas``).  Only the config is checked, not the file.
+    """
+    if config.pretrained is None:
+        return
+    if config.model not in PRETRAINED_MODELS:
+        raise ParameterError(
+            f"pretrained={config.pretrained!r} needs a PANNs-layout model; model={config.model!r} "
+            f"is not one (choose from {', '.join(PRETRAINED_MODELS)})"
+        )
+    feature = feature_config(config)
+    for name, want in _PANNS_INPUT.items():
+        value = getattr(feature, name)
+        if value != want:
+            raise ParameterError(
+                f"feature {name}={value!r} makes the pretrained weights of {config.pretrained!r} "
+                f"meaningless (PANNs {config.model} takes {name}={want!r}); drop the override "
+                "or train without pretrained"
+            )
+
+
+def _front_end_differences(feature: FeatureConfig) -> list[str]:
+    """``name=value (PANNs: value)`` for each front-end setting that differs from PANNs'."""
+    return [f"{name}={getattr(feature, name)!r} (PANNs: {want!r})"
+            for name, want in _PANNS_FRONT_END.items() if getattr(feature, name) != want]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pretrained_weights(model: torch.nn.Module, config: TrainConfig) -> dict[str, Any] | None:
+    """Initialise ``model``'s backbone from ``config.pretrained`` (in place), as :func:`fit` does.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Freshly built by ``create_model(config.model, ...)``.
+    config : TrainConfig
+        Its ``pretrained`` file (``None``: nothing happens) is read with
+        :func:`soundclass.models.load_pretrained` (``torch.load(weights_only=True)``;
+        the PANNs front end and AudioSet head are dropped, every backbone tensor
+        must match by name and shape; our head ``fc`` keeps its fresh init).
+
+    Returns
+    -------
+    dict or None
+        Where the weights came from, as recorded in ``config.json`` and the
+        checkpoints' ``train_config['pretrained_from']``: ``path`` (absolute),
+        ``sha256``, ``bytes``, ``n_loaded``, ``loaded`` (keys), ``skipped``
+        (file keys not used), ``reinitialised`` (model keys left as built).
+
+    Raises
+    ------
+    ParameterError
+        See :func:`check_pretrained`.
+    CheckpointError
+        Missing, unreadable or unsafe file, or a layout that does not fit the
+        model; the message names the file.
+    """
+    from soundclass.models import load_pretrained
+
+    if config.pretrained is None:
+        return None
+    check_pretrained(config)
+    path = config.pretrained
+    report = load_pretrained(unwrap_model(model), path)
+    record = {
+        "path": os.path.abspath(path),
+        "sha256": _sha256(path),
+        "bytes": os.path.getsize(path),
+        "n_loaded": len(report.loaded),
+        "loaded": list(report.loaded),
+        "skipped": list(report.skipped),
+        "reinitialised": list(report.missing),
+    }
+    logger.info("%s: loaded %d backbone tensors into %s; skipped %d (front end, AudioSet head); "
+                "re-initialised %s", path, len(report.loaded), config.model, len(report.skipped),
+                ", ".join(report.missing) or "nothing")
+    differences = _front_end_differences(feature_config(config))
+    if differences:
+        logger.warning("%s: the feature differs from the PANNs front end the weights were trained on: %s",
+                       path, ", ".join(differences))
+    return record
+
+
+def _check_pretrained_file(config: TrainConfig) -> None:
+    """Fail before feature extraction when the pretrained file is not there."""
+    if config.pretrained is not None and not os.path.isfile(config.pretrained):
+        raise CheckpointError(f"{config.pretrained}: no such checkpoint file (pretrained)")
 
 
 # --------------------------------------------------------------------------- data
@@ -740,7 +875,8 @@ class FitResult:
     the best checkpoint's validation probabilities (``None`` without validation).
     ``model`` is the model after the last epoch (unwrapped, eval mode).  Under
     ``torchrun`` only rank 0 validates and records: on other ranks ``history``
-    is empty and ``val_proba`` is ``None``.
+    is empty and ``val_proba`` is ``None``.  ``pretrained_from`` is the record
+    of :func:`load_pretrained_weights` (``None`` without ``config.pretrained``).
     """
 
     checkpoint_dir: Path
@@ -754,6 +890,7 @@ class FitResult:
     val_proba: np.ndarray | None
     stopped_early: bool
     model: torch.nn.Module | None = None
+    pretrained_from: Mapping[str, Any] | None = None
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -807,11 +944,17 @@ def fit(
     progress : bool
         tqdm bars (rank 0 only).
     resume : bool
-        Continue from ``out_dir/last`` if it holds a training state.
+        Continue from ``out_dir/last`` if it holds a training state (the
+        weights then come from there, not from ``config.pretrained``).
 
     Returns
     -------
     FitResult
+
+    Raises
+    ------
+    CheckpointError
+        ``config.pretrained`` is missing, unreadable or does not fit the model.
     """
     from tqdm.auto import tqdm
 
@@ -860,7 +1003,10 @@ def fit(
 
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = create_model(config.model, n_classes=n_classes, n_features=feature.n_features,
-                         **config.model_kwargs).to(device)
+                         **config.model_kwargs)
+    resuming = resume and (last_dir / STATE_META_NAME).is_file()
+    pretrained_from = None if resuming else load_pretrained_weights(model, config)
+    model = model.to(device)
     std_train = [standardize(f, norm_mean=norm_mean, norm_std=norm_std) for f in train_features]
     loader = make_loaders(std_train, train_targets, config=config, n_classes=n_classes, clip_frames=clip_frames)
     optimizer = make_optimizer(model, config)
@@ -871,18 +1017,22 @@ def fit(
                             mode="max" if (config.monitor == "macro_f1" or not has_val) else "min")
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume and (last_dir / STATE_META_NAME).is_file():
-        start_epoch = _resume(last_dir, config, model, optimizer, scheduler, stopper, history)
+    if resuming:
+        start_epoch, saved_extra = _resume(last_dir, config, model, optimizer, scheduler, stopper, history)
+        pretrained_from = saved_extra.get("pretrained_from")
+    run_config = _config_json(config)
+    if config.pretrained is not None:
+        run_config["pretrained_from"] = pretrained_from
     train_model = dist.wrap_model(model, device=device)
 
     def save_model(folder: Path, metrics: Mapping[str, Any]) -> None:
         save_checkpoint(folder, model, model_name=config.model, model_kwargs=config.model_kwargs,
-                        feature=feature, classes=classes, train_config=_config_json(config),
+                        feature=feature, classes=classes, train_config=run_config,
                         norm_mean=norm_mean, norm_std=norm_std, clip_frames=clip_frames,
                         metrics=metrics)
 
     if is_main:
-        _write_json(out / "config.json", _config_json(config))
+        _write_json(out / "config.json", run_config)
     bar = tqdm(total=config.epochs, initial=start_epoch, desc=f"train {config.model}", unit="epoch",
                disable=not (progress and is_main))
     restore_determinism = _use_deterministic()
@@ -915,7 +1065,8 @@ def fit(
                 save_training_state(last_dir, epoch=epoch, model=model, optimizer=optimizer,
                                     scheduler=scheduler, rng_state=capture_rng_state(),
                                     extra={"history": history, "early_stopping": stopper.state_dict(),
-                                           "config": _config_json(config)})
+                                           "config": _config_json(config),
+                                           "pretrained_from": pretrained_from})
                 _write_json(out / "history.json", history)
                 bar.set_postfix(loss=f"{tr['loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
                                 val_f1=f"{row['val_macro_f1']:.3f}")
@@ -938,7 +1089,7 @@ def fit(
         best_epoch=-1 if stopper.best_epoch is None else int(stopper.best_epoch), config=config,
         clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std, val_proba=val_proba,
         stopped_early=stopped and epoch < config.epochs,
-        model=model.eval(),
+        model=model.eval(), pretrained_from=pretrained_from,
     )
 
 
@@ -981,8 +1132,9 @@ def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in _RUNTIME_FIELDS}
 
 
-def _resume(last_dir: Path, config: TrainConfig, model, optimizer, scheduler, stopper, history) -> int:
-    """Load ``last_dir``'s training state into the given objects; the next epoch to run."""
+def _resume(last_dir: Path, config: TrainConfig, model, optimizer, scheduler, stopper,
+            history) -> tuple[int, dict[str, Any]]:
+    """Load ``last_dir``'s training state into the given objects; the next epoch to run and the state's extras."""
     state = load_training_state(last_dir)
     saved = state.extra.get("config", {})
     now = json.loads(json.dumps(_config_json(config)))
@@ -1004,7 +1156,7 @@ def _resume(last_dir: Path, config: TrainConfig, model, optimizer, scheduler, st
     stopper.load_state_dict(state.extra["early_stopping"])
     history.extend(state.extra.get("history", []))
     restore_rng_state(state.rng_state)
-    return state.epoch + 1
+    return state.epoch + 1, dict(state.extra)
 
 
 # --------------------------------------------------------------------------- train
@@ -1012,7 +1164,11 @@ def _resume(last_dir: Path, config: TrainConfig, model, optimizer, scheduler, st
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What :func:`train` produced (files are in the run folder)."""
+    """What :func:`train` produced (files are in the run folder).
+
+    ``pretrained_from`` says where the initial backbone came from
+    (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
+    """
 
     checkpoint_dir: Path
     history: list[dict[str, Any]]
@@ -1022,6 +1178,7 @@ class TrainResult:
     val_proba: np.ndarray | None
     failures: list[Any]
     warnings: list[str]
+    pretrained_from: Mapping[str, Any] | None = None
 
 
 def train(
@@ -1055,12 +1212,20 @@ def train(
     -------
     TrainResult
         Files that could not be decoded are listed in ``failures`` and skipped.
+
+    Raises
+    ------
+    CheckpointError
+        ``config.pretrained`` is missing (checked before feature extraction),
+        unreadable or does not fit the model.
     """
     from soundclass.cache import get_features
     from soundclass.splits import holdout, leakage_warning
 
     config = resolve_config(config)
     feature = feature_config(config)
+    if not (resume and (Path(out_dir) / "last" / STATE_META_NAME).is_file()):
+        _check_pretrained_file(config)
     ctx = dist.setup()
     notes: list[str] = []
     if config.group_pattern:
@@ -1121,7 +1286,7 @@ def train(
     return TrainResult(
         checkpoint_dir=result.checkpoint_dir, history=result.history, best_epoch=result.best_epoch,
         classes=classes, val_items=tuple(items[i] for i in va_idx), val_proba=result.val_proba,
-        failures=list(failures), warnings=notes,
+        failures=list(failures), warnings=notes, pretrained_from=result.pretrained_from,
     )
 
 

@@ -26,7 +26,7 @@ _VALUE_FLAGS = (
     ("seed", "seed"), ("clip_seconds", "clip_seconds"), ("mixup_alpha", "mixup_alpha"),
     ("spec_augment", "spec_augment"), ("balance", "balance"), ("patience", "patience"),
     ("label_smoothing", "label_smoothing"), ("cache_dir", "cache_dir"), ("jobs", "n_jobs"),
-    ("threads", "threads"),
+    ("threads", "threads"), ("pretrained", "pretrained"),
 )
 
 
@@ -39,7 +39,7 @@ def _fraction(text: str) -> float:
 
 def register(subparsers) -> None:
     from soundclass.models import list_models
-    from soundclass.training import BALANCES
+    from soundclass.training import BALANCES, PRETRAINED_MODELS
 
     parser = subparsers.add_parser(
         "train",
@@ -85,6 +85,14 @@ def register(subparsers) -> None:
                         help="imbalanced classes: 'sampler' (default when given without a value) "
                              "draws classes evenly, 'weights' weights the loss (the trainer's "
                              "default), 'none' does nothing")
+    parser.add_argument("--pretrained", default=None, metavar="PATH",
+                        help="initialise the backbone from a downloaded PANNs checkpoint "
+                             "(e.g. Cnn14_mAP=0.431.pth) and fine-tune; only for --model "
+                             f"{', '.join(PRETRAINED_MODELS)} with their 64-band log-mel input. "
+                             "The file is read with torch.load(weights_only=True) (tensors only, "
+                             "never code); its front end and AudioSet head are dropped and the "
+                             "classifier head is new. The run's checkpoint holds every weight, so "
+                             "it never needs the file again")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     add_runtime_options(parser)
@@ -128,11 +136,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else _default_output(config.model)
     dataset = discover(args.data, manifest=args.manifest)
     print(f"{len(dataset)} clips, {len(dataset.classes)} classes; run folder {out}")
+    if config.pretrained is not None and not args.resume:
+        print(f"pretrained: {config.model} backbone from {config.pretrained} (read weights-only)")
     with executor_from_args(args) as executor:
         result = train(dataset, config, out_dir=out, progress=not args.quiet, executor=executor,
                        resume=args.resume)
     for w in result.warnings:
         print(f"warning: {w}")
+    src = result.pretrained_from
+    if src is not None:
+        print(f"pretrained: loaded {src['n_loaded']} tensors from {src['path']} "
+              f"(sha256 {src['sha256'][:12]}); skipped {len(src['skipped'])} (PANNs front end, "
+              f"AudioSet head); re-initialised {', '.join(src['reinitialised']) or 'nothing'}")
     if not result.val_items:
         print(f"no validation split (val_size=0): no evaluation; checkpoint: {result.checkpoint_dir}")
         return 0
