@@ -114,6 +114,18 @@ def test_loads_the_file_as_the_trainer_does(cnn6_file):
     assert load_pretrained_weights(model, TrainConfig(model="cnn6")) is None
 
 
+def test_front_end_changes_are_loaded_with_a_warning(cnn6_file, caplog):
+    path, _ = cnn6_file
+    model = create_model("cnn6", n_classes=2, n_features=64)
+    config = resolve_config(TrainConfig(model="cnn6", pretrained=str(path), feature={"fmax": 8000.0}))
+    with caplog.at_level("INFO", logger="soundclass.training"):
+        record = load_pretrained_weights(model, config)
+    assert record["n_loaded"] > 0
+    text = caplog.text
+    assert f"{path}: loaded {record['n_loaded']} backbone tensors into cnn6" in text
+    assert "fmax=8000.0 (PANNs: 14000.0)" in text and "sr=" not in text
+
+
 def test_other_models_and_inputs_are_refused(cnn6_file):
     path, _ = cnn6_file
     for model in ("seed-cnn", "cnn"):
@@ -227,6 +239,11 @@ def test_fine_tunes_from_the_file_and_the_checkpoint_stands_alone(tmp_path, demo
     assert not torch.equal(state["conv_block4.conv1.weight"], sd["conv_block4.conv1.weight"])  # it trained
     assert ckpt.model.fc.weight.shape == (len(demo.classes), 512)
 
+    # resuming the (finished) run reads last/, not the deleted .pth, and keeps the record
+    again = train(demo, cfg, out_dir=tmp_path / "run", progress=False, resume=True)
+    assert again.pretrained_from == src
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["pretrained_from"] == src
+
 
 def test_cli_flag_end_to_end(tmp_path, demo, cnn6_file, capsys):
     path, sd = cnn6_file
@@ -246,6 +263,12 @@ def test_cli_flag_end_to_end(tmp_path, demo, cnn6_file, capsys):
     rc = main([*common, "--model", "seed-cnn", "--pretrained", str(path)])
     err = capsys.readouterr().err
     assert rc == 1 and "model='seed-cnn'" in err and "cnn6, cnn10, cnn14" in err
+    cfg = tmp_path / "mels.json"
+    cfg.write_text(json.dumps({"feature": {"n_mels": 128}}))
+    rc = main(["train", str(tmp_path / "no-data-here"), "--model", "cnn6", "--pretrained", str(path),
+               "--config", str(cfg)])  # refused before the data folder is looked at
+    err = capsys.readouterr().err
+    assert rc == 1 and "n_mels=128 makes the pretrained weights" in err
     missing = tmp_path / "Cnn14_mAP=0.431.pth"
     rc = main([*common, "--model", "cnn14", "--pretrained", str(missing)])
     err = capsys.readouterr().err

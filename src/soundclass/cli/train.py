@@ -128,9 +128,10 @@ def run(args: argparse.Namespace) -> int:
     from soundclass.dataset import discover
     from soundclass.errors import ParameterError
     from soundclass.evaluate import evaluate_training
-    from soundclass.training import train
+    from soundclass.training import check_pretrained, train
 
     config = resolve_config(args)
+    check_pretrained(config)  # a model or feature the weights cannot fit: fail before reading data
     if args.resume and not args.output:
         raise ParameterError("--resume needs -o RUN_DIR (the folder of the interrupted run)")
     out = Path(args.output) if args.output else _default_output(config.model)
