@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from soundclass.cli.predict import positive_int
+from soundclass.cli._args import add_jobs_option, add_quiet_option
 
 
 def register(subparsers) -> None:
@@ -23,9 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="tiny data, 4 epochs: a smoke test of the pipeline (~30 s; its accuracy means nothing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data generation and training")
-    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                        help="parallel feature-extraction workers (default: all cores)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_jobs_option(parser)
+    add_quiet_option(parser)
     parser.set_defaults(func=run)
 
 

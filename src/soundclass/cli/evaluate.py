@@ -6,7 +6,13 @@ import argparse
 import os
 from pathlib import Path
 
-from soundclass.cli.predict import add_runtime_options, executor_from_args, positive_int
+from soundclass.cli._args import (
+    add_model_argument,
+    add_runtime_options,
+    add_tta_option,
+    executor_from_args,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:
@@ -19,14 +25,13 @@ def register(subparsers) -> None:
             "history.png (when the model comes from a training run) and report.html."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    add_model_argument(parser)
     parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
     parser.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
                         help="where to write the results (default: MODEL's run folder/eval-<DATA_DIR name>)")
     parser.add_argument("--manifest", default=None, metavar="CSV",
                         help="CSV with path,label columns (paths relative to DATA_DIR)")
-    parser.add_argument("--tta", type=positive_int, default=1, metavar="N",
-                        help="test-time augmentation: N times as many shifted windows per clip (default: 1)")
+    add_tta_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
     add_runtime_options(parser)
     parser.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from soundclass.cli._args import add_model_argument
+
 
 def _opset(text: str) -> int:
     try:
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
             "onnxruntime is compared with torch on probe signals before the file is kept."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    add_model_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     parser.add_argument("--opset", type=_opset, default=17, metavar="N", help="ONNX opset (default: 17)")
     parser.add_argument("--no-check", dest="check", action="store_false",

@@ -1,74 +1,19 @@
-"""``soundclass predict MODEL TEST_DIR_OR_FILES... -o submit.csv``: a submission CSV.
-
-Also holds what the other sub-commands share: argparse number types
-(``positive_int``, ``positive_float``, ``non_negative_float``) and the runtime
-options of ``train``, ``evaluate`` and ``predict`` (feature jobs, cache,
-executor, progress).
-"""
+"""``soundclass predict MODEL TEST_DIR_OR_FILES... -o submit.csv``: a submission CSV."""
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
-from contextlib import contextmanager
+
+from soundclass.cli._args import (
+    add_model_argument,
+    add_runtime_options,
+    add_tta_option,
+    executor_from_args,
+    positive_int,
+)
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
-
-
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--jobs``, ``--cache-dir``, ``--executor`` and ``--quiet``."""
-    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                        help="parallel feature-extraction workers (default: all cores)")
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="feature cache folder, reused across runs (default: no cache)")
-    parser.add_argument("--executor", default="process", metavar="SPEC",
-                        help="process (default), serial, dask://local or dask://HOST:PORT")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-@contextmanager
-def executor_from_args(args: argparse.Namespace):
-    """The executor of ``--executor``/``--jobs``, shut down on exit (None for the default pool)."""
-    if args.executor == "process":
-        yield None  # get_features makes (and closes) its own process pool
-        return
-    from soundclass.executors import make_executor
-
-    executor = make_executor(args.executor, n_jobs=args.jobs)
-    try:
-        yield executor
-    finally:
-        executor.shutdown()
 
 
 def collect_paths(inputs: list[str]) -> list[str]:
@@ -97,14 +42,13 @@ def register(subparsers) -> None:
             "predicted class, so the submission lists every file."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    add_model_argument(parser)
     parser.add_argument("inputs", nargs="+", metavar="TEST_DIR_OR_FILES", help="folders and/or audio files")
     parser.add_argument("-o", "--output", required=True, metavar="CSV", help="submission CSV to write")
     parser.add_argument("--top-k", type=positive_int, default=1, metavar="K",
                         help="also write the next K-1 most probable classes (label_2..label_K)")
     parser.add_argument("--proba", action="store_true", help="add one proba_<class> column per class")
-    parser.add_argument("--tta", type=positive_int, default=1, metavar="N",
-                        help="test-time augmentation: N times as many shifted windows per clip (default: 1)")
+    add_tta_option(parser)
     parser.add_argument("--on-failure", choices=sorted(_POLICIES), default="most-frequent",
                         help="what to write for undecodable files (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")

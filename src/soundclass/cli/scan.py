@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundclass.cli.predict import positive_int
+from soundclass.cli._args import add_executor_option, add_jobs_option, executor_from_args
 
 
 def register(subparsers) -> None:
@@ -30,16 +30,13 @@ def register(subparsers) -> None:
                              "against DIR")
     parser.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
                         help="report folder (default: <DIR name>_scan in the current folder)")
-    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                        help="parallel worker processes (default: all cores)")
-    parser.add_argument("--executor", default="process", metavar="SPEC",
-                        help="process (default), serial, dask://local or dask://HOST:PORT")
+    add_jobs_option(parser, help_text="parallel worker processes (default: all cores)")
+    add_executor_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.cli.predict import executor_from_args
     from soundclass.scan import format_summary, scan, write_scan_report
 
     with executor_from_args(args) as executor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from soundclass.cli._args import add_model_argument
 from soundclass.serve import DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_BYTES
 
 _MB = 2**20
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
             "--max-seconds are analysed on their first --max-seconds."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or training run folder")
+    add_model_argument(parser)
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="address to bind (default: %(default)s, this machine only; the page has no authentication)",

@@ -5,24 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundclass.cli.predict import positive_int
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+from soundclass.cli._args import non_negative_float, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -40,7 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("file", metavar="FILE", help="audio file (any format soundfile reads)")
     parser.add_argument("-o", "--output", default=None, metavar="PNG",
                         help="output picture (default: <file stem>.png in the current folder)")
-    parser.add_argument("--sr", type=_positive_float, default=None, metavar="HZ",
+    parser.add_argument("--sr", type=positive_float, default=None, metavar="HZ",
                         help="resample to this rate before analysis (default: the file's rate)")
     parser.add_argument("--n-fft", type=positive_int, default=2048, metavar="N",
                         help="FFT size in samples (default: 2048)")
@@ -50,9 +33,9 @@ def register(subparsers) -> None:
                         help="mel bands (default: 128)")
     parser.add_argument("--n-mfcc", type=positive_int, default=20, metavar="N",
                         help="MFCCs drawn (default: 20; at most --n-mels)")
-    parser.add_argument("--offset", type=_non_negative_float, default=0.0, metavar="SECONDS",
+    parser.add_argument("--offset", type=non_negative_float, default=0.0, metavar="SECONDS",
                         help="start this many seconds into the file (default: 0)")
-    parser.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="show at most this many seconds (default: to the end)")
     parser.set_defaults(func=run)
 

@@ -11,9 +11,10 @@ import json
 import time
 from pathlib import Path
 
-from soundclass.cli.predict import (
+from soundclass.cli._args import (
     add_runtime_options,
     executor_from_args,
+    fraction,
     non_negative_float,
     positive_float,
     positive_int,
@@ -28,13 +29,6 @@ _VALUE_FLAGS = (
     ("label_smoothing", "label_smoothing"), ("cache_dir", "cache_dir"), ("jobs", "n_jobs"),
     ("threads", "threads"), ("pretrained", "pretrained"),
 )
-
-
-def _fraction(text: str) -> float:
-    value = non_negative_float(text)
-    if not value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be < 1")
-    return value
 
 
 def register(subparsers) -> None:
@@ -68,7 +62,7 @@ def register(subparsers) -> None:
     parser.add_argument("--patience", type=positive_int, default=None,
                         help="stop after this many epochs without improvement")
     parser.add_argument("--label-smoothing", type=non_negative_float, default=None)
-    parser.add_argument("--val-size", type=_fraction, default=None,
+    parser.add_argument("--val-size", type=fraction, default=None,
                         help="validation fraction in [0, 1) (default 0.2; 0 trains on everything)")
     parser.add_argument("--group-pattern", default=None, metavar="REGEX",
                         help=r"regex on file names giving each clip's group (speaker, recording), "
