@@ -96,7 +96,8 @@ def fft_frequencies(*, sr: float = 22050, n_fft: int = 2048) -> np.ndarray:
     return np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
 
 
-def _check_mel_args(sr, n_fft, n_mels, fmin, fmax, norm) -> float:
+def _mel_key(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype) -> tuple:
+    """The checked filterbank arguments, normalised into the key of the caches below."""
     if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
         raise ParameterError(f"sr={sr!r} must be a positive number")
     for name, value in (("n_fft", n_fft), ("n_mels", n_mels)):
@@ -107,7 +108,7 @@ def _check_mel_args(sr, n_fft, n_mels, fmin, fmax, norm) -> float:
         raise ParameterError(f"fmin={fmin!r} must be >= 0 and < fmax={fmax!r}")
     if norm not in ("slaney", None):
         raise ParameterError(f"norm={norm!r} must be 'slaney' or None")
-    return fmax
+    return sr, int(n_fft), int(n_mels), float(fmin), fmax, bool(htk), norm, np.dtype(dtype).name
 
 
 @functools.lru_cache(maxsize=32)
@@ -168,8 +169,7 @@ def mel(
     np.ndarray [shape=(n_mels, 1 + n_fft // 2)]
         Read-only (cached) array; copy it before modifying.
     """
-    fmax = _check_mel_args(sr, n_fft, n_mels, fmin, fmax, norm)
-    return _mel_cached(sr, int(n_fft), int(n_mels), float(fmin), fmax, bool(htk), norm, np.dtype(dtype).name)
+    return _mel_cached(*_mel_key(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype))
 
 
 @functools.lru_cache(maxsize=32)
@@ -195,5 +195,4 @@ def mel_sparse(
     scipy.sparse.csr_array [shape=(n_mels, 1 + n_fft // 2)]
         Shared between callers: do not modify.
     """
-    fmax = _check_mel_args(sr, n_fft, n_mels, fmin, fmax, norm)
-    return _mel_sparse_cached(sr, int(n_fft), int(n_mels), float(fmin), fmax, bool(htk), norm, np.dtype(dtype).name)
+    return _mel_sparse_cached(*_mel_key(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype))
