@@ -56,6 +56,16 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the positional ``DATA_DIR`` (a labelled folder or a CSV manifest)."""
+    parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
+
+
+def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--batch-size`` of inference (clips per forward pass, default 64)."""
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
+
+
 def add_tta_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--tta N`` (test-time augmentation, default 1)."""
     parser.add_argument("--tta", type=positive_int, default=1, metavar="N",

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from soundclass.cli._args import (
+    add_batch_size_option,
+    add_data_argument,
     add_model_argument,
     add_runtime_options,
     add_tta_option,
     executor_from_args,
-    positive_int,
 )
 
 
@@ -26,13 +27,13 @@ def register(subparsers) -> None:
         ),
     )
     add_model_argument(parser)
-    parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
+    add_data_argument(parser)
     parser.add_argument("-o", "--output", default=None, metavar="OUT_DIR",
                         help="where to write the results (default: MODEL's run folder/eval-<DATA_DIR name>)")
     parser.add_argument("--manifest", default=None, metavar="CSV",
                         help="CSV with path,label columns (paths relative to DATA_DIR)")
     add_tta_option(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
+    add_batch_size_option(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 

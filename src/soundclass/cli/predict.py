@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 
 from soundclass.cli._args import (
+    add_batch_size_option,
     add_model_argument,
     add_runtime_options,
     add_tta_option,
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     add_tta_option(parser)
     parser.add_argument("--on-failure", choices=sorted(_POLICIES), default="most-frequent",
                         help="what to write for undecodable files (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="clips per forward pass")
+    add_batch_size_option(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 

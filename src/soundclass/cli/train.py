@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from soundclass.cli._args import (
+    add_data_argument,
     add_runtime_options,
     executor_from_args,
     fraction,
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
             "model's defaults, then --config JSON, then the flags given here."
         ),
     )
-    parser.add_argument("data", metavar="DATA_DIR", help="folder with one sub-folder per class, or a CSV manifest")
+    add_data_argument(parser)
     parser.add_argument("-o", "--output", default=None, metavar="RUN_DIR",
                         help="run folder (default: runs/<time>-<model>)")
     parser.add_argument("--model", choices=list_models(), default=None,
