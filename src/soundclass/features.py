@@ -167,6 +167,24 @@ def _power(spec: np.ndarray, power: float) -> np.ndarray:
     return mag if power == 1.0 else mag**power
 
 
+def _gather_blocks(
+    y: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], *, rows: int, dtype,
+    n_fft: int, hop_length: int, win_length: int, window, center: bool, pad_mode: str,
+) -> np.ndarray:
+    """``transform`` of every block of :func:`_spectrum_blocks`, gathered; shape (..., rows, t).
+
+    ``transform`` maps a spectrum block (..., 1 + n_fft // 2, nb) to (..., rows, nb).
+    """
+    n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
+    out = np.empty((*y.shape[:-1], rows, max(n_frames, 0)), dtype=dtype)
+    for start, stop, spec in _spectrum_blocks(
+        y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+        center=center, pad_mode=pad_mode,
+    ):
+        out[..., start:stop] = transform(spec)
+    return out
+
+
 def _check_power(power) -> float:
     if isinstance(power, bool) or not isinstance(power, (int, float, np.number)) or not power > 0:
         raise ParameterError(f"power={power!r} must be a positive number")
@@ -209,18 +227,12 @@ def stft(
     """
     y = _float_signal(y)
     n_fft, hop_length, win_length = _stft_params(n_fft, hop_length, win_length)
-    blocks = _spectrum_blocks(
-        y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+    return _gather_blocks(
+        y, lambda spec: spec, rows=1 + n_fft // 2,
+        dtype=np.complex64 if y.dtype == np.float32 else np.complex128,
+        n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
         center=center, pad_mode=pad_mode,
     )
-    out = None
-    for start, stop, spec in blocks:
-        if out is None:
-            n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
-            cdtype = np.complex64 if y.dtype == np.float32 else np.complex128
-            out = np.empty((*y.shape[:-1], 1 + n_fft // 2, n_frames), dtype=cdtype)
-        out[..., start:stop] = spec
-    return out
 
 
 def _n_frames(n: int, n_fft: int, hop_length: int, center: bool) -> int:
@@ -256,14 +268,11 @@ def spectrogram(
     power = _check_power(power)
     y = _float_signal(y)
     n_fft, hop_length, win_length = _stft_params(n_fft, hop_length, win_length)
-    n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
-    out = np.empty((*y.shape[:-1], 1 + n_fft // 2, max(n_frames, 0)), dtype=y.dtype)
-    for start, stop, spec in _spectrum_blocks(
-        y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+    return _gather_blocks(
+        y, lambda spec: _power(spec, power), rows=1 + n_fft // 2, dtype=y.dtype,
+        n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
         center=center, pad_mode=pad_mode,
-    ):
-        out[..., start:stop] = _power(spec, power)
-    return out
+    )
 
 
 def _mel_power_1d(
@@ -271,14 +280,12 @@ def _mel_power_1d(
     center, pad_mode, power,
 ) -> np.ndarray:
     """Mel spectrogram of one signal (n,), block by block; shape (n_mels, t)."""
-    n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
-    out = np.empty((basis.shape[0], n_frames), dtype=y.dtype)
-    for start, stop, spec in _spectrum_blocks(
-        y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+    return _gather_blocks(
+        y, lambda spec: basis @ _power(spec, power),  # (n_mels, bins) @ (bins, nb)
+        rows=basis.shape[0], dtype=y.dtype,
+        n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
         center=center, pad_mode=pad_mode,
-    ):
-        out[:, start:stop] = basis @ _power(spec, power)  # (n_mels, bins) @ (bins, nb)
-    return out
+    )
 
 
 @functools.lru_cache(maxsize=32)
