@@ -142,3 +142,22 @@ def test_torchrun_two_processes(tmp_path):
     assert t0["n_val"] == t1["n_val"] == len(split["val"]) > 0
     assert t0["val_proba"] == [len(split["val"]), len(demo.classes)] and t1["val_proba"] is None
     assert json.loads((run / "checkpoint" / "model.json").read_text())["metrics"]["n"] == len(split["val"])
+
+
+@pytest.mark.slow
+def test_cli_train_under_torchrun_reports_once(tmp_path):
+    synth = pytest.importorskip("soundclass.synth")
+    synth.make_demo_dataset(tmp_path / "demo", n_per_class=6, sr=8000, n_sources=3, seed=0)
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "soundclass", "train", str(tmp_path / "demo"), "-o", str(out), "--epochs", "1",
+         "--clip-seconds", "1", "--quiet", "--group-pattern", synth.DEMO_GROUP_PATTERN],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # every rank trained, only rank 0 evaluated and printed
+    assert proc.stdout.count("best epoch") == 1 and proc.stdout.count("clips, 4 classes") == 1
+    assert (out / "report.html").is_file() and (out / "checkpoint" / "model.json").is_file()

@@ -36,6 +36,7 @@ __all__ = [
     "all_reduce_sum",
     "device_for",
     "requested",
+    "launched_rank",
 ]
 
 
@@ -64,6 +65,14 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ParameterError(f"environment variable {name}={raw!r} must be an integer") from exc
+
+
+def launched_rank() -> int:
+    """This process's rank as set by ``torchrun`` (``RANK``), 0 when not launched by it.
+
+    Usable before :func:`setup`, e.g. so that only rank 0 prints and reports.
+    """
+    return _env_int("RANK", 0)
 
 
 def requested() -> bool:

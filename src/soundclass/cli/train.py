@@ -121,6 +121,7 @@ def _default_output(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.dataset import discover
+    from soundclass.distributed import launched_rank
     from soundclass.errors import ParameterError
     from soundclass.evaluate import evaluate_training
     from soundclass.training import check_pretrained, train
@@ -131,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError("--resume needs -o RUN_DIR (the folder of the interrupted run)")
     out = Path(args.output) if args.output else _default_output(config.model)
     dataset = discover(args.data, manifest=args.manifest)
+    if launched_rank() != 0:
+        # Under torchrun every rank trains; only rank 0 reports (it holds the validation results).
+        train(dataset, config, out_dir=out, progress=False, resume=args.resume)
+        return 0
     print(f"{len(dataset)} clips, {len(dataset.classes)} classes; run folder {out}")
     if config.pretrained is not None and not args.resume:
         print(f"pretrained: {config.model} backbone from {config.pretrained} (read weights-only)")
