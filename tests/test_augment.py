@@ -1,4 +1,4 @@
-"""augment: crop_or_pad, spec_augment, mixup, mix_targets with explicit generators."""
+"""augment: crop_or_pad, spec_augment, freq_warp, time_stretch, mixup, mix_targets with explicit generators."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.augment import crop_or_pad, mix_targets, mixup, spec_augment
+from soundclass.augment import (
+    crop_or_pad,
+    freq_warp,
+    mix_targets,
+    mixup,
+    spec_augment,
+    time_stretch,
+)
 from soundclass.errors import ParameterError
 
 
@@ -187,3 +194,73 @@ def test_mix_targets_soft_labels():
     torch.testing.assert_close(smooth.sum(dim=1), torch.ones(1))
     with pytest.raises(ParameterError, match="lam=1.5"):
         mix_targets(torch.tensor([0]), torch.tensor([0]), 1.5, n_classes=2)
+
+
+# ---------------------------------------------------------------- freq_warp / time_stretch
+
+WARPS = [(freq_warp, "max_warp"), (time_stretch, "max_stretch")]
+
+
+@pytest.mark.parametrize(("fn", "arg"), WARPS)
+def test_warps_zero_range_is_identity(fn, arg):
+    x = _batch()
+    out = fn(x, generator=torch.Generator().manual_seed(0), **{arg: 0.0})
+    assert torch.equal(out, x) and out is not x
+
+
+@pytest.mark.parametrize(("fn", "arg"), WARPS)
+def test_warps_are_seeded_keep_shape_and_input(fn, arg):
+    x = _batch(shape=(4, 16, 40))
+    before = x.clone()
+    a = fn(x, generator=torch.Generator().manual_seed(5), **{arg: 0.15})
+    b = fn(x, generator=torch.Generator().manual_seed(5), **{arg: 0.15})
+    c = fn(x, generator=torch.Generator().manual_seed(6), **{arg: 0.15})
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(a).all()
+    assert torch.equal(x, before)
+    # linear interpolation never leaves the range of the input
+    assert a.min() >= x.min() - 1e-5 and a.max() <= x.max() + 1e-5
+
+
+@pytest.mark.parametrize(("fn", "arg"), WARPS)
+def test_warps_reject_bad_arguments(fn, arg):
+    x = _batch()
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ParameterError, match=arg):
+        fn(x, generator=gen, **{arg: 1.0})
+    with pytest.raises(ParameterError, match=arg):
+        fn(x, generator=gen, **{arg: -0.1})
+    with pytest.raises(ParameterError, match="generator"):
+        fn(x, generator=0, **{arg: 0.1})
+    with pytest.raises(ParameterError, match="shape"):
+        fn(x[0], generator=gen, **{arg: 0.1})
+
+
+def test_freq_warp_moves_a_band_by_the_drawn_factor():
+    # A single bright row at 20 of 64 lands near 20 * alpha, alpha in [0.8, 1.2].
+    x = torch.zeros(64, 64, 5)
+    x[:, 20, :] = 1.0
+    out = freq_warp(x, max_warp=0.2, generator=torch.Generator().manual_seed(0))
+    peaks = out[:, :, 0].argmax(dim=1).float()  # (B,)
+    assert ((peaks >= 20 * 0.8 - 1) & (peaks <= 20 * 1.2 + 1)).all()
+    assert len(set(peaks.tolist())) > 3  # per-example factors
+    assert torch.equal(out[:, :, 0], out[:, :, 4])  # time untouched
+
+
+def test_time_stretch_scales_an_event_around_the_centre_and_pads_with_row_minimum():
+    # A bright span of 20 frames in the middle of 101 lasts about 20 * r frames afterwards.
+    x = torch.full((64, 3, 101), -80.0)
+    x[:, :, 40:61] = 0.0
+    out = time_stretch(x, max_stretch=0.3, generator=torch.Generator().manual_seed(0))
+    loud = (out[:, 0, :] > -40).sum(dim=1).float()  # (B,) frames above half level
+    assert ((loud >= 21 * 0.7 - 2) & (loud <= 21 * 1.3 + 2)).all()
+    assert len(set(loud.tolist())) > 3
+    assert out[:, 0, 50].eq(0.0).all()  # the centre stays put
+    # sped-up examples are padded at both ends with the row minimum (not zeros, not the edge value)
+    y = torch.linspace(-60.0, 0.0, 50).repeat(8, 2, 1)  # (8, 2, 50), loudest at the end
+    out = time_stretch(y, max_stretch=0.5, generator=torch.Generator().manual_seed(1))
+    padded = out[:, 0, -1] == -60.0
+    assert padded.any() and (~padded).any()
+    assert (out[padded][:, :, 0] == -60.0).all()
+    assert ((out[~padded][:, 0, -1] > -60.0) & (out[~padded][:, 0, -1] < 0.0)).all()  # slowed: cropped

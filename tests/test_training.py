@@ -64,12 +64,14 @@ if VEC not in list_models():
         feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT, pooling="mean"),
         input="vector", standardize=True,
         train={"epochs": 6, "batch_size": 16, "lr": 3e-2, "scheduler": "none", "optimizer": "adam"},
+        description="tiny MLP on pooled features for the unit tests",
     ))(TinyMLP)
 if SEQ not in list_models():
     register_model(SEQ, spec=ModelSpec(
         feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
         input="sequence", standardize=True, clip_seconds=None,
         train={"epochs": 5, "batch_size": 16, "lr": 2e-2},
+        description="tiny conv on sequences for the unit tests",
     ))(TinyConv)
 
 
@@ -131,6 +133,7 @@ def test_resolution_order():
     ("balance", "oversample", "balance="), ("val_size", 1.5, "val_size=1.5"), ("val_size", -0.1, "val_size"),
     ("label_smoothing", 1.0, "label_smoothing"), ("batch_size", 2.5, "batch_size"),
     ("patience", -1, "patience"), ("spec_augment", "yes", "spec_augment"),
+    ("freq_warp", 1.0, "freq_warp=1.0"), ("freq_warp", -0.1, "freq_warp"), ("time_stretch", True, "time_stretch"),
 ])
 def test_invalid_values_raise(field, value, match):
     with pytest.raises(ParameterError, match=match):
@@ -250,8 +253,9 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
     else:
         data = split(*vector_data())
     cfg = TrainConfig(model=model, epochs=5, scheduler="onecycle", seed=3)
-    if model == SEQ:  # every source of randomness: crops, SpecAugment, mixup, dropout, sampler
-        cfg = cfg.replace(spec_augment=True, mixup_alpha=0.4, label_smoothing=0.1, balance="sampler")
+    if model == SEQ:  # every source of randomness: crops, warps, SpecAugment, mixup, dropout, sampler
+        cfg = cfg.replace(spec_augment=True, mixup_alpha=0.4, label_smoothing=0.1, balance="sampler",
+                          freq_warp=0.1, time_stretch=0.15)
     full = run(tmp_path / "full", cfg, data=data)
 
     real = training.train_one_epoch
@@ -322,6 +326,7 @@ if E2E not in list_models():
         feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
         input="sequence", standardize=True, clip_seconds=0.5,
         train={"epochs": 3, "batch_size": 8, "lr": 1e-2},
+        description="tiny conv for the end-to-end tests",
     ))(TinyConv)
 
 

@@ -4,10 +4,14 @@ Each transform validates its arguments, draws its random parameters from the
 generator it is given (``numpy.random.Generator`` for numpy features,
 ``torch.Generator`` for torch batches) and applies them; nothing touches a
 global RNG, so the same seed gives the same result.  Degenerate ranges
-(``freq_width=0``, ``alpha=0``) turn a transform off exactly.
+(``freq_width=0``, ``alpha=0``, ``max_warp=0``, ``max_stretch=0``) turn a transform off exactly.
 
 - :func:`crop_or_pad` fixes the length of one ``(n_features, T)`` feature;
 - :func:`spec_augment` masks frequency rows and time columns of a batch;
+- :func:`freq_warp` stretches/compresses the frequency axis of each example
+  (VTLP-like, a speaker's vocal-tract length);
+- :func:`time_stretch` stretches/compresses the time axis of each example
+  (speaking rate), keeping the number of frames;
 - :func:`mixup` blends a batch with a permutation of itself;
   :func:`mix_targets` turns its result into soft targets.
 """
@@ -19,7 +23,7 @@ import torch
 
 from soundclass.errors import ParameterError
 
-__all__ = ["crop_or_pad", "spec_augment", "mixup", "mix_targets"]
+__all__ = ["crop_or_pad", "spec_augment", "freq_warp", "time_stretch", "mixup", "mix_targets"]
 
 _CROP_MODES = ("random", "center")
 
@@ -147,6 +151,102 @@ def spec_augment(
         starts, widths = _mask_starts(n_time, time_width, time_masks, batch, generator)
         masked |= _mask(n_time, starts, widths).unsqueeze(1)  # (B, 1, T)
     return torch.where(masked.to(x.device), fill, x)
+
+
+def _check_batch(x: torch.Tensor, generator, name: str, value) -> None:
+    if not isinstance(generator, torch.Generator):
+        raise ParameterError(f"generator={generator!r} must be a torch.Generator")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ParameterError(f"{name}={value!r} must be a number in [0, 1)")
+    if x.ndim != 3:
+        raise ParameterError(f"x must have shape (B, F, T), got {tuple(x.shape)}")
+
+
+def _factors(batch: int, max_rel: float, generator: torch.Generator) -> torch.Tensor:
+    """``(B,)`` factors uniform in ``[1 - max_rel, 1 + max_rel]``."""
+    return 1.0 + (2.0 * torch.rand(batch, generator=generator, dtype=torch.float64) - 1.0) * max_rel
+
+
+def _interp_matrix(src: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, n, size)`` linear-interpolation weights of fractional positions ``src`` ``(B, n)``.
+
+    Row ``j`` holds the hat function ``max(0, 1 - |src_j - k|)`` over ``k``,
+    so multiplying by it interpolates; positions outside ``[0, size - 1]``
+    are clamped to the edge.
+    """
+    src = src.clamp(0.0, size - 1.0).unsqueeze(-1)  # (B, n, 1)
+    grid = torch.arange(size, dtype=src.dtype)  # (size,)
+    return (1.0 - (src - grid).abs()).clamp(min=0.0)
+
+
+def freq_warp(x: torch.Tensor, *, max_warp: float, generator: torch.Generator) -> torch.Tensor:
+    """Random linear warping of the frequency axis of each example (VTLP-like).
+
+    Each example draws ``alpha ~ U[1 - max_warp, 1 + max_warp]``; output row
+    ``f`` is the linear interpolation of the input at row ``f / alpha``, so
+    ``alpha > 1`` moves content up (stretch), ``alpha < 1`` down (compress).
+    Rows that would read beyond the top repeat the top row.  On a mel axis
+    this mimics a different vocal-tract length (Jaitly & Hinton 2013).
+
+    Parameters
+    ----------
+    x : torch.Tensor [shape=(B, F, T)]
+        A batch of features (e.g. log-mel).
+    max_warp : float in [0, 1)
+        Maximum relative warp; ``0`` returns an unchanged copy.
+    generator : torch.Generator
+        Source of the factors.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, F, T)]
+        A new tensor of ``x``'s dtype; ``x`` is not modified.
+    """
+    _check_batch(x, generator, "max_warp", max_warp)
+    if max_warp == 0:
+        return x.clone()
+    batch, n_freq, n_time = x.shape
+    alpha = _factors(batch, float(max_warp), generator)  # (B,)
+    src = torch.arange(n_freq, dtype=torch.float64).unsqueeze(0) / alpha.unsqueeze(1)  # (B, F)
+    weights = _interp_matrix(src, n_freq).to(device=x.device, dtype=x.dtype)  # (B, F, F)
+    return torch.bmm(weights, x)
+
+
+def time_stretch(x: torch.Tensor, *, max_stretch: float, generator: torch.Generator) -> torch.Tensor:
+    """Random time stretching of each example around its centre, same number of frames.
+
+    Each example draws ``r ~ U[1 - max_stretch, 1 + max_stretch]``; output
+    frame ``t`` is the linear interpolation of the input at
+    ``(t - c) / r + c`` with ``c = (T - 1) / 2``.  ``r > 1`` slows down
+    (the ends are cropped), ``r < 1`` speeds up (the ends are padded with
+    each row's minimum, the silence level of a dB feature).
+
+    Parameters
+    ----------
+    x : torch.Tensor [shape=(B, F, T)]
+        A batch of features.
+    max_stretch : float in [0, 1)
+        Maximum relative stretch; ``0`` returns an unchanged copy.
+    generator : torch.Generator
+        Source of the factors.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, F, T)]
+        A new tensor of ``x``'s dtype; ``x`` is not modified.
+    """
+    _check_batch(x, generator, "max_stretch", max_stretch)
+    if max_stretch == 0:
+        return x.clone()
+    batch, n_freq, n_time = x.shape
+    rate = _factors(batch, float(max_stretch), generator)  # (B,)
+    centre = (n_time - 1) / 2.0
+    src = (torch.arange(n_time, dtype=torch.float64).unsqueeze(0) - centre) / rate.unsqueeze(1) + centre
+    inside = ((src >= 0) & (src <= n_time - 1)).to(x.device).unsqueeze(1)  # (B, 1, T)
+    weights = _interp_matrix(src, n_time).to(device=x.device, dtype=x.dtype)  # (B, T_out, T_in)
+    stretched = torch.bmm(x, weights.transpose(1, 2))  # (B, F, T)
+    fill = x.amin(dim=2, keepdim=True)  # (B, F, 1) per-row silence level
+    return torch.where(inside, stretched, fill)
 
 
 def mixup(

@@ -108,6 +108,8 @@ DEFAULTS: dict[str, Any] = {
     "monitor": "macro_f1",
     "mixup_alpha": 0.0,
     "spec_augment": False,
+    "freq_warp": 0.0,
+    "time_stretch": 0.0,
     "label_smoothing": 0.0,
     "balance": "weights",
 }
@@ -165,6 +167,12 @@ class TrainConfig:
         Beta(alpha, alpha) mixup; 0 disables.
     spec_augment : bool or None
         Time/frequency masking of training windows.
+    freq_warp : float or None
+        Maximum relative random warp of the frequency axis of each training
+        window (:func:`soundclass.augment.freq_warp`), in [0, 1); 0 disables.
+    time_stretch : float or None
+        Maximum relative random time stretch of each training window
+        (:func:`soundclass.augment.time_stretch`), in [0, 1); 0 disables.
     label_smoothing : float or None
         In [0, 1).
     balance : {'weights', 'sampler', 'none'} or None
@@ -209,6 +217,8 @@ class TrainConfig:
     clip_seconds: float | None = None
     mixup_alpha: float | None = None
     spec_augment: bool | None = None
+    freq_warp: float | None = None
+    time_stretch: float | None = None
     label_smoothing: float | None = None
     balance: str | None = None
     val_size: float = 0.2
@@ -278,6 +288,8 @@ def _validate(c: TrainConfig) -> None:
     check("clip_seconds", num("clip_seconds") and c.clip_seconds > 0, "a positive number or None")
     check("mixup_alpha", num("mixup_alpha") and c.mixup_alpha >= 0, "a non-negative number")
     check("spec_augment", isinstance(c.spec_augment, bool), "True or False")
+    check("freq_warp", num("freq_warp") and 0 <= c.freq_warp < 1, "in [0, 1) (0 disables)")
+    check("time_stretch", num("time_stretch") and 0 <= c.time_stretch < 1, "in [0, 1) (0 disables)")
     check("label_smoothing", num("label_smoothing") and 0 <= c.label_smoothing < 1, "in [0, 1)")
     check("balance", c.balance in BALANCES, f"one of {BALANCES}")
     check("val_size", num("val_size") and (0 <= c.val_size < 1 or (c.val_size >= 1 and float(c.val_size).is_integer())),
@@ -701,6 +713,8 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     mixup_alpha: float = 0.0,
     spec_augment: bool = False,
+    freq_warp: float = 0.0,
+    time_stretch: float = 0.0,
     grad_clip: float | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -717,7 +731,7 @@ def train_one_epoch(
         dropout) from ``(seed, epoch)``.
     class_weight : np.ndarray [shape=(n_classes,)], optional
         Class weights of the loss.
-    label_smoothing, mixup_alpha, spec_augment, grad_clip
+    label_smoothing, mixup_alpha, spec_augment, freq_warp, time_stretch, grad_clip
         See :class:`TrainConfig`.
     progress : bool
         Show a batch progress bar.
@@ -736,10 +750,16 @@ def train_one_epoch(
     torch.manual_seed(derive_seed(seed, epoch, "torch"))  # dropout etc.
     aug_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "augment"))
     mix_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "mixup"))
+    # Own stream: turning the warps on or off leaves the other draws unchanged.
+    warp_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, "warp"))
     weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     total, n, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
     for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
         x, y = x.to(device), y.to(device)  # (B, n_features, L) or (B, n_features); (B,)
+        if freq_warp > 0 and x.ndim == 3:
+            x = augment.freq_warp(x, max_warp=float(freq_warp), generator=warp_gen)
+        if time_stretch > 0 and x.ndim == 3:
+            x = augment.time_stretch(x, max_stretch=float(time_stretch), generator=warp_gen)
         if spec_augment and x.ndim == 3:
             x = augment.spec_augment(x, generator=aug_gen)
         if mixup_alpha > 0:
@@ -1044,6 +1064,7 @@ def fit(
                 train_model, loader, optimizer, scheduler, epoch=epoch, seed=config.seed,
                 class_weight=weight, label_smoothing=config.label_smoothing,
                 mixup_alpha=config.mixup_alpha, spec_augment=config.spec_augment,
+                freq_warp=config.freq_warp, time_stretch=config.time_stretch,
                 grad_clip=config.grad_clip, device=device, progress=progress and is_main,
             )
             dist.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere

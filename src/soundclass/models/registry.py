@@ -47,6 +47,8 @@ TRAIN_KEYS = (
     "balance",  # 'weights' | 'sampler' | 'none'
     "mixup_alpha",  # 0 disables mixup
     "spec_augment",  # bool
+    "freq_warp",  # max relative frequency warp; 0 disables
+    "time_stretch",  # max relative time stretch; 0 disables
     "label_smoothing",
 )
 
