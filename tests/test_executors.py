@@ -95,3 +95,26 @@ def test_default_n_jobs():
     assert default_n_jobs() >= 1
     with pytest.raises(ParameterError):
         default_n_jobs(-1)
+
+
+def test_process_pool_works_from_unguarded_main_with_torch_loaded(tmp_path):
+    """A script with no ``__main__`` guard, piped to ``python -``, torch imported: workers start."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, soundfile as sf, torch  # torch loaded before the pool starts
+        from soundclass.config import FeatureConfig
+        from soundclass.extract import extract_many
+        paths = []
+        for i in range(4):
+            p = {str(tmp_path)!r} + f"/{{i}}.wav"
+            sf.write(p, np.sin(np.arange(8000) * 0.01 * (i + 1)).astype("float32"), 8000)
+            paths.append(p)
+        res = extract_many(paths, FeatureConfig(sr=8000, n_fft=256, hop_length=64, n_mels=16), n_jobs=2)
+        print("ok", sum(r.feature is not None for r in res))
+    """)
+    proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok 4"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from soundclass.errors import ParameterError
@@ -107,14 +106,16 @@ class DaskExecutor(Executor):
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """``fork`` (fast start) unless torch is loaded, whose threads make forking unsafe."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and "torch" not in sys.modules:
+    """``fork`` where the platform has it, else ``spawn``.
+
+    Workers only decode audio and run numpy/scipy/soxr, never torch, so forking
+    a parent that has loaded torch is safe (torch's own DataLoader forks too).
+    ``forkserver``/``spawn`` would re-import the caller's ``__main__`` in every
+    worker: a script without an ``if __name__ == "__main__":`` guard would run
+    again, and code piped to ``python -`` cannot start workers at all.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["soundclass.extract"])
-        return ctx
     return multiprocessing.get_context("spawn")
 
 
