@@ -144,6 +144,23 @@ class SeedLSTM(nn.Module):
         return frames.mean(dim=1)  # (B, n_classes)
 
 
+#: Training of both Tianchi baselines: Keras ``model.fit(epochs=20, batch_size=15)``
+#: with Adam at its default learning rate, no schedule, no augmentation.
+SEED_TRAIN = {
+    "epochs": 20,
+    "batch_size": 15,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "optimizer": "adam",
+    "scheduler": "none",
+    "warmup": 0.0,
+    "patience": 0,
+    "balance": "none",
+    "mixup_alpha": 0.0,
+    "spec_augment": False,
+    "label_smoothing": 0.0,
+}
+
 SEED_CNN_SPEC = ModelSpec(
     feature=FeatureConfig(
         kind="melspectrogram", sr=22050, n_fft=2048, hop_length=512, n_mels=128, pooling="mean"
@@ -151,20 +168,7 @@ SEED_CNN_SPEC = ModelSpec(
     input="vector",
     clip_seconds=None,
     standardize=False,
-    train={
-        "epochs": 20,
-        "batch_size": 15,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "optimizer": "adam",
-        "scheduler": "none",
-        "warmup": 0.0,
-        "patience": 0,
-        "balance": "none",
-        "mixup_alpha": 0.0,
-        "spec_augment": False,
-        "label_smoothing": 0.0,
-    },
+    train=SEED_TRAIN,
     description="Tianchi baseline 1: Keras CNN on the time-mean mel vector (128 -> 16x8 image)",
 )
 
@@ -173,20 +177,7 @@ SEED_LSTM_SPEC = ModelSpec(
     input="sequence",
     clip_seconds=None,
     standardize=True,
-    train={
-        "epochs": 20,
-        "batch_size": 15,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "optimizer": "adam",
-        "scheduler": "none",
-        "warmup": 0.0,
-        "patience": 0,
-        "balance": "none",
-        "mixup_alpha": 0.0,
-        "spec_augment": False,
-        "label_smoothing": 0.0,
-    },
+    train=SEED_TRAIN,
     description="Tianchi baseline 2: LSTM over MFCC+deltas, frame scores averaged over time",
 )
 
