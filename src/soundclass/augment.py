@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["crop_or_pad", "spec_augment", "freq_warp", "time_stretch", "mixup", "mix_targets"]
 
@@ -63,8 +63,7 @@ def crop_or_pad(
     np.ndarray [shape=(n_features, length)]
         Same dtype as ``x``; ``x`` itself is never modified.
     """
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length <= 0:
-        raise ParameterError(f"length={length!r} must be a positive integer")
+    check_positive_int("length", length)
     if mode not in _CROP_MODES:
         raise ParameterError(f"mode={mode!r} must be one of {_CROP_MODES}")
     x = np.asarray(x)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 __all__ = [
+    "check_positive_int",
     "SoundclassError",
     "ParameterError",
     "AudioDecodeError",
@@ -53,3 +56,16 @@ class DatasetError(SoundclassError):
 
 class CheckpointError(SoundclassError):
     """A checkpoint is missing, corrupt, or does not describe a known model."""
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as an ``int`` if it is a positive integer (numpy integers too, not bools).
+
+    Raises
+    ------
+    ParameterError
+        ``f"{name}={value!r} must be a positive integer"`` otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ParameterError(f"{name}={value!r} must be a positive integer")
+    return int(value)

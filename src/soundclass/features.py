@@ -27,7 +27,7 @@ import scipy.signal
 import scipy.sparse
 
 from soundclass.audio import check_audio
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 from soundclass.filters import mel as mel_filter
 from soundclass.filters import mel_sparse
 
@@ -49,15 +49,9 @@ _PAD_MODES = ("constant", "edge", "linear_ramp", "reflect", "symmetric", "empty"
 
 
 # ----------------------------------------------------------------------------- checks
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
-    return int(value)
-
-
 def _stft_params(n_fft, hop_length, win_length) -> tuple[int, int, int]:
-    n_fft = _positive_int("n_fft", n_fft)
-    win_length = n_fft if win_length is None else _positive_int("win_length", win_length)
+    n_fft = check_positive_int("n_fft", n_fft)
+    win_length = n_fft if win_length is None else check_positive_int("win_length", win_length)
     if win_length > n_fft:
         raise ParameterError(f"win_length={win_length} must be <= n_fft={n_fft}")
     if hop_length is None:
@@ -67,7 +61,7 @@ def _stft_params(n_fft, hop_length, win_length) -> tuple[int, int, int]:
                 f"hop_length=None defaults to win_length // 4 = 0 for win_length={win_length}; "
                 "pass a positive hop_length"
             )
-    hop_length = _positive_int("hop_length", hop_length)
+    hop_length = check_positive_int("hop_length", hop_length)
     return n_fft, hop_length, win_length
 
 
@@ -473,7 +467,7 @@ def mfcc(
     -------
     np.ndarray [shape=(..., n_mfcc, t)]
     """
-    n_mfcc = _positive_int("n_mfcc", n_mfcc)
+    n_mfcc = check_positive_int("n_mfcc", n_mfcc)
     if dct_type not in (1, 2, 3):
         raise ParameterError(f"dct_type={dct_type!r} must be 1, 2 or 3")
     if not lifter >= 0:
@@ -526,6 +520,5 @@ def delta(
         raise ParameterError(
             f"when mode='interp', width={width} cannot exceed data.shape[axis]={data.shape[axis]}"
         )
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order <= 0:
-        raise ParameterError(f"order={order!r} must be a positive integer")
+    check_positive_int("order", order)
     return scipy.signal.savgol_filter(data, width, order, deriv=order, axis=axis, mode=mode)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
     "fft_frequencies",
@@ -101,8 +101,7 @@ def _mel_key(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype) -> tuple:
     if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
         raise ParameterError(f"sr={sr!r} must be a positive number")
     for name, value in (("n_fft", n_fft), ("n_mels", n_mels)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ParameterError(f"{name}={value!r} must be a positive integer")
+        check_positive_int(name, value)
     fmax = float(sr) / 2 if fmax is None else float(fmax)
     if not 0.0 <= fmin < fmax:
         raise ParameterError(f"fmin={fmin!r} must be >= 0 and < fmax={fmax!r}")

@@ -25,15 +25,9 @@ import numpy as np
 import torch
 
 from soundclass.augment import crop_or_pad
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["window_starts", "standardize", "predict_logits", "predict_proba", "softmax"]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarray:
@@ -58,9 +52,9 @@ def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarra
         ``-((L - T) // 2)`` when ``tta=1``, else ``tta`` starts evenly spaced
         over ``[-(L - T), 0]``.
     """
-    n_frames = _positive_int("n_frames", n_frames)
-    clip_frames = _positive_int("clip_frames", clip_frames)
-    tta = _positive_int("tta", tta)
+    n_frames = check_positive_int("n_frames", n_frames)
+    clip_frames = check_positive_int("clip_frames", clip_frames)
+    tta = check_positive_int("tta", tta)
     slack = n_frames - clip_frames
     if slack >= 0:
         count = math.ceil(n_frames / clip_frames) * tta
@@ -189,10 +183,10 @@ def predict_logits(
     """
     if input_kind not in ("sequence", "vector"):
         raise ParameterError(f"input_kind={input_kind!r} must be 'sequence' or 'vector'")
-    batch_size = _positive_int("batch_size", batch_size)
-    tta = _positive_int("tta", tta)
+    batch_size = check_positive_int("batch_size", batch_size)
+    tta = check_positive_int("tta", tta)
     if clip_frames is not None:
-        clip_frames = _positive_int("clip_frames", clip_frames)
+        clip_frames = check_positive_int("clip_frames", clip_frames)
     items = _as_list(features, input_kind)
     if not items:
         raise ParameterError("features is empty: nothing to predict")

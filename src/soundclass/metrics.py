@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "TOP_K"]
 
@@ -44,8 +44,7 @@ def _as_labels(y: Any, *, name: str, n_classes: int) -> np.ndarray:
 
 
 def _check_pair(y_true: Any, y_pred: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes <= 0:
-        raise ParameterError(f"n_classes={n_classes!r} must be a positive integer")
+    check_positive_int("n_classes", n_classes)
     t = _as_labels(y_true, name="y_true", n_classes=int(n_classes))
     p = _as_labels(y_pred, name="y_pred", n_classes=int(n_classes))
     if t.shape != p.shape:
