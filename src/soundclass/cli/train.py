@@ -132,16 +132,17 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError("--resume needs -o RUN_DIR (the folder of the interrupted run)")
     out = Path(args.output) if args.output else _default_output(config.model)
     dataset = discover(args.data, manifest=args.manifest)
-    if launched_rank() != 0:
-        # Under torchrun every rank trains; only rank 0 reports (it holds the validation results).
-        train(dataset, config, out_dir=out, progress=False, resume=args.resume)
-        return 0
-    print(f"{len(dataset)} clips, {len(dataset.classes)} classes; run folder {out}")
-    if config.pretrained is not None and not args.resume:
-        print(f"pretrained: {config.model} backbone from {config.pretrained} (read weights-only)")
+    # Under torchrun every rank trains; only rank 0 reports (it holds the validation results).
+    main_rank = launched_rank() == 0
+    if main_rank:
+        print(f"{len(dataset)} clips, {len(dataset.classes)} classes; run folder {out}")
+        if config.pretrained is not None and not args.resume:
+            print(f"pretrained: {config.model} backbone from {config.pretrained} (read weights-only)")
     with executor_from_args(args) as executor:
         result = train(dataset, config, out_dir=out, progress=not args.quiet, executor=executor,
                        resume=args.resume)
+    if not main_rank:
+        return 0
     for w in result.warnings:
         print(f"warning: {w}")
     src = result.pretrained_from
