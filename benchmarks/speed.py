@@ -5,7 +5,7 @@ stereo, int16 WAV) in a temporary folder, then times, in one run:
 
 - the tutorial: ``librosa.load(path, res_type='kaiser_fast')`` +
   ``librosa.feature.melspectrogram``, serially, on ``--tutorial-n`` clips;
-- ``soundclass.extract.extract_many`` with the default ``FeatureConfig``
+- ``soundclass.extraction.extract.extract_many`` with the default ``FeatureConfig``
   (log-mel, 128 bands, 22.05 kHz) on ``--n-jobs`` processes, on all clips,
   once with the pool start-up included ("cold") and once on a started pool ("warm").
 
@@ -33,8 +33,8 @@ import numpy as np
 import soundfile as sf
 
 from soundclass.config import FeatureConfig
-from soundclass.executors import make_executor
-from soundclass.extract import extract_many
+from soundclass.extraction.extract import extract_many
+from soundclass.util.executors import make_executor
 
 SR = 44100
 SECONDS = 5.0

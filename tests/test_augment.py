@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.augment import (
+from soundclass.dsp.augment import (
     crop_or_pad,
     freq_warp,
     mix_targets,

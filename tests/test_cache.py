@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundclass import extract
 from soundclass.audio import load
-from soundclass.cache import FeatureCache, file_sha256, get_features
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ParameterError
-from soundclass.executors import make_executor
-from soundclass.extract import FEATURE_CODE_VERSION
+from soundclass.extraction import extract
+from soundclass.extraction.cache import FeatureCache, file_sha256, get_features
+from soundclass.extraction.extract import FEATURE_CODE_VERSION
+from soundclass.util.executors import make_executor
 
 SR = 8000
 CFG = FeatureConfig(sr=SR, n_fft=256, hop_length=128, n_mels=32)
@@ -270,8 +270,8 @@ def test_bad_arguments(tmp_path, wavs):
 
 _KILLED_RUN = """
 import sys, time
-from soundclass import extract
-from soundclass.cache import FeatureCache
+from soundclass.extraction import extract
+from soundclass.extraction.cache import FeatureCache
 from soundclass.config import FeatureConfig
 
 real = extract.extract_many
@@ -317,7 +317,7 @@ def test_killed_process_leaves_only_complete_entries(tmp_path, signal):
 
 
 def test_fsdd_subset_cached_equals_direct(tmp_path, fsdd_dir):
-    from soundclass.dataset import discover
+    from soundclass.data.dataset import discover
 
     paths = discover(fsdd_dir).paths[::75]  # 40 files, every digit and speaker
     cfg = FeatureConfig(sr=8000, n_fft=256, hop_length=80, n_mels=40, kind="mfcc", n_mfcc=13, deltas=1)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.checkpoint import (
+from soundclass.errors import CheckpointError
+from soundclass.inference.checkpoint import (
     META_NAME,
     STATE_META_NAME,
     STATE_WEIGHTS_NAME,
@@ -18,8 +19,7 @@ from soundclass.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from soundclass.errors import CheckpointError
-from soundclass.inference import predict_logits, predict_proba
+from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import create_model, model_spec
 
 CLASSES = ("crunch", "slurp", "sip")

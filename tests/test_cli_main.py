@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from soundclass.cli import build_parser, main
-from soundclass.synth import DEMO_GROUP_PATTERN, make_demo_dataset
+from soundclass.data.synth import DEMO_GROUP_PATTERN, make_demo_dataset
 
 COMMANDS = ("train", "evaluate", "predict", "demo")
 

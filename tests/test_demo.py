@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from soundclass.demo import DEMO, QUICK_DEMO, DemoConfig, run_demo
+from soundclass.apps.demo import DEMO, QUICK_DEMO, DemoConfig, run_demo
 from soundclass.errors import ParameterError
 
 

@@ -9,9 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from soundclass.dataset import Item
+from soundclass.data.dataset import Item
 from soundclass.errors import DatasetError, ParameterError
-from soundclass.evaluate import evaluate_run, evaluate_training, load_history, misclassified_rows
+from soundclass.evaluation.evaluate import (
+    evaluate_run,
+    evaluate_training,
+    load_history,
+    misclassified_rows,
+)
 
 CLASSES = ["crunchy", "soft", "soup"]
 
@@ -110,7 +115,7 @@ def test_load_history(tmp_path):
 
 
 def test_history_columns_from_per_epoch_rows():
-    from soundclass.evaluate import history_columns
+    from soundclass.evaluation.evaluate import history_columns
 
     rows = [{"epoch": 0, "train_loss": 1.0, "val_loss": 2.0, "note": "x"},
             {"epoch": 1, "train_loss": 0.5, "val_loss": 1.5, "note": "y"}]

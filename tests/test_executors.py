@@ -1,4 +1,4 @@
-"""soundclass.executors: every spec gives a working concurrent.futures.Executor."""
+"""soundclass.util.executors: every spec gives a working concurrent.futures.Executor."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundclass import executors
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
-from soundclass.executors import DaskExecutor, SerialExecutor, default_n_jobs, make_executor
-from soundclass.extract import extract_many
+from soundclass.extraction.extract import extract_many
+from soundclass.util import executors
+from soundclass.util.executors import DaskExecutor, SerialExecutor, default_n_jobs, make_executor
 
 
 def _paths(tmp_path, signal, n=5):
@@ -106,7 +106,7 @@ def test_process_pool_works_from_unguarded_main_with_torch_loaded(tmp_path):
     code = textwrap.dedent(f"""
         import numpy as np, soundfile as sf, torch  # torch loaded before the pool starts
         from soundclass.config import FeatureConfig
-        from soundclass.extract import extract_many
+        from soundclass.extraction.extract import extract_many
         paths = []
         for i in range(4):
             p = {str(tmp_path)!r} + f"/{{i}}.wav"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.checkpoint import save_checkpoint
 from soundclass.cli import main
+from soundclass.dsp.frontend import FeatureFrontend
 from soundclass.errors import CheckpointError, ParameterError, SoundclassError
-from soundclass.export import (
+from soundclass.inference.checkpoint import save_checkpoint
+from soundclass.inference.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     WaveformClassifier,
@@ -19,7 +20,6 @@ from soundclass.export import (
     min_samples_for,
     read_metadata,
 )
-from soundclass.frontend import FeatureFrontend
 from soundclass.models import create_model, model_spec
 
 ort = pytest.importorskip("onnxruntime")
@@ -38,7 +38,7 @@ def chirp(sr: int, n: int, *, seed: int, gain: float = 1.0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """name -> (checkpoint dir, onnx path, Checkpoint-like pieces) for tiny untrained models."""
-    from soundclass.checkpoint import load_checkpoint
+    from soundclass.inference.checkpoint import load_checkpoint
 
     root = tmp_path_factory.mktemp("export")
     out = {}
@@ -117,9 +117,9 @@ def test_onnx_batch_equals_singles(exported, name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_onnx_equals_inference_path(exported, name):
-    """ONNX on a waveform == compute_feature + soundclass.inference.predict_proba (whole clip)."""
-    from soundclass.extract import compute_feature
-    from soundclass.inference import predict_proba
+    """ONNX on a waveform == compute_feature + soundclass.inference.predictor.predict_proba (whole clip)."""
+    from soundclass.extraction.extract import compute_feature
+    from soundclass.inference.predictor import predict_proba
 
     ckpt = exported[name]["ckpt"]
     assert ckpt.clip_frames is None  # whole clips, as the exported graph
@@ -134,7 +134,7 @@ def test_onnx_equals_inference_path(exported, name):
 
 def _real_clips(root, sr, count):
     from soundclass.audio import load
-    from soundclass.dataset import list_audio
+    from soundclass.data.dataset import list_audio
 
     paths = sorted(list_audio(root))
     picks = [paths[i] for i in np.linspace(0, len(paths) - 1, count).astype(int)]
@@ -143,8 +143,8 @@ def _real_clips(root, sr, count):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_real_fsdd_clips(exported, fsdd_dir, name):
-    from soundclass.extract import compute_feature
-    from soundclass.inference import predict_proba
+    from soundclass.extraction.extract import compute_feature
+    from soundclass.inference.predictor import predict_proba
 
     ckpt, module = exported[name]["ckpt"], exported[name]["module"]
     sess = session(exported[name]["onnx"])

@@ -1,4 +1,4 @@
-"""soundclass.extract: compute_feature equals the librosa composition; batch extraction."""
+"""soundclass.extraction.extract: compute_feature equals the librosa composition; batch extraction."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import soundfile as sf
 
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
-from soundclass.executors import SerialExecutor
-from soundclass.extract import ExtractResult, compute_feature, extract_file, extract_many
+from soundclass.extraction.extract import ExtractResult, compute_feature, extract_file, extract_many
+from soundclass.util.executors import SerialExecutor
 
 
 def librosa_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""soundclass.features: equal to librosa within explicit tolerances, fast paths included."""
+"""soundclass.dsp.features: equal to librosa within explicit tolerances, fast paths included."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
-from soundclass import features
 from soundclass.audio import load
-from soundclass.errors import AudioDecodeError, ParameterError
-from soundclass.features import (
+from soundclass.dsp import features
+from soundclass.dsp.features import (
     amplitude_to_db,
     delta,
     melspectrogram,
@@ -18,6 +17,7 @@ from soundclass.features import (
     spectrogram,
     stft,
 )
+from soundclass.errors import AudioDecodeError, ParameterError
 
 STFT_COMBOS = [
     dict(),

@@ -1,4 +1,4 @@
-"""soundclass.filters: mel scale and filterbank equal to librosa, plus properties."""
+"""soundclass.dsp.filters: mel scale and filterbank equal to librosa, plus properties."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from soundclass.errors import ParameterError
-from soundclass.filters import (
+from soundclass.dsp.filters import (
     fft_frequencies,
     hz_to_mel,
     mel,
@@ -16,6 +15,7 @@ from soundclass.filters import (
     mel_sparse,
     mel_to_hz,
 )
+from soundclass.errors import ParameterError
 
 FREQS = np.array([0.0, 20.0, 440.0, 999.9, 1000.0, 1000.1, 4000.0, 11025.0, 20000.0])
 

@@ -12,8 +12,7 @@ import torch
 
 from conftest import make_signal
 from soundclass.config import FeatureConfig
-from soundclass.errors import ParameterError
-from soundclass.frontend import (
+from soundclass.dsp.frontend import (
     DCT,
     Delta,
     FeatureFrontend,
@@ -23,6 +22,7 @@ from soundclass.frontend import (
     delta_operator,
     dft_kernel,
 )
+from soundclass.errors import ParameterError
 
 CONFIGS = {
     # FSDD-like: 8 kHz spoken digits
@@ -245,8 +245,8 @@ def test_fsdd_clips_match_librosa(fsdd_dir):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_float32_equals_compute_feature(name):
-    """The contract: FeatureFrontend == soundclass.extract.compute_feature, both in float32."""
-    from soundclass.extract import compute_feature
+    """The contract: FeatureFrontend == soundclass.extraction.extract.compute_feature, both in float32."""
+    from soundclass.extraction.extract import compute_feature
 
     config = CONFIGS[name]
     y = make_signal(sr=config.sr, seconds=0.8, seed=5)
@@ -262,7 +262,7 @@ def test_float32_equals_compute_feature(name):
 def test_fsdd_float32_equals_compute_feature(fsdd_dir):
     """Real 8 kHz digits resampled by audio.load, default-model feature (logmel, top_db 80)."""
     from soundclass.audio import load
-    from soundclass.extract import compute_feature
+    from soundclass.extraction.extract import compute_feature
 
     config = FeatureConfig(sr=16000, n_fft=512, hop_length=160, n_mels=64, fmin=20.0)
     frontend = FeatureFrontend(config)

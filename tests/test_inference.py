@@ -7,9 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from soundclass.augment import crop_or_pad
+from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError
-from soundclass.inference import _window, predict_logits, softmax, standardize, window_starts
+from soundclass.inference.predictor import (
+    _window,
+    predict_logits,
+    softmax,
+    standardize,
+    window_starts,
+)
 
 
 class FrameSum(nn.Module):

@@ -9,7 +9,7 @@ import pytest
 from sklearn import metrics as skm
 
 from soundclass.errors import ParameterError
-from soundclass.metrics import confusion_matrix, evaluate_predictions, format_report
+from soundclass.evaluation.metrics import confusion_matrix, evaluate_predictions, format_report
 
 
 def _random_case(seed: int, n: int = 200, n_classes: int = 7, missing_true=(), missing_pred=()):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from soundclass.errors import CheckpointError, ParameterError, SoundclassError
-from soundclass.predict import (
+from soundclass.inference.predict import (
     Predictions,
     failed_list_path,
     resolve_checkpoint,

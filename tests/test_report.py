@@ -7,7 +7,7 @@ import re
 import numpy as np
 import soundfile as sf
 
-from soundclass.report import copy_error_clips, write_html_report
+from soundclass.evaluation.report import copy_error_clips, write_html_report
 
 EVIL = "<script>alert(1)</script>"
 

@@ -14,10 +14,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundclass import scan as scan_mod
+from soundclass.data import scan as scan_mod
+from soundclass.data.scan import (
+    ScanReport,
+    ScanRow,
+    format_summary,
+    scan,
+    scan_file,
+    write_scan_report,
+)
 from soundclass.errors import DatasetError, ParameterError
-from soundclass.executors import SerialExecutor
-from soundclass.scan import ScanReport, ScanRow, format_summary, scan, scan_file, write_scan_report
+from soundclass.util.executors import SerialExecutor
 
 SR = 8000
 

@@ -20,9 +20,7 @@ import pytest
 import soundfile as sf
 
 from conftest import make_signal
-from soundclass.config import FeatureConfig
-from soundclass.errors import AudioDecodeError, ParameterError
-from soundclass.serve import (
+from soundclass.apps.serve import (
     TOP_K,
     App,
     RequestError,
@@ -31,6 +29,8 @@ from soundclass.serve import (
     make_server,
     parse_multipart,
 )
+from soundclass.config import FeatureConfig
+from soundclass.errors import AudioDecodeError, ParameterError
 
 CLASSES = ("apple", "carrots", "chips", "gummies", "pickles", "soup", "wings")
 FEATURE = FeatureConfig(kind="logmel", sr=8000, n_fft=256, hop_length=64, n_mels=32)
@@ -484,7 +484,7 @@ def _save_tiny_checkpoint(out: Path, model_name: str) -> Path:
     """A tiny untrained checkpoint with 5 classes (weights seeded)."""
     import torch
 
-    from soundclass.checkpoint import save_checkpoint
+    from soundclass.inference.checkpoint import save_checkpoint
     from soundclass.models import create_model
 
     torch.manual_seed(0)
@@ -508,9 +508,9 @@ def checkpoint_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("model_name", ["seed-cnn", "seed-lstm"])
 def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
-    from soundclass.checkpoint import load_checkpoint
-    from soundclass.extract import extract_file
-    from soundclass.inference import predict_proba
+    from soundclass.extraction.extract import extract_file
+    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.inference.predictor import predict_proba
 
     ckpt_dir = _save_tiny_checkpoint(tmp_path / "ckpt", model_name)
     app = make_app(ckpt_dir, max_upload_bytes=1_000_000, max_seconds=3.0)
@@ -546,7 +546,7 @@ def test_clip_too_short_for_the_model_is_422(tmp_path):
 
 def test_real_recordings_through_the_api(fsdd_dir, donateacry_dir, checkpoint_dir):
     """A few real clips (8 kHz digits, baby cries in other formats/rates) posted as uploads."""
-    from soundclass.dataset import list_audio
+    from soundclass.data.dataset import list_audio
 
     paths = list_audio(fsdd_dir)[::1500] + list_audio(donateacry_dir)[::230]
     server = Server(make_app(checkpoint_dir, max_seconds=3.0))

@@ -7,9 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from soundclass.dataset import Dataset, Item, assign_groups
-from soundclass.errors import DatasetError, ParameterError
-from soundclass.splits import (
+from soundclass.data.dataset import Dataset, Item, assign_groups
+from soundclass.data.splits import (
     group_leakage,
     groups_from_pattern,
     guess_groups,
@@ -17,6 +16,7 @@ from soundclass.splits import (
     kfold,
     leakage_warning,
 )
+from soundclass.errors import DatasetError, ParameterError
 
 
 def _labels(counts, seed=0):
@@ -196,7 +196,7 @@ def test_leakage_with_explicit_groups_and_hashes():
 
 
 def test_fsdd_real_names(fsdd_dir):
-    from soundclass.dataset import discover
+    from soundclass.data.dataset import discover
 
     ds = discover(fsdd_dir)
     y = np.asarray(ds.targets)

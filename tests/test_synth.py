@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundclass.dataset import assign_groups, discover
+from soundclass.data.dataset import assign_groups, discover
+from soundclass.data.synth import (
+    DEMO_CLASSES,
+    DEMO_GROUP_PATTERN,
+    make_demo_dataset,
+    synthesize_clip,
+)
 from soundclass.errors import ParameterError
-from soundclass.synth import DEMO_CLASSES, DEMO_GROUP_PATTERN, make_demo_dataset, synthesize_clip
 
 SR = 16000
 

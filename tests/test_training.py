@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from soundclass import training
-from soundclass.checkpoint import load_checkpoint, load_training_state
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
-from soundclass.inference import predict_proba
+from soundclass.inference.checkpoint import load_checkpoint, load_training_state
+from soundclass.inference.predictor import predict_proba
 from soundclass.models import ModelSpec, list_models, model_spec, register_model
 from soundclass.training import (
     DEFAULTS,
@@ -223,7 +223,7 @@ def test_vector_loss_decreases_and_files(tmp_path):
 
 
 def test_sequence_model_trains(tmp_path):
-    pytest.importorskip("soundclass.augment")
+    pytest.importorskip("soundclass.dsp.augment")
     data = split(*sequence_data())
     res = run(tmp_path, TrainConfig(model=SEQ, epochs=6, spec_augment=False), data=data)
     assert res.clip_frames == round(res.config.clip_seconds * 8000 / 128)
@@ -248,7 +248,7 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, extra):
 @pytest.mark.parametrize("model", [VEC, SEQ])
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
     if model == SEQ:
-        pytest.importorskip("soundclass.augment")
+        pytest.importorskip("soundclass.dsp.augment")
         data = split(*sequence_data(8))
     else:
         data = split(*vector_data())
@@ -332,7 +332,7 @@ if E2E not in list_models():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    synth = pytest.importorskip("soundclass.synth")
+    synth = pytest.importorskip("soundclass.data.synth")
     return synth.make_demo_dataset(tmp_path_factory.mktemp("demo"), n_per_class=6, sr=8000,
                                    n_sources=3, n_corrupt=2, seed=0)
 
@@ -366,7 +366,7 @@ def test_train_end_to_end_skips_corrupt_files(tmp_path, demo):
 
 
 def test_train_warns_about_leaky_random_split(tmp_path, demo):
-    from soundclass.dataset import Dataset, Item
+    from soundclass.data.dataset import Dataset, Item
     from soundclass.training import train
 
     ungrouped = Dataset(tuple(Item(it.path, it.label) for it in demo.items if "corrupt" not in it.path),
@@ -404,7 +404,7 @@ def test_resume_refuses_a_different_split(tmp_path, demo):
 
 @pytest.mark.slow
 def test_fsdd_speaker_grouped_training(tmp_path, fsdd_dir):
-    from soundclass.dataset import discover
+    from soundclass.data.dataset import discover
     from soundclass.training import train
 
     ds = discover(fsdd_dir)
@@ -422,7 +422,7 @@ def test_fsdd_speaker_grouped_training(tmp_path, fsdd_dir):
 
 @pytest.mark.slow
 def test_donateacry_imbalanced_classes(tmp_path, donateacry_dir):
-    from soundclass.dataset import discover
+    from soundclass.data.dataset import discover
     from soundclass.training import train
 
     ds = discover(donateacry_dir)

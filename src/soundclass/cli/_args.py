@@ -103,7 +103,7 @@ def executor_from_args(args: argparse.Namespace):
     if args.executor == "process":
         yield None  # the library makes (and closes) its own process pool
         return
-    from soundclass.executors import make_executor
+    from soundclass.util.executors import make_executor
 
     executor = make_executor(args.executor, n_jobs=args.jobs)
     try:

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from soundclass.demo import DEMO, QUICK_DEMO, run_demo
+    from soundclass.apps.demo import DEMO, QUICK_DEMO, run_demo
 
     config = replace(QUICK_DEMO if args.quick else DEMO, seed=args.seed)
     run_dir = args.output or tempfile.mkdtemp(prefix="soundclass-demo-")

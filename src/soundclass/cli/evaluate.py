@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def _default_output(model: str, data: str) -> Path:
-    from soundclass.predict import resolve_checkpoint
+    from soundclass.inference.predict import resolve_checkpoint
 
     run_dir = resolve_checkpoint(model).parent
     name = Path(os.path.normpath(data)).stem or "data"
@@ -47,9 +47,9 @@ def _default_output(model: str, data: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.dataset import discover
-    from soundclass.evaluate import evaluate_checkpoint
-    from soundclass.metrics import format_report
+    from soundclass.data.dataset import discover
+    from soundclass.evaluation.evaluate import evaluate_checkpoint
+    from soundclass.evaluation.metrics import format_report
 
     dataset = discover(args.data, manifest=args.manifest)
     out = Path(args.output) if args.output else _default_output(args.model, args.data)

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.export import export_onnx, read_metadata
+    from soundclass.inference.export import export_onnx, read_metadata
 
     out = export_onnx(args.model, args.output, opset=args.opset, check=args.check)
     meta = read_metadata(out)

@@ -19,7 +19,7 @@ _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
 
 def collect_paths(inputs: list[str]) -> list[str]:
     """Audio files of folders (recursively, sorted) and files, in argument order, once each."""
-    from soundclass.dataset import list_audio
+    from soundclass.data.dataset import list_audio
     from soundclass.errors import DatasetError
 
     seen: dict[str, None] = {}
@@ -58,8 +58,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.checkpoint import load_checkpoint
-    from soundclass.predict import predict_paths, resolve_checkpoint, write_submission
+    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.inference.predict import predict_paths, resolve_checkpoint, write_submission
 
     ckpt = load_checkpoint(resolve_checkpoint(args.model))
     paths = collect_paths(args.inputs)

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.scan import format_summary, scan, write_scan_report
+    from soundclass.data.scan import format_summary, scan, write_scan_report
 
     with executor_from_args(args) as executor:
         report = scan(args.root, manifest=args.manifest, n_jobs=args.jobs,

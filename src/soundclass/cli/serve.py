@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from soundclass.apps.serve import DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_BYTES
 from soundclass.cli._args import add_model_argument
-from soundclass.serve import DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_BYTES
 
 _MB = 2**20
 
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.serve import serve
+    from soundclass.apps.serve import serve
 
     serve(
         args.model,

@@ -120,11 +120,11 @@ def _default_output(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.dataset import discover
-    from soundclass.distributed import launched_rank
+    from soundclass.data.dataset import discover
     from soundclass.errors import ParameterError
-    from soundclass.evaluate import evaluate_training
+    from soundclass.evaluation.evaluate import evaluate_training
     from soundclass.training import check_pretrained, train
+    from soundclass.training.distributed import launched_rank
 
     config = resolve_config(args)
     check_pretrained(config)  # a model or feature the weights cannot fit: fail before reading data

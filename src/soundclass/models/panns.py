@@ -5,14 +5,14 @@ reproduces the parameter layout of the public PANNs checkpoints (``bn0``,
 ``conv_block{i}.conv1/.bn1[/.conv2/.bn2]``, ``fc1``) so their backbone
 weights load by name (see :mod:`soundclass.models.pretrained`).  The log-mel
 front end lives outside the model (the cached feature, or
-:class:`soundclass.frontend.FeatureFrontend`), and the AudioSet head
+:class:`soundclass.dsp.frontend.FeatureFrontend`), and the AudioSet head
 ``fc_audioset`` is replaced by our ``fc`` with ``n_classes`` outputs.
 
 Forward, as PANNs: ``x (B, n_mels, T) -> (B, 1, T, n_mels)``; ``bn0`` normalises
 each mel bin; each block is conv-BN-ReLU (x1 or x2), 2x2 average pooling and
 dropout 0.2; mean over frequency; max + mean over time; dropout 0.5;
 ``fc1`` + ReLU; dropout 0.5; ``fc``.  SpecAugment and mixup are not inside
-the model; they are applied by the trainer (:mod:`soundclass.augment`).
+the model; they are applied by the trainer (:mod:`soundclass.dsp.augment`).
 
 Variants are one line of kwargs each:
 

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.fft
 import soundfile as sf
 
-from soundclass.dataset import Dataset, Item
+from soundclass.data.dataset import Dataset, Item
 from soundclass.errors import ParameterError
 
 __all__ = ["DEMO_CLASSES", "DEMO_GROUP_PATTERN", "make_demo_dataset", "synthesize_clip"]

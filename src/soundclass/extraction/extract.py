@@ -22,8 +22,8 @@ import numpy as np
 
 from soundclass.audio import check_audio, load
 from soundclass.config import FeatureConfig
+from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
-from soundclass.features import delta, melspectrogram, mfcc, power_to_db
 
 __all__ = [
     "DELTA_WIDTH",
@@ -194,7 +194,7 @@ def extract_many(
         Worker processes when no ``executor`` is given (``None``: all CPUs;
         ``1``: in this process, no pool).
     executor : concurrent.futures.Executor or None
-        Where to run (see :func:`soundclass.executors.make_executor`); it is
+        Where to run (see :func:`soundclass.util.executors.make_executor`); it is
         not shut down here.
     progress : bool
         Show a tqdm progress bar (files).
@@ -207,7 +207,7 @@ def extract_many(
         ``results[i].path == str(paths[i])``; failed files have ``feature=None``
         and ``error`` set.  A task lost with its worker marks its files failed.
     """
-    from soundclass.executors import default_n_jobs, make_executor
+    from soundclass.util.executors import default_n_jobs, make_executor
 
     paths = [os.fspath(p) for p in paths]
     if not isinstance(config, FeatureConfig):

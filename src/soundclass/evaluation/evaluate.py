@@ -9,7 +9,7 @@ probabilities into the evaluation files:
 - ``misclassified.csv``: ``path,true,predicted,confidence,top3``, most
   confident mistakes first;
 - ``confusion.png``, ``history.png`` (learning curves, when a history is known);
-- ``report.html`` (see :mod:`soundclass.report`).
+- ``report.html`` (see :mod:`soundclass.evaluation.report`).
 
 :func:`evaluate_checkpoint` computes the probabilities of a labelled dataset
 with a checkpoint first; :func:`evaluate_training` reuses the validation
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.dataset import Dataset
+from soundclass.data.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
-from soundclass.metrics import evaluate_predictions
-from soundclass.predict import predict_paths, resolve_checkpoint, top_k_labels
-from soundclass.report import write_html_report
+from soundclass.evaluation.metrics import evaluate_predictions
+from soundclass.evaluation.report import write_html_report
+from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
 
 __all__ = [
     "Evaluation",
@@ -313,15 +313,15 @@ def evaluate_checkpoint(
         Labelled clips; every label must be a class of the checkpoint.
     out_dir : path
     tta : int
-        Test-time augmentation windows (see :func:`soundclass.predict.predict_paths`).
+        Test-time augmentation windows (see :func:`soundclass.inference.predict.predict_paths`).
     n_jobs, cache_dir, progress, executor, batch_size
-        Passed to :func:`soundclass.predict.predict_paths`.
+        Passed to :func:`soundclass.inference.predict.predict_paths`.
 
     Returns
     -------
     Evaluation
     """
-    from soundclass.checkpoint import load_checkpoint
+    from soundclass.inference.checkpoint import load_checkpoint
 
     ckpt_dir = resolve_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(ckpt_dir)

@@ -108,7 +108,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def _load(checkpoint: Any) -> Any:
     if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.checkpoint import load_checkpoint
+        from soundclass.inference.checkpoint import load_checkpoint
 
         return load_checkpoint(resolve_checkpoint(checkpoint))
     return checkpoint
@@ -130,7 +130,7 @@ def predict_paths(
     Parameters
     ----------
     checkpoint : Checkpoint or path
-        A loaded :class:`soundclass.checkpoint.Checkpoint`, a checkpoint folder
+        A loaded :class:`soundclass.inference.checkpoint.Checkpoint`, a checkpoint folder
         or a training run folder.
     paths : sequence of path
         Audio files, in the order wanted in the output.
@@ -138,7 +138,7 @@ def predict_paths(
         Test-time augmentation: number of shifted windows averaged per clip
         (``1``: none).
     n_jobs, cache_dir, progress, executor
-        Passed to :func:`soundclass.cache.get_features`.
+        Passed to :func:`soundclass.extraction.cache.get_features`.
     batch_size : int
         Clips per forward pass.
 
@@ -148,8 +148,8 @@ def predict_paths(
         ``proba`` [shape=(len(paths), n_classes)], NaN rows for files that
         failed (their reasons in ``failures``).
     """
-    from soundclass.cache import get_features
-    from soundclass.inference import predict_proba
+    from soundclass.extraction.cache import get_features
+    from soundclass.inference.predictor import predict_proba
 
     if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
         raise ParameterError(f"tta={tta!r} must be a positive integer")

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-from soundclass import filters
+from soundclass.dsp import filters
 from soundclass.errors import ParameterError
 
 __all__ = [
@@ -848,7 +848,8 @@ def show_file(
     ParameterError
         Invalid settings.
     """
-    from soundclass import audio, features
+    from soundclass import audio
+    from soundclass.dsp import features
 
     for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("n_mels", n_mels),
                         ("n_mfcc", n_mfcc)):

@@ -6,7 +6,7 @@ split that puts siblings on both sides measures how well a model recognises
 *recordings*, not classes.  :func:`holdout` and :func:`kfold` therefore take
 ``groups`` (whole groups go to one side); :func:`guess_groups` and
 :func:`leakage_warning` detect the problem from file names when no groups were
-given.  Groups from a regular expression: :func:`soundclass.dataset.assign_groups`.
+given.  Groups from a regular expression: :func:`soundclass.data.dataset.assign_groups`.
 
 Every function is deterministic given ``seed``; indices are returned sorted.
 """
@@ -254,7 +254,7 @@ def _split_name(name: str) -> tuple[str, str, str]:
 def groups_from_pattern(
     names: Sequence[str], pattern: str, *, labels: Sequence[Any] | None = None
 ) -> list[str]:
-    """Groups from a regular expression on file names (:func:`soundclass.dataset.assign_groups`).
+    """Groups from a regular expression on file names (:func:`soundclass.data.dataset.assign_groups`).
 
     Parameters
     ----------
@@ -271,7 +271,7 @@ def groups_from_pattern(
     ParameterError, DatasetError
         Invalid pattern; names that do not match.
     """
-    from soundclass.dataset import Dataset, Item, assign_groups
+    from soundclass.data.dataset import Dataset, Item, assign_groups
 
     if labels is not None and len(labels) != len(names):
         raise ParameterError(f"labels has {len(labels)} items but names has {len(names)}")

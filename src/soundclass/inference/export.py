@@ -3,7 +3,7 @@
 The exported graph takes raw mono waveforms ``waveform`` of shape
 ``(batch, samples)`` float32 at the model's sample rate (both axes dynamic) and
 returns ``probabilities`` of shape ``(batch, n_classes)``:
-:class:`~soundclass.frontend.FeatureFrontend` (the model's feature, equal to
+:class:`~soundclass.dsp.frontend.FeatureFrontend` (the model's feature, equal to
 ``compute_feature``), the training-set standardization (if any), the model and
 a softmax.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
 column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``input``,
@@ -14,7 +14,7 @@ What the graph scores
 ---------------------
 The *whole* waveform of each row, in one pass: there is no windowing inside the
 graph.  Sequence models see all frames of the clip at once (the torch
-predictor of :mod:`soundclass.inference` instead averages windows of
+predictor of :mod:`soundclass.inference.predictor` instead averages windows of
 ``clip_frames`` frames when the checkpoint has them; the two agree when a clip
 is exactly one window long or ``clip_frames`` is ``None``).  Rows of one batch
 have the same length, so batch clips of equal length (or score one at a time):
@@ -45,8 +45,8 @@ from torch import nn
 
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
+from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
 from soundclass.errors import ParameterError, SoundclassError
-from soundclass.frontend import DELTA_WIDTH, FeatureFrontend
 
 __all__ = [
     "WaveformClassifier",
@@ -400,7 +400,7 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
 ) -> Path:
-    """Export a checkpoint (see :mod:`soundclass.checkpoint`) to one ONNX graph.
+    """Export a checkpoint (see :mod:`soundclass.inference.checkpoint`) to one ONNX graph.
 
     Parameters
     ----------
@@ -425,8 +425,8 @@ def export_onnx(
     SoundclassError
         If the export or the check fails.
     """
-    from soundclass.checkpoint import load_checkpoint
-    from soundclass.predict import resolve_checkpoint
+    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.inference.predict import resolve_checkpoint
 
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
     return export_model(

@@ -7,7 +7,7 @@ Layout below ``root``::
     root/v<N>-<config.key()>/<sha[:2]>/<sha>.npy     the feature of a file's bytes
     root/v<N>-<config.key()>/<sha[:2]>/<sha>.err     JSON {"path", "reason"} of a failure
 
-``N`` is :data:`soundclass.extract.FEATURE_CODE_VERSION`: a change to the
+``N`` is :data:`soundclass.extraction.extract.FEATURE_CODE_VERSION`: a change to the
 feature code bumps it, so entries computed by older code are never reused.
 
 Entries are keyed by the SHA-256 of the file *bytes*, so renaming or copying
@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from soundclass import extract as _extract
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ParameterError
-from soundclass.extract import FEATURE_CODE_VERSION
+from soundclass.extraction import extract as _extract
+from soundclass.extraction.extract import FEATURE_CODE_VERSION
 
 __all__ = ["CacheStats", "FeatureCache", "file_sha256", "get_features"]
 
@@ -99,7 +99,7 @@ class CacheStats:
     cached : int
         Distinct contents found in the cache (features or recorded failures).
     computed : int
-        Distinct contents sent to :func:`soundclass.extract.extract_many`.
+        Distinct contents sent to :func:`soundclass.extraction.extract.extract_many`.
     failed : int
         Paths without a feature (unreadable, undecodable, ...).
     """
@@ -329,7 +329,7 @@ class FeatureCache:
         return features, failures
 
     def _compute(self, todo, config, found, failed, *, n_jobs, executor, progress, chunk_size) -> None:
-        from soundclass.executors import default_n_jobs, make_executor
+        from soundclass.util.executors import default_n_jobs, make_executor
 
         items = list(todo.items())  # [(sha, path)]
         n_workers = default_n_jobs(n_jobs) if executor is None else _executor_workers(executor, n_jobs)
@@ -408,7 +408,7 @@ def get_features(
     n_jobs : int or None
         Worker processes when no ``executor`` is given (``None``: all CPUs).
     executor : concurrent.futures.Executor or None
-        Where to compute (:func:`soundclass.executors.make_executor`); not shut down.
+        Where to compute (:func:`soundclass.util.executors.make_executor`); not shut down.
     progress : bool
         Show a progress bar over the files to compute.
     retry_failed : bool

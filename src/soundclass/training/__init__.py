@@ -20,7 +20,7 @@ resumed from ``last/`` after epoch ``k`` continues exactly like an
 uninterrupted one.
 
 Distributed training (``torchrun``) is used when ``WORLD_SIZE`` is set; see
-:mod:`soundclass.distributed`.
+:mod:`soundclass.training.distributed`.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from soundclass import augment
-from soundclass import distributed as dist
-from soundclass.checkpoint import (
+from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
+from soundclass.data.dataset import Dataset, Item, assign_groups
+from soundclass.dsp import augment
+from soundclass.errors import CheckpointError, DatasetError, ParameterError
+from soundclass.inference.checkpoint import (
     STATE_META_NAME,
     capture_rng_state,
     load_checkpoint,
@@ -54,10 +56,8 @@ from soundclass.checkpoint import (
     save_training_state,
     unwrap_model,
 )
-from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
-from soundclass.dataset import Dataset, Item, assign_groups
-from soundclass.errors import CheckpointError, DatasetError, ParameterError
-from soundclass.inference import predict_logits, softmax, standardize
+from soundclass.inference.predictor import predict_logits, softmax, standardize
+from soundclass.training import distributed as dist
 
 __all__ = [
     "DEFAULTS",
@@ -169,10 +169,10 @@ class TrainConfig:
         Time/frequency masking of training windows.
     freq_warp : float or None
         Maximum relative random warp of the frequency axis of each training
-        window (:func:`soundclass.augment.freq_warp`), in [0, 1); 0 disables.
+        window (:func:`soundclass.dsp.augment.freq_warp`), in [0, 1); 0 disables.
     time_stretch : float or None
         Maximum relative random time stretch of each training window
-        (:func:`soundclass.augment.time_stretch`), in [0, 1); 0 disables.
+        (:func:`soundclass.dsp.augment.time_stretch`), in [0, 1); 0 disables.
     label_smoothing : float or None
         In [0, 1).
     balance : {'weights', 'sampler', 'none'} or None
@@ -799,17 +799,17 @@ def validate(
     norm_std: np.ndarray | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Clip-level validation through :func:`soundclass.inference.predict_logits`.
+    """Clip-level validation through :func:`soundclass.inference.predictor.predict_logits`.
 
     Returns
     -------
     dict
         ``loss`` (unweighted mean cross-entropy), ``accuracy``, ``macro_f1``,
         ``balanced_accuracy``, ``metrics`` (the full
-        :func:`soundclass.metrics.evaluate_predictions` dict) and ``proba``
+        :func:`soundclass.evaluation.metrics.evaluate_predictions` dict) and ``proba``
         ``[shape=(N, n_classes)]``.
     """
-    from soundclass.metrics import evaluate_predictions
+    from soundclass.evaluation.metrics import evaluate_predictions
 
     logits = predict_logits(
         unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
@@ -1068,7 +1068,7 @@ def fit(
                 grad_clip=config.grad_clip, device=device, progress=progress and is_main,
             )
             dist.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere
-            if is_main:  # validation and files on rank 0 only (see soundclass.distributed)
+            if is_main:  # validation and files on rank 0 only (see soundclass.training.distributed)
                 va = (validate(model, val_features, val_targets, classes=classes, input_kind=spec.input,
                                clip_frames=clip_frames, norm_mean=norm_mean, norm_std=norm_std,
                                batch_size=max(64, config.batch_size))
@@ -1216,7 +1216,7 @@ def train(
     Parameters
     ----------
     dataset : Dataset
-        From :func:`soundclass.dataset.discover`; every item must be labelled.
+        From :func:`soundclass.data.dataset.discover`; every item must be labelled.
     config : TrainConfig
         Resolved here (defaults < model spec < user values).
     out_dir : path
@@ -1225,7 +1225,7 @@ def train(
     progress : bool
         Progress bars for feature extraction and training.
     executor : concurrent.futures.Executor, optional
-        For feature extraction (see :mod:`soundclass.executors`).
+        For feature extraction (see :mod:`soundclass.util.executors`).
     resume : bool
         Continue an interrupted run in ``out_dir``.
 
@@ -1240,8 +1240,8 @@ def train(
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    from soundclass.cache import get_features
-    from soundclass.splits import holdout, leakage_warning
+    from soundclass.data.splits import holdout, leakage_warning
+    from soundclass.extraction.cache import get_features
 
     config = resolve_config(config)
     feature = feature_config(config)

@@ -1,4 +1,4 @@
-"""Torch feature frontend: the features of :mod:`soundclass.extract`, from waveforms.
+"""Torch feature frontend: the features of :mod:`soundclass.extraction.extract`, from waveforms.
 
 Thin :class:`torch.nn.Module` wrappers in the torchaudio style: every constant
 (DFT kernels, mel filterbank, DCT matrix, delta operators) is built once in
@@ -7,7 +7,7 @@ matmuls and element-wise ops.  There is no ``torch.stft`` and no complex
 tensor, so the whole frontend exports to ONNX (opset >= 13).
 
 :class:`FeatureFrontend` turns raw mono waveforms ``(B, n)`` at ``config.sr``
-into exactly what ``soundclass.extract.compute_feature(y, config)`` (which
+into exactly what ``soundclass.extraction.extract.compute_feature(y, config)`` (which
 equals librosa) returns, batched:
 
 - ``melspectrogram``: ``librosa.feature.melspectrogram``
@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundclass import filters
 from soundclass.config import FeatureConfig
+from soundclass.dsp import filters
 from soundclass.errors import ParameterError
 
 __all__ = [

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from soundclass import audio
-from soundclass.dataset import Dataset, Item, discover, list_audio
+from soundclass.data.dataset import Dataset, Item, discover, list_audio
 from soundclass.errors import AudioDecodeError, DatasetError, ParameterError
-from soundclass.executors import default_n_jobs, make_executor
+from soundclass.util.executors import default_n_jobs, make_executor
 
 __all__ = [
     "FLAGS",
@@ -379,7 +379,7 @@ def scan(
         A folder with one sub-folder per class, a CSV manifest, or a flat
         folder of unlabelled clips.
     manifest : path, optional
-        CSV manifest (see :func:`soundclass.dataset.discover`).
+        CSV manifest (see :func:`soundclass.data.dataset.discover`).
     n_jobs : int, optional
         Worker processes (default: all cores); ``1`` scans in this process.
     progress : bool

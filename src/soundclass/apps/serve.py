@@ -1,7 +1,7 @@
 """A local web demo: upload or record a clip, see its waveform, mel spectrogram and top-5 classes.
 
 Standard library only (:class:`http.server.ThreadingHTTPServer`); the page is
-served from ``soundclass/static`` (HTML, CSS and JS, no external resources).
+served from ``soundclass/apps/static`` (HTML, CSS and JS, no external resources).
 
 Routes
 ------
@@ -209,9 +209,9 @@ class CheckpointPredictor:
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.checkpoint.load_checkpoint`.
+        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
     tta : int
-        Test-time augmentation windows, as in :func:`soundclass.inference.predict_proba`.
+        Test-time augmentation windows, as in :func:`soundclass.inference.predictor.predict_proba`.
     """
 
     def __init__(self, checkpoint: Any, *, tta: int = 1):
@@ -223,8 +223,8 @@ class CheckpointPredictor:
 
     def predict(self, y: np.ndarray) -> np.ndarray:
         """Class probabilities [shape=(n_classes,)] of ``y`` [shape=(n,)] at ``feature.sr``."""
-        from soundclass.extract import compute_feature
-        from soundclass.inference import predict_proba
+        from soundclass.extraction.extract import compute_feature
+        from soundclass.inference.predictor import predict_proba
 
         if self.feature.max_duration is not None:  # as extraction reads files
             y = y[: int(self.feature.max_duration * self.feature.sr)]
@@ -408,7 +408,7 @@ class App:
 
     def _pictures(self, y: np.ndarray, sr: int) -> tuple[str, str]:
         """Base64 PNGs of the waveform and of the log-mel spectrogram of ``y``."""
-        from soundclass.features import melspectrogram, power_to_db
+        from soundclass.dsp.features import melspectrogram, power_to_db
         from soundclass.plots import plot_mel, plot_waveform
 
         f = self.predictor.feature
@@ -433,7 +433,7 @@ class App:
 
 
 def _read_static(name: str) -> bytes:
-    return resources.files("soundclass").joinpath("static", name).read_bytes()
+    return resources.files("soundclass.apps").joinpath("static", name).read_bytes()
 
 
 def _is_loopback(host: str) -> bool:
@@ -592,8 +592,8 @@ def make_app(
     CheckpointError
         If the checkpoint cannot be loaded.
     """
-    from soundclass.checkpoint import load_checkpoint
-    from soundclass.predict import resolve_checkpoint
+    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.inference.predict import resolve_checkpoint
 
     checkpoint = load_checkpoint(resolve_checkpoint(checkpoint_path))
     return App(CheckpointPredictor(checkpoint), max_upload_bytes=max_upload_bytes, max_seconds=max_seconds)

@@ -27,9 +27,9 @@ import scipy.signal
 import scipy.sparse
 
 from soundclass.audio import check_audio
+from soundclass.dsp.filters import mel as mel_filter
+from soundclass.dsp.filters import mel_sparse
 from soundclass.errors import ParameterError, check_positive_int
-from soundclass.filters import mel as mel_filter
-from soundclass.filters import mel_sparse
 
 __all__ = [
     "amplitude_to_db",
@@ -319,7 +319,7 @@ def melspectrogram(
     n_fft, hop_length, win_length, window, center, pad_mode, power
         As in :func:`spectrogram`.
     n_mels, fmin, fmax, htk, norm
-        As in :func:`soundclass.filters.mel`.
+        As in :func:`soundclass.dsp.filters.mel`.
 
     Returns
     -------

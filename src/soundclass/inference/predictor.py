@@ -11,7 +11,7 @@ Windows of many clips are batched together.  With ``tta=k`` every clip gets
 
 Standardization (``(x - mean) / std`` per feature row) happens first; padded
 frames then take each row's minimum over the clip (the silence level of a dB
-feature), exactly as :func:`soundclass.augment.crop_or_pad` pads training
+feature), exactly as :func:`soundclass.dsp.augment.crop_or_pad` pads training
 windows.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from soundclass.augment import crop_or_pad
+from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["window_starts", "standardize", "predict_logits", "predict_proba", "softmax"]
@@ -245,12 +245,12 @@ def softmax(logits: np.ndarray, *, axis: int = -1) -> np.ndarray:
 
 
 def predict_proba(checkpoint: Any, features: Any, *, tta: int = 1, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of a loaded :class:`~soundclass.checkpoint.Checkpoint`.
+    """Class probabilities of a loaded :class:`~soundclass.inference.checkpoint.Checkpoint`.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.checkpoint.load_checkpoint`.
+        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
     features : sequence of np.ndarray
         Features computed with ``checkpoint.feature``.
     tta, batch_size : int

@@ -125,7 +125,7 @@ def run_demo(
     progress : bool
         Progress bars of feature extraction and training.
     n_jobs, executor
-        Feature extraction parallelism (see :func:`soundclass.cache.get_features`).
+        Feature extraction parallelism (see :func:`soundclass.extraction.cache.get_features`).
     log : callable or None
         Receives one line per stage (default ``print``).
 
@@ -133,10 +133,10 @@ def run_demo(
     -------
     DemoResult
     """
-    from soundclass.evaluate import evaluate_training
+    from soundclass.data.synth import make_demo_dataset
+    from soundclass.evaluation.evaluate import evaluate_training
+    from soundclass.inference.predict import predict_paths, write_submission
     from soundclass.models import model_spec
-    from soundclass.predict import predict_paths, write_submission
-    from soundclass.synth import make_demo_dataset
     from soundclass.training import TrainConfig, train
 
     t0 = time.perf_counter()
