@@ -1,4 +1,7 @@
-"""Checkpoints: safetensors + JSON round trips, clear errors, no pickle."""
+"""Checkpoints: safetensors + JSON round trips, clear errors, no pickle.
+
+(The resumable training state: tests/test_training_state.py.)
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,9 @@ import torch
 from soundclass.errors import CheckpointError
 from soundclass.inference.checkpoint import (
     META_NAME,
-    STATE_META_NAME,
-    STATE_WEIGHTS_NAME,
     WEIGHTS_NAME,
     load_checkpoint,
-    load_training_state,
     save_checkpoint,
-    save_training_state,
 )
 from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import create_model, model_spec
@@ -126,50 +125,3 @@ def test_unknown_model_and_shape_mismatch(lstm_ckpt):
     (out / META_NAME).write_text(json.dumps(bad))
     with pytest.raises(CheckpointError, match="format_version"):
         load_checkpoint(out)
-
-
-def test_training_state_round_trip(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Linear(4, 3)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=20)
-    for _ in range(3):
-        opt.zero_grad()
-        model(torch.randn(8, 4)).square().mean().backward()
-        opt.step()
-        sched.step()
-    extra = {"history": [{"loss": 1.5, "val": float("nan")}], "stopper": {"best": None, "bad": 2},
-             "gen": torch.Generator().manual_seed(3).get_state(), "pair": (1, 2)}
-    save_training_state(tmp_path, epoch=4, model=model, optimizer=opt, scheduler=sched, extra=extra)
-    state = load_training_state(tmp_path)
-    assert state.epoch == 4
-    assert state.extra["pair"] == (1, 2) and state.extra["stopper"] == {"best": None, "bad": 2}
-    assert np.isnan(state.extra["history"][0]["val"])
-    assert torch.equal(state.extra["gen"], extra["gen"])
-    assert torch.equal(state.rng_state["torch"], torch.get_rng_state())
-    # a fresh optimizer/scheduler loaded from the state continues identically
-    model2 = torch.nn.Linear(4, 3)
-    model2.load_state_dict(state.model_state)
-    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
-    sched2 = torch.optim.lr_scheduler.OneCycleLR(opt2, max_lr=1e-2, total_steps=20)
-    opt2.load_state_dict(state.optimizer_state)
-    sched2.load_state_dict(state.scheduler_state)
-    x = torch.randn(8, 4)
-    for m, o, s in ((model, opt, sched), (model2, opt2, sched2)):
-        o.zero_grad()
-        m(x).square().mean().backward()
-        o.step()
-        s.step()
-    assert sched.get_last_lr() == sched2.get_last_lr()
-    for a, b in zip(model.parameters(), model2.parameters(), strict=True):
-        assert torch.equal(a, b)
-
-
-def test_training_state_corrupt(tmp_path):
-    save_training_state(tmp_path, epoch=0, model=torch.nn.Linear(2, 2))
-    (tmp_path / STATE_WEIGHTS_NAME).write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match=STATE_WEIGHTS_NAME):
-        load_training_state(tmp_path)
-    (tmp_path / STATE_META_NAME).unlink()
-    with pytest.raises(CheckpointError, match="missing"):
-        load_training_state(tmp_path)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from soundclass.data import synth
 from soundclass.errors import ParameterError
 from soundclass.training import distributed as dist
 
@@ -105,7 +106,6 @@ def test_single_process_without_world_size(monkeypatch):
 
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
-    synth = pytest.importorskip("soundclass.data.synth")
     demo = synth.make_demo_dataset(tmp_path / "demo", n_per_class=4, sr=8000, n_sources=2,
                                    n_corrupt=1, seed=0)
     script = tmp_path / "ddp_smoke.py"
@@ -146,7 +146,6 @@ def test_torchrun_two_processes(tmp_path):
 
 @pytest.mark.slow
 def test_cli_train_under_torchrun_reports_once(tmp_path):
-    synth = pytest.importorskip("soundclass.data.synth")
     synth.make_demo_dataset(tmp_path / "demo", n_per_class=6, sr=8000, n_sources=3, seed=0)
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")

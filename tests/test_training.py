@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from soundclass import training
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import load_checkpoint, load_training_state
+from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import ModelSpec, list_models, model_spec, register_model
+from soundclass.training import loop
 from soundclass.training import (
     DEFAULTS,
     EarlyStopping,
@@ -29,6 +29,7 @@ from soundclass.training import (
     resolve_config,
     sample_weights,
 )
+from soundclass.training.state import load_training_state
 
 VEC = "test-tiny-vector"
 SEQ = "test-tiny-sequence"
@@ -223,7 +224,6 @@ def test_vector_loss_decreases_and_files(tmp_path):
 
 
 def test_sequence_model_trains(tmp_path):
-    pytest.importorskip("soundclass.dsp.augment")
     data = split(*sequence_data())
     res = run(tmp_path, TrainConfig(model=SEQ, epochs=6, spec_augment=False), data=data)
     assert res.clip_frames == round(res.config.clip_seconds * 8000 / 128)
@@ -248,8 +248,7 @@ def test_same_seed_same_result_other_seed_differs(tmp_path, extra):
 @pytest.mark.parametrize("model", [VEC, SEQ])
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
     if model == SEQ:
-        pytest.importorskip("soundclass.dsp.augment")
-        data = split(*sequence_data(8))
+            data = split(*sequence_data(8))
     else:
         data = split(*vector_data())
     cfg = TrainConfig(model=model, epochs=5, scheduler="onecycle", seed=3)
@@ -258,7 +257,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
                           freq_warp=0.1, time_stretch=0.15)
     full = run(tmp_path / "full", cfg, data=data)
 
-    real = training.train_one_epoch
+    real = loop.train_one_epoch
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -267,16 +266,39 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "part", cfg, data=data)
     assert load_training_state(tmp_path / "part" / "last").epoch == 1
-    monkeypatch.setattr(training, "train_one_epoch", real)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
     resumed = run(tmp_path / "part", cfg, data=data, resume=True)
     assert strip_seconds(resumed.history) == strip_seconds(full.history)
     wf, wr = weights(full.last_dir), weights(resumed.last_dir)
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     assert resumed.best_epoch == full.best_epoch
+
+
+def test_resume_after_a_save_cut_short_is_refused(tmp_path, monkeypatch):
+    """Killed between training_state.safetensors and training_state.json: no silent extra epoch."""
+    from soundclass.errors import CheckpointError
+    from soundclass.training import state as state_module
+
+    cfg = TrainConfig(model=VEC, epochs=4)
+    real = state_module._atomic_write_json
+    calls = {"n": 0}
+
+    def killed_on_second_save(path, obj):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 1: the new tensors are on disk, the JSON is not
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    monkeypatch.setattr(state_module, "_atomic_write_json", killed_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, cfg)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="interrupted while saving"):
+        run(tmp_path, cfg, resume=True)
 
 
 def test_resume_with_other_config_is_refused(tmp_path):
@@ -310,8 +332,8 @@ def test_class_weighted_loss_uses_weights():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     y = torch.tensor([0, 1, 1])
     w = torch.tensor([1.0, 3.0])
-    hard = training._loss(logits, y, weight=w, label_smoothing=0.0)
-    soft = training._loss(logits, nn.functional.one_hot(y, 2).float(), weight=w, label_smoothing=0.0)
+    hard = loop._loss(logits, y, weight=w, label_smoothing=0.0)
+    soft = loop._loss(logits, nn.functional.one_hot(y, 2).float(), weight=w, label_smoothing=0.0)
     per = nn.functional.cross_entropy(logits, y, reduction="none")
     ref = (per * w[y]).sum() / w[y].sum()
     assert torch.allclose(hard, ref) and torch.allclose(soft, ref)
@@ -332,7 +354,8 @@ if E2E not in list_models():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    synth = pytest.importorskip("soundclass.data.synth")
+    from soundclass.data import synth
+
     return synth.make_demo_dataset(tmp_path_factory.mktemp("demo"), n_per_class=6, sr=8000,
                                    n_sources=3, n_corrupt=2, seed=0)
 
@@ -382,8 +405,6 @@ def test_train_warns_about_leaky_random_split(tmp_path, demo):
 def test_real_models_train(tmp_path, demo, model):
     from soundclass.training import train
 
-    if model not in list_models():
-        pytest.skip(f"model {model!r} not registered yet")
     kw = {"model_kwargs": {}} if model != "cnn" else {}
     cfg = TrainConfig(model=model, n_jobs=1, epochs=2, batch_size=8, cache_dir=str(tmp_path / "cache"), **kw)
     res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)

@@ -14,27 +14,14 @@ from pathlib import Path
 from soundclass.cli._args import (
     add_data_argument,
     add_runtime_options,
+    add_setting_flags,
     executor_from_args,
-    fraction,
-    non_negative_float,
-    positive_float,
-    positive_int,
-)
-
-# (flag destination, TrainConfig field) for the plain value flags.
-_VALUE_FLAGS = (
-    ("model", "model"), ("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-    ("weight_decay", "weight_decay"), ("val_size", "val_size"), ("group_pattern", "group_pattern"),
-    ("seed", "seed"), ("clip_seconds", "clip_seconds"), ("mixup_alpha", "mixup_alpha"),
-    ("spec_augment", "spec_augment"), ("balance", "balance"), ("patience", "patience"),
-    ("label_smoothing", "label_smoothing"), ("cache_dir", "cache_dir"), ("jobs", "n_jobs"),
-    ("threads", "threads"), ("pretrained", "pretrained"),
+    setting_values,
 )
 
 
 def register(subparsers) -> None:
-    from soundclass.models import list_models
-    from soundclass.training import BALANCES, PRETRAINED_MODELS
+    from soundclass.training import settings
 
     parser = subparsers.add_parser(
         "train",
@@ -44,61 +31,32 @@ def register(subparsers) -> None:
             "validation split (grouped when --group-pattern is given), then write into RUN_DIR: "
             "checkpoint/, history.json, split.json, config.json, metrics.json, predictions.csv, "
             "misclassified.csv, confusion.png, history.png and report.html. Settings: the "
-            "model's defaults, then --config JSON, then the flags given here."
+            "model's defaults, then --config JSON, then the flags given here (one per "
+            "TrainConfig field)."
         ),
     )
     add_data_argument(parser)
     parser.add_argument("-o", "--output", default=None, metavar="RUN_DIR",
                         help="run folder (default: runs/<time>-<model>)")
-    parser.add_argument("--model", choices=list_models(), default=None,
-                        help="registered model (default: the configuration's, 'cnn')")
     parser.add_argument("--manifest", default=None, metavar="CSV",
                         help="CSV with path,label[,group] columns (paths relative to DATA_DIR)")
     parser.add_argument("--config", default=None, metavar="JSON",
                         help="JSON file of training settings (TrainConfig fields; 'feature' overrides)")
-    parser.add_argument("--epochs", type=positive_int, default=None)
-    parser.add_argument("--batch-size", type=positive_int, default=None)
-    parser.add_argument("--lr", type=positive_float, default=None, help="learning rate")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=None)
-    parser.add_argument("--patience", type=positive_int, default=None,
-                        help="stop after this many epochs without improvement")
-    parser.add_argument("--label-smoothing", type=non_negative_float, default=None)
-    parser.add_argument("--val-size", type=fraction, default=None,
-                        help="validation fraction in [0, 1) (default 0.2; 0 trains on everything)")
-    parser.add_argument("--group-pattern", default=None, metavar="REGEX",
-                        help=r"regex on file names giving each clip's group (speaker, recording), "
-                             r"kept on one side of the split, e.g. '^\d+_(?P<group>[a-z]+)_'")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--clip-seconds", type=positive_float, default=None,
-                        help="training crop length in seconds")
-    mix = parser.add_mutually_exclusive_group()
-    mix.add_argument("--mixup-alpha", type=non_negative_float, default=None, help="mixup Beta(alpha, alpha)")
-    mix.add_argument("--no-mixup", dest="mixup_alpha", action="store_const", const=0.0, help="disable mixup")
-    parser.add_argument("--no-spec-augment", dest="spec_augment", action="store_const", const=False,
-                        default=None, help="disable SpecAugment masking")
-    parser.add_argument("--balance", nargs="?", const="sampler", default=None, choices=BALANCES,
-                        help="imbalanced classes: 'sampler' (default when given without a value) "
-                             "draws classes evenly, 'weights' weights the loss (the trainer's "
-                             "default), 'none' does nothing")
-    parser.add_argument("--pretrained", default=None, metavar="PATH",
-                        help="initialise the backbone from a downloaded PANNs checkpoint "
-                             "(e.g. Cnn14_mAP=0.431.pth) and fine-tune; only for --model "
-                             f"{', '.join(PRETRAINED_MODELS)} with their 64-band log-mel input. "
-                             "The file is read with torch.load(weights_only=True) (tensors only, "
-                             "never code); its front end and AudioSet head are dropped and the "
-                             "classifier head is new. The run's checkpoint holds every weight, so "
-                             "it never needs the file again")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+    add_setting_flags(parser, settings())
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
 
 def resolve_config(args: argparse.Namespace):
-    """The :class:`~soundclass.training.TrainConfig` of ``--config`` then the flags given."""
+    """The :class:`~soundclass.training.TrainConfig` of ``--config`` then the flags given.
+
+    A mapping setting (``feature``, ``model_kwargs``) given both ways is merged,
+    key by key, the flags winning.
+    """
     from soundclass.config import config_from_dict
     from soundclass.errors import ParameterError
-    from soundclass.training import TrainConfig
+    from soundclass.training import TrainConfig, settings
 
     data: dict = {}
     if args.config:
@@ -108,10 +66,10 @@ def resolve_config(args: argparse.Namespace):
             raise ParameterError(f"{args.config}: cannot read the JSON config ({exc})") from exc
         if not isinstance(data, dict):
             raise ParameterError(f"{args.config}: the JSON config must be an object of TrainConfig fields")
-    for dest, name in _VALUE_FLAGS:
-        value = getattr(args, dest, None)
-        if value is not None:
-            data[name] = value
+    for name, value in setting_values(args, settings()).items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            value = {**data[name], **value}
+        data[name] = value
     return config_from_dict(TrainConfig, data)
 
 

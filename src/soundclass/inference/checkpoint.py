@@ -10,10 +10,8 @@ A checkpoint is a folder with two files:
   creation time.
 
 So a checkpoint alone says how to compute its inputs and how to rebuild its
-model from the registry.  The resumable training state (optimizer, scheduler,
-epoch, RNG states, history, early stopping) is stored the same way, without
-pickle: every tensor goes to ``training_state.safetensors`` and the rest,
-including tuples and integer-keyed dicts, to ``training_state.json``.
+model from the registry.  (The resumable training state is
+:mod:`soundclass.training.state`.)
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,22 +38,15 @@ __all__ = [
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
     "META_NAME",
-    "STATE_WEIGHTS_NAME",
-    "STATE_META_NAME",
     "Checkpoint",
-    "TrainingState",
     "save_checkpoint",
     "load_checkpoint",
-    "save_training_state",
-    "load_training_state",
     "unwrap_model",
 ]
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
-STATE_WEIGHTS_NAME = "training_state.safetensors"
-STATE_META_NAME = "training_state.json"
 INPUT_KINDS = ("sequence", "vector")
 
 _MODEL_PREFIX = "model."
@@ -112,24 +102,6 @@ class Checkpoint:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
-
-
-@dataclass(frozen=True)
-class TrainingState:
-    """The resumable part of a training run (see :func:`save_training_state`).
-
-    ``model_state``, ``optimizer_state`` and ``scheduler_state`` are the
-    ``state_dict()`` of each; ``rng_state`` holds ``torch`` and ``numpy`` RNG
-    states; ``extra`` anything else JSON-able the caller stored (history,
-    early stopping, ...).
-    """
-
-    epoch: int
-    model_state: dict
-    optimizer_state: dict | None
-    scheduler_state: dict | None
-    rng_state: dict
-    extra: dict
 
 
 # --------------------------------------------------------------------------- helpers
@@ -434,149 +406,4 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         metrics=dict(meta.get("metrics") or {}),
         path=folder,
         meta=meta,
-    )
-
-
-# --------------------------------------------------------------------------- training state
-#
-# Nested state dicts are split into tensors (to safetensors) and a JSON tree in
-# which a tensor is {"__tensor__": key}, a tuple {"__tuple__": [...]}, a dict
-# with non-string keys {"__items__": [[key, value], ...]} and a non-finite
-# float {"__float__": "nan" | "inf" | "-inf"}.
-
-
-def _encode(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = _to_saveable(obj)
-        return {"__tensor__": prefix}
-    if isinstance(obj, np.ndarray):
-        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(obj).copy())
-        return {"__tensor__": prefix, "numpy": True}
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else {"__float__": repr(f)}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: _encode(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
-        return {
-            "__items__": [
-                [_encode(k, f"{prefix}.k{i}", tensors), _encode(v, f"{prefix}.{i}", tensors)]
-                for i, (k, v) in enumerate(obj.items())
-            ]
-        }
-    raise ParameterError(f"training state at {prefix!r}: cannot store {type(obj).__name__} without pickle")
-
-
-def _decode(obj: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors, where) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        key = obj["__tensor__"]
-        if key not in tensors:
-            raise CheckpointError(f"{where}: tensor {key!r} missing from {STATE_WEIGHTS_NAME}")
-        t = tensors[key]
-        return t.numpy() if obj.get("numpy") else t
-    if "__tuple__" in obj:
-        return tuple(_decode(v, tensors, where) for v in obj["__tuple__"])
-    if "__items__" in obj:
-        return {_decode(k, tensors, where): _decode(v, tensors, where) for k, v in obj["__items__"]}
-    if "__float__" in obj:
-        return float(obj["__float__"])
-    return {k: _decode(v, tensors, where) for k, v in obj.items()}
-
-
-def capture_rng_state() -> dict:
-    """The global ``torch`` RNG state (dropout etc.); numpy randomness uses explicit generators."""
-    return {"torch": torch.get_rng_state()}
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    if "torch" in state:
-        torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
-
-
-def save_training_state(
-    out_dir: str | os.PathLike,
-    *,
-    epoch: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    rng_state: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write the resumable state to ``out_dir/training_state.{safetensors,json}``.
-
-    Parameters
-    ----------
-    out_dir : path
-        Folder (created).
-    epoch : int
-        The last completed epoch (0-based).
-    model : torch.nn.Module
-        Its ``state_dict`` is stored (DDP wrappers unwrapped).
-    optimizer, scheduler : optional
-        Their ``state_dict()`` is stored.
-    rng_state : dict, optional
-        Defaults to :func:`capture_rng_state`; may also hold generator states.
-    extra : dict, optional
-        History, early-stopping state, config ... (JSON-able, tensors allowed).
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_dir``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    tree = {
-        "format": "soundclass-training-state",
-        "format_version": FORMAT_VERSION,
-        "epoch": int(epoch),
-        "model": _encode(unwrap_model(model).state_dict(), "model", tensors),
-        "optimizer": None if optimizer is None else _encode(optimizer.state_dict(), "optimizer", tensors),
-        "scheduler": None if scheduler is None else _encode(scheduler.state_dict(), "scheduler", tensors),
-        "rng": _encode(dict(rng_state if rng_state is not None else capture_rng_state()), "rng", tensors),
-        "extra": _encode(dict(extra or {}), "extra", tensors),
-    }
-    _atomic_save_tensors(out / STATE_WEIGHTS_NAME, tensors, {"format": "pt"})
-    _atomic_write_json(out / STATE_META_NAME, tree)
-    return out
-
-
-def load_training_state(path: str | os.PathLike) -> TrainingState:
-    """Read what :func:`save_training_state` wrote (``path`` = the folder).
-
-    Raises
-    ------
-    CheckpointError
-        If a file is missing or corrupt.
-    """
-    folder = Path(path)
-    meta_path = folder / STATE_META_NAME
-    tree = _read_json(meta_path)
-    if tree.get("format") != "soundclass-training-state":
-        raise CheckpointError(f"{meta_path}: not a soundclass training state")
-    if not isinstance(tree.get("epoch"), int):
-        raise CheckpointError(f"{meta_path}: missing integer field 'epoch'")
-    tensors = _read_tensors(folder / STATE_WEIGHTS_NAME)
-    return TrainingState(
-        epoch=tree["epoch"],
-        model_state=_decode(tree.get("model") or {}, tensors, meta_path),
-        optimizer_state=_decode(tree.get("optimizer"), tensors, meta_path),
-        scheduler_state=_decode(tree.get("scheduler"), tensors, meta_path),
-        rng_state=_decode(tree.get("rng") or {}, tensors, meta_path),
-        extra=_decode(tree.get("extra") or {}, tensors, meta_path),
     )

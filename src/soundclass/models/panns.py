@@ -46,7 +46,10 @@ from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
 from soundclass.models.registry import ModelSpec, register_model
 
-__all__ = ["ConvBlock", "PannsCNN", "PANNS_FEATURE", "CNN_FEATURE", "PANNS_SPEC", "CNN_SPEC"]
+__all__ = [
+    "ConvBlock", "PannsCNN", "PANNS_FEATURE", "PANNS_INPUT_FIELDS", "PANNS_FRONT_END_FIELDS",
+    "PANNS_MODELS", "PANNS_VARIANTS", "CNN_FEATURE", "PANNS_SPEC", "CNN_SPEC",
+]
 
 
 def _init_layer(layer: nn.Module) -> None:
@@ -207,6 +210,12 @@ PANNS_FEATURE = FeatureConfig(
     top_db=None,
 )
 
+# Which PANNS_FEATURE settings the public weights depend on.  ``kind``,
+# ``n_mels`` and ``deltas`` decide the input shape: other values make the
+# weights meaningless.  The others only shift the input distribution.
+PANNS_INPUT_FIELDS = ("kind", "n_mels", "deltas")
+PANNS_FRONT_END_FIELDS = ("sr", "n_fft", "hop_length", "fmin", "fmax", "top_db")
+
 # Fine-tuning defaults for pretrained PANNs backbones.
 PANNS_TRAIN = {
     "epochs": 30,
@@ -270,15 +279,15 @@ def _panns_spec(name: str) -> ModelSpec:
     )
 
 
-register_model("cnn6", spec=_panns_spec("CNN6"))(
-    partial(PannsCNN, channels=(64, 128, 256, 512), kernel_size=5, n_convs=1)
-)
-register_model("cnn10", spec=_panns_spec("CNN10"))(
-    partial(PannsCNN, channels=(64, 128, 256, 512))
-)
-register_model("cnn14", spec=_panns_spec("CNN14"))(
-    partial(PannsCNN, channels=(64, 128, 256, 512, 1024, 2048), pools=((2, 2),) * 5 + ((1, 1),))
-)
+# The models in the parameter layout of the public PANNs checkpoints.
+PANNS_VARIANTS = {
+    "cnn6": {"channels": (64, 128, 256, 512), "kernel_size": 5, "n_convs": 1},
+    "cnn10": {"channels": (64, 128, 256, 512)},
+    "cnn14": {"channels": (64, 128, 256, 512, 1024, 2048), "pools": ((2, 2),) * 5 + ((1, 1),)},
+}
+PANNS_MODELS = tuple(PANNS_VARIANTS)
+for _name, _kwargs in PANNS_VARIANTS.items():
+    register_model(_name, spec=_panns_spec(_name.upper()))(partial(PannsCNN, **_kwargs))
 # The default: CNN10's shape at a quarter of its width, single convs in the two
 # full-resolution blocks, lighter dropout and per-clip level normalisation.
 CNN_KWARGS = {

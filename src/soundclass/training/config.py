@@ -1,0 +1,420 @@
+"""The training configuration: one frozen dataclass whose fields say everything about a setting.
+
+Each :class:`TrainConfig` field carries a :class:`Setting` in its
+``dataclasses.field(metadata=...)``: the value rule (type, range or choices,
+the phrase of the error message), the help text, the trainer's fallback
+default and the command-line spelling.  From that one place come
+
+- the validation of :class:`TrainConfig` (``__post_init__``),
+- :data:`DEFAULTS`, the lowest layer of the resolution order
+  (``DEFAULTS < model_spec(name).train < user values``), which must name
+  exactly the keys :data:`soundclass.models.registry.TRAIN_KEYS` lets a model
+  spec default (checked at import),
+- the flags of ``soundclass train`` (:func:`soundclass.cli._args.add_setting_flags`).
+
+Adding a setting is one field here (plus its name in ``TRAIN_KEYS`` when a
+model spec may default it: the registry sits below training and cannot
+import this module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
+from soundclass.errors import ParameterError
+from soundclass.models.panns import PANNS_MODELS
+from soundclass.models.registry import TRAIN_KEYS
+
+__all__ = [
+    "BALANCES",
+    "DEFAULTS",
+    "MONITORS",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "RUNTIME_FIELDS",
+    "Setting",
+    "TrainConfig",
+    "config_json",
+    "feature_config",
+    "resolve_config",
+    "settings",
+]
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
+BALANCES = ("weights", "sampler", "none")
+MONITORS = ("macro_f1", "loss")
+
+# Fields that only say how to run, not what is trained; a resumed run may change them.
+RUNTIME_FIELDS = ("cache_dir", "n_jobs", "threads", "device", "epochs", "patience")
+
+# Entries written next to the TrainConfig fields in config.json / model.json.
+_DERIVED_KEYS = ("feature_config", "pretrained_from")
+
+_UNSET = object()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one :class:`TrainConfig` field accepts, means and is called on the command line.
+
+    Parameters
+    ----------
+    help : str
+        One line for ``--help`` and the docs.
+    kind : {int, float, str, bool, dict}
+        The value type; the command line parses a flag's text with it
+        (``dict``: repeated ``KEY=VALUE``).
+    ok : callable
+        ``ok(value) -> bool`` for a non-``None`` value.
+    must : str
+        Completes ``"{name}={value!r} must be ..."`` when ``ok`` fails.
+    choices : tuple of str, optional
+        The allowed values (``ok`` and ``must`` follow from them).
+    default : object
+        The trainer's fallback when neither the user nor the model spec sets
+        the field (only for the keys of :data:`DEFAULTS`).
+    flag : str, optional
+        Command-line flag (default ``--`` + the name in kebab-case).
+    metavar : str, optional
+    off : (str, object, str), optional
+        An extra flag setting a "disabled" value, with its help: ``('--no-mixup', 0.0, 'disable mixup')``.
+    const : object, optional
+        Value of the flag given without an argument (``nargs='?'``).
+    choices_from : callable, optional
+        Choices known only at run time (the model registry), for the command line.
+    """
+
+    help: str
+    kind: type
+    ok: Callable[[Any], bool] = lambda v: True
+    must: str = ""
+    choices: tuple[str, ...] | None = None
+    default: Any = _UNSET
+    flag: str | None = None
+    metavar: str | None = None
+    off: tuple[str, Any, str] | None = None
+    const: Any = None
+    choices_from: Callable[[], Any] | None = None
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not _UNSET
+
+
+def _positive_int(help: str, **kw: Any) -> dict[str, Setting]:
+    return {"setting": Setting(help, int, lambda v: _is_int(v) and v > 0, "a positive integer", **kw)}
+
+
+def _number(help: str, must: str, ok: Callable[[float], bool], **kw: Any) -> dict[str, Setting]:
+    return {"setting": Setting(help, float, lambda v: _is_num(v) and bool(ok(v)), must, **kw)}
+
+
+def _unit(help: str, must: str = "in [0, 1)", **kw: Any) -> dict[str, Setting]:
+    return _number(help, must, lambda v: 0 <= v < 1, **kw)
+
+
+def _choice(help: str, choices: tuple[str, ...], **kw: Any) -> dict[str, Setting]:
+    return {"setting": Setting(help, str, lambda v: v in choices, f"one of {choices}", choices=choices, **kw)}
+
+
+def _text(help: str, must: str, ok: Callable[[Any], bool] = lambda v: isinstance(v, str) and v != "",
+          **kw: Any) -> dict[str, Setting]:
+    return {"setting": Setting(help, str, ok, must, **kw)}
+
+
+def _mapping(help: str, **kw: Any) -> dict[str, Setting]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, Mapping) and all(isinstance(k, str) for k in v)
+
+    return {"setting": Setting(help, dict, ok, "a mapping with string keys", metavar="KEY=VALUE", **kw)}
+
+
+def _val_size_ok(v: Any) -> bool:
+    return _is_num(v) and (0 <= v < 1 or (v >= 1 and float(v).is_integer()))
+
+
+def _registered_models() -> list[str]:
+    from soundclass.models import list_models
+
+    return list_models()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; ``None`` means "the model's default".
+
+    Every field's rule, help and flag is its :class:`Setting` (``settings()``);
+    in short:
+
+    Parameters
+    ----------
+    model : str
+        Registry name (``soundclass.models.list_models()``).
+    model_kwargs : dict
+        Extra architecture arguments for ``create_model``.
+    epochs, batch_size : int or None
+    lr, weight_decay : float or None
+        Peak learning rate and decoupled weight decay.
+    optimizer : {'adamw', 'adam', 'sgd'} or None
+    scheduler : {'onecycle', 'cosine', 'constant', 'none'} or None
+        Stepped per batch. ``'cosine'``: linear warmup then cosine decay to 0;
+        ``'onecycle'``: ``torch.optim.lr_scheduler.OneCycleLR`` with
+        ``pct_start=warmup``; ``'constant'``: linear warmup then constant;
+        ``'none'``: constant, no warmup.
+    warmup : float or None
+        Fraction of all steps spent warming up, in [0, 1).
+    patience : int or None
+        Early stopping after this many epochs without improvement of
+        ``monitor``; 0 disables it.
+    monitor : {'macro_f1', 'loss'} or None
+        Validation quantity that selects the best checkpoint.
+    seed : int
+        Seeds every random draw (init, order, crops, augmentation, split).
+    clip_seconds : float or None
+        Training window of sequence models; ``None``: the model spec's value,
+        else the 90th percentile of the training clips' durations clamped to
+        [0.5 s, 10 s].
+    mixup_alpha : float or None
+        Beta(alpha, alpha) mixup; 0 disables.
+    spec_augment : bool or None
+        Time/frequency masking of training windows.
+    freq_warp : float or None
+        Maximum relative random warp of the frequency axis of each training
+        window (:func:`soundclass.dsp.augment.freq_warp`), in [0, 1); 0 disables.
+    time_stretch : float or None
+        Maximum relative random time stretch of each training window
+        (:func:`soundclass.dsp.augment.time_stretch`), in [0, 1); 0 disables.
+    label_smoothing : float or None
+        In [0, 1).
+    balance : {'weights', 'sampler', 'none'} or None
+        Class-weighted loss, a ``WeightedRandomSampler``, or nothing.
+    val_size : float
+        Validation fraction in [0, 1), or a whole number of clips >= 1; 0
+        trains on everything (the last epoch is the checkpoint).
+    group_pattern : str or None
+        Regex giving each file's group (``dataset.assign_groups``).
+    feature : dict
+        Overrides of the model's FeatureConfig fields, e.g. ``{'n_mels': 64}``.
+    grad_clip : float or None
+        Max gradient norm; ``None`` disables clipping.
+    cache_dir : str or None
+        Feature cache folder (``None``: no disk cache).
+    n_jobs : int or None
+        Feature extraction workers.
+    threads : int or None
+        ``torch.set_num_threads`` for training.
+    device : str or None
+        ``'cpu'``, ``'cuda'``, ...; ``None``: CUDA when available.
+    pretrained : str or None
+        A PANNs checkpoint file (``.pth``, e.g. ``Cnn14_mAP=0.431.pth``) whose
+        backbone initialises the model right after it is built (models
+        :data:`soundclass.training.pretrained.PRETRAINED_MODELS` only, with the
+        64-band log-mel input); read with ``torch.load(weights_only=True)``.
+        The run's checkpoints hold every weight afterwards, so they never need
+        this file again.
+    """
+
+    model: str = field(default="cnn", metadata=_text(
+        "registered model (default: the configuration's, 'cnn')", "a registered model name",
+        choices_from=_registered_models))
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict, metadata=_mapping(
+        "architecture argument of create_model, e.g. dropout=0.3 (VALUE read as JSON; repeatable)",
+        flag="--model-kwarg"))
+    epochs: int | None = field(default=None, metadata=_positive_int("training epochs", default=30))
+    batch_size: int | None = field(default=None, metadata=_positive_int("clips per batch", default=32))
+    lr: float | None = field(default=None, metadata=_number(
+        "learning rate", "a positive number", lambda v: v > 0 and math.isfinite(v), default=1e-3))
+    weight_decay: float | None = field(default=None, metadata=_number(
+        "decoupled weight decay", "a non-negative number", lambda v: v >= 0, default=1e-2))
+    optimizer: str | None = field(default=None, metadata=_choice("optimizer", OPTIMIZERS, default="adamw"))
+    scheduler: str | None = field(default=None, metadata=_choice(
+        "per-batch learning-rate schedule ('none': constant without warmup)", SCHEDULERS, default="onecycle"))
+    warmup: float | None = field(default=None, metadata=_unit(
+        "fraction of all steps spent warming up, in [0, 1)", default=0.1))
+    patience: int | None = field(default=None, metadata={"setting": Setting(
+        "stop after this many epochs without improvement (0: never stop early)", int,
+        lambda v: _is_int(v) and v >= 0, "a non-negative integer (0 disables)", default=10)})
+    monitor: str | None = field(default=None, metadata=_choice(
+        "validation quantity that selects the best checkpoint", MONITORS, default="macro_f1"))
+    seed: int = field(default=0, metadata={"setting": Setting(
+        "seed of every random draw (init, order, crops, augmentation, split)", int,
+        lambda v: _is_int(v) and v >= 0, "a non-negative integer")})
+    clip_seconds: float | None = field(default=None, metadata=_number(
+        "training crop length in seconds", "a positive number or None", lambda v: v > 0))
+    mixup_alpha: float | None = field(default=None, metadata=_number(
+        "mixup Beta(alpha, alpha)", "a non-negative number", lambda v: v >= 0, default=0.0,
+        off=("--no-mixup", 0.0, "disable mixup")))
+    spec_augment: bool | None = field(default=None, metadata={"setting": Setting(
+        "SpecAugment time/frequency masking of training windows", bool,
+        lambda v: isinstance(v, bool), "True or False", default=False)})
+    freq_warp: float | None = field(default=None, metadata=_unit(
+        "maximum relative random warp of the frequency axis, in [0, 1) (0 disables)",
+        "in [0, 1) (0 disables)", default=0.0))
+    time_stretch: float | None = field(default=None, metadata=_unit(
+        "maximum relative random time stretch, in [0, 1) (0 disables)", "in [0, 1) (0 disables)",
+        default=0.0))
+    label_smoothing: float | None = field(default=None, metadata=_unit(
+        "label smoothing, in [0, 1)", default=0.0))
+    balance: str | None = field(default=None, metadata=_choice(
+        "imbalanced classes: 'sampler' (default when given without a value) draws classes evenly, "
+        "'weights' weights the loss (the trainer's default), 'none' does nothing",
+        BALANCES, default="weights", const="sampler"))
+    val_size: float = field(default=0.2, metadata={"setting": Setting(
+        "validation fraction in [0, 1), or a whole number of clips (default 0.2; 0 trains on everything)",
+        float, _val_size_ok, "a fraction in [0, 1) or a whole number of clips >= 1")})
+    group_pattern: str | None = field(default=None, metadata=_text(
+        r"regex on file names giving each clip's group (speaker, recording), kept on one side of "
+        r"the split, e.g. '^\d+_(?P<group>[a-z]+)_'", "a regex or None", metavar="REGEX"))
+    feature: Mapping[str, Any] = field(default_factory=dict, metadata=_mapping(
+        "override of the model's FeatureConfig, e.g. n_mels=64 (VALUE read as JSON; repeatable)"))
+    grad_clip: float | None = field(default=None, metadata=_number(
+        "clip the gradient norm to this value (default: no clipping)", "a positive number or None",
+        lambda v: v > 0))
+    cache_dir: str | None = field(default=None, metadata=_text(
+        "feature cache folder, reused across runs (default: no cache)", "a folder path or None",
+        lambda v: isinstance(v, (str, os.PathLike)), flag="--cache-dir", metavar="DIR"))
+    n_jobs: int | None = field(default=None, metadata={"setting": Setting(
+        "parallel feature-extraction workers (default: all cores)", int, lambda v: _is_int(v) and v != 0,
+        "a non-zero integer or None", flag="--jobs", metavar="N")})
+    threads: int | None = field(default=None, metadata=_positive_int("torch threads"))
+    device: str | None = field(default=None, metadata=_text(
+        "torch device, e.g. cpu or cuda:0 (default: CUDA when available)", "a torch device name or None",
+        lambda v: isinstance(v, str)))
+    pretrained: str | None = field(default=None, metadata=_text(
+        "initialise the backbone from a downloaded PANNs checkpoint (e.g. Cnn14_mAP=0.431.pth) and "
+        f"fine-tune; only for --model {', '.join(PANNS_MODELS)} with their 64-band log-mel input. The "
+        "file is read with torch.load(weights_only=True) (tensors only, never code); its front end "
+        "and AudioSet head are dropped and the classifier head is new. The run's checkpoint holds "
+        "every weight, so it never needs the file again", "a checkpoint file path or None", metavar="PATH"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs or {}))
+        if isinstance(self.pretrained, os.PathLike):
+            object.__setattr__(self, "pretrained", os.fspath(self.pretrained))
+        object.__setattr__(self, "feature", dict(self.feature or {}))
+        _validate(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """From a dict (e.g. ``config.json`` or a checkpoint's ``train_config``), rejecting unknown keys.
+
+        The derived ``feature_config`` and ``pretrained_from`` entries written
+        next to the fields are ignored.
+        """
+        data = {k: v for k, v in data.items() if k not in _DERIVED_KEYS}
+        return config_from_dict(cls, data)
+
+
+def settings() -> dict[str, Setting]:
+    """Every :class:`TrainConfig` field's :class:`Setting`, in field order."""
+    return {f.name: f.metadata["setting"] for f in dataclasses.fields(TrainConfig)}
+
+
+def _validate(c: TrainConfig) -> None:
+    for name, setting in settings().items():
+        value = getattr(c, name)
+        if value is not None and not setting.ok(value):
+            raise ParameterError(f"{name}={value!r} must be {setting.must}")
+    if c.model is None:
+        raise ParameterError("model=None must be a registered model name")
+    if c.val_size is None:
+        raise ParameterError("val_size=None must be a number in [0, 1)")
+
+
+# The lowest layer of the resolution order; a model spec's ``train`` dict and
+# then the user's non-None values override these.
+DEFAULTS: dict[str, Any] = {name: s.default for name, s in settings().items() if s.has_default}
+if set(DEFAULTS) != set(TRAIN_KEYS):  # pragma: no cover - a programming error, caught by any test
+    raise ImportError(f"TrainConfig settings with a default {sorted(DEFAULTS)} must be "
+                      f"soundclass.models.registry.TRAIN_KEYS {sorted(TRAIN_KEYS)}")
+
+
+def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """Fill every ``None`` training field: :data:`DEFAULTS` < model spec < user.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        The user's config (default: ``TrainConfig()``).
+    **overrides
+        Field changes applied on top of ``config`` first.
+
+    Returns
+    -------
+    TrainConfig
+        Validated, with no ``None`` left among the keys of :data:`DEFAULTS`.
+        ``clip_seconds`` stays ``None`` when neither the user nor the spec
+        sets it (:func:`~soundclass.training.fit` decides from the data).
+
+    Raises
+    ------
+    ParameterError
+        Unknown model, a spec default of the wrong kind, an invalid value, or
+        ``pretrained`` with a model or feature it cannot initialise
+        (:func:`~soundclass.training.pretrained.check_pretrained`).
+    """
+    from soundclass.models import model_spec
+    from soundclass.training.pretrained import check_pretrained
+
+    config = config or TrainConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    spec = model_spec(config.model)
+    filled = {}
+    for key, default in DEFAULTS.items():
+        user = getattr(config, key)
+        filled[key] = user if user is not None else spec.train.get(key, default)
+    if config.clip_seconds is None and spec.clip_seconds is not None:
+        filled["clip_seconds"] = float(spec.clip_seconds)
+    resolved = config.replace(**filled)
+    feature_config(resolved)  # validates the feature overrides
+    check_pretrained(resolved)
+    return resolved
+
+
+def feature_config(config: TrainConfig) -> FeatureConfig:
+    """The model spec's :class:`FeatureConfig` with ``config.feature`` overrides applied."""
+    from soundclass.models import model_spec
+
+    spec = model_spec(config.model)
+    names = {f.name for f in dataclasses.fields(FeatureConfig)}
+    unknown = sorted(set(config.feature) - names)
+    if unknown:
+        raise ParameterError(f"unknown feature override(s) {unknown}; choose from {sorted(names)}")
+    if "pooling" in config.feature and config.feature["pooling"] != spec.feature.pooling:
+        raise ParameterError(
+            f"feature pooling={config.feature['pooling']!r} does not fit model {config.model!r} "
+            f"({spec.input} input needs pooling={spec.feature.pooling!r})"
+        )
+    return spec.feature.replace(**config.feature)
+
+
+def config_json(config: TrainConfig) -> dict[str, Any]:
+    """The config as written to ``config.json``: its fields plus the resolved ``feature_config``."""
+    out = config_to_dict(config)
+    out["feature_config"] = config_to_dict(feature_config(config))
+    return out

@@ -1,0 +1,183 @@
+"""``train``: a labelled dataset in, a trained run folder out.
+
+The pieces, in order::
+
+    resolve_config     DEFAULTS < model_spec(name).train < user values, validated
+    feature_config     the model's FeatureConfig with the user's overrides
+    get_features       through the feature cache; failed files are reported and skipped
+    holdout            grouped when groups exist; a leakage warning otherwise
+    fit                the loop (soundclass.training.fitting)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundclass.data.dataset import Dataset, Item, assign_groups
+from soundclass.errors import DatasetError, ParameterError
+from soundclass.training import distributed as dist
+from soundclass.training._io import write_json
+from soundclass.training.config import TrainConfig, feature_config, resolve_config
+from soundclass.training.fitting import fit
+from soundclass.training.pretrained import check_pretrained_file
+from soundclass.training.state import has_training_state
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced (files are in the run folder).
+
+    ``pretrained_from`` says where the initial backbone came from
+    (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
+    """
+
+    checkpoint_dir: Path
+    history: list[dict[str, Any]]
+    best_epoch: int
+    classes: tuple[str, ...]
+    val_items: tuple[Item, ...]
+    val_proba: np.ndarray | None
+    failures: list[Any]
+    warnings: list[str]
+    pretrained_from: Mapping[str, Any] | None = None
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    executor: Any = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a model on a labelled dataset, end to end.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        From :func:`soundclass.data.dataset.discover`; every item must be labelled.
+    config : TrainConfig
+        Resolved here (defaults < model spec < user values).
+    out_dir : path
+        The run folder: ``config.json``, ``split.json``, ``history.json``,
+        ``checkpoint/`` (best), ``last/`` (resumable).
+    progress : bool
+        Progress bars for feature extraction and training.
+    executor : concurrent.futures.Executor, optional
+        For feature extraction (see :mod:`soundclass.util.executors`).
+    resume : bool
+        Continue an interrupted run in ``out_dir``.
+
+    Returns
+    -------
+    TrainResult
+        Files that could not be decoded are listed in ``failures`` and skipped.
+
+    Raises
+    ------
+    CheckpointError
+        ``config.pretrained`` is missing (checked before feature extraction),
+        unreadable or does not fit the model.
+    """
+    from soundclass.data.splits import holdout, leakage_warning
+    from soundclass.extraction.cache import get_features
+
+    config = resolve_config(config)
+    feature = feature_config(config)
+    if not (resume and has_training_state(Path(out_dir) / "last")):
+        check_pretrained_file(config)
+    ctx = dist.setup()
+    notes: list[str] = []
+    if config.group_pattern:
+        dataset = assign_groups(dataset, config.group_pattern)
+    classes = tuple(dataset.classes)
+    targets_all = dataset.targets
+    if ctx.active and config.cache_dir is not None and not ctx.is_main:
+        dist.barrier()  # rank 0 fills the cache first; the others then read it
+    features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
+                                      n_jobs=config.n_jobs, executor=executor,
+                                      progress=progress and ctx.is_main)
+    if ctx.active and config.cache_dir is not None and ctx.is_main:
+        dist.barrier()
+    ok = [i for i, f in enumerate(features) if f is not None]
+    if failures:
+        shown = "; ".join(f"{_failure_path(f)} ({_failure_reason(f)})" for f in failures[:3])
+        more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        notes.append(f"{len(failures)} of {len(dataset)} file(s) could not be used and were skipped: "
+                     f"{shown}{more}")
+    if len(ok) < 2:
+        raise DatasetError(f"{dataset.root}: only {len(ok)} usable clip(s); need at least 2 to train")
+    items = [dataset.items[i] for i in ok]
+    y = np.asarray([targets_all[i] for i in ok], dtype=np.int64)
+    feats = [features[i] for i in ok]
+    groups = [it.group for it in items]
+    have_groups = all(g is not None for g in groups)
+    test_size = _test_fraction(config.val_size, len(items))
+    if test_size > 0:
+        tr_idx, va_idx = holdout(y, test_size=test_size,
+                                 groups=groups if have_groups else None, seed=config.seed)
+        if not have_groups:
+            msg = leakage_warning([it.path for it in items], tr_idx, va_idx, labels=y.tolist())
+            if msg:
+                notes.append(msg)
+    else:
+        tr_idx, va_idx = np.arange(len(items)), np.arange(0)
+    if ctx.is_main:
+        for note in notes:  # shown before the (long) training; also returned in TrainResult.warnings
+            logger.warning(note)
+
+    out = Path(out_dir)
+    split = {
+        "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
+        "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
+    }
+    if resume and (out / "split.json").is_file():
+        before = json.loads((out / "split.json").read_text(encoding="utf-8"))
+        if before.get("train") != split["train"] or before.get("val") != split["val"]:
+            raise ParameterError(
+                f"{out / 'split.json'}: cannot resume, the train/validation split differs from the "
+                "interrupted run's (different data, failures or seed)"
+            )
+    if ctx.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "split.json", split)
+    result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
+                 classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
+    return TrainResult(
+        checkpoint_dir=result.checkpoint_dir, history=result.history, best_epoch=result.best_epoch,
+        classes=classes, val_items=tuple(items[i] for i in va_idx), val_proba=result.val_proba,
+        failures=list(failures), warnings=notes, pretrained_from=result.pretrained_from,
+    )
+
+
+def _test_fraction(val_size: float, n: int) -> float:
+    """``val_size`` as a fraction of ``n`` clips (it is a count when >= 1)."""
+    if val_size < 1:
+        return float(val_size)
+    if val_size >= n:
+        raise ParameterError(f"val_size={val_size!r} clips leaves none of the {n} usable clips for training")
+    return float(val_size) / n
+
+
+def _failure_path(failure: Any) -> str:
+    """The path of a ``get_features`` failure ``(path, reason)``."""
+    return str(failure[0]) if isinstance(failure, (tuple, list)) else str(getattr(failure, "path", failure))
+
+
+def _failure_reason(failure: Any) -> str:
+    if isinstance(failure, (tuple, list)) and len(failure) > 1:
+        return str(failure[1])
+    return str(getattr(failure, "reason", getattr(failure, "error", "")))
