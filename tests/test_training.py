@@ -1,4 +1,4 @@
-"""The training core on tiny synthetic features: convergence, determinism, resume, stopping."""
+"""fit() and train() on tiny models: convergence, files, determinism, resume, stopping, end to end."""
 
 from __future__ import annotations
 
@@ -8,99 +8,31 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
-from soundclass.config import FeatureConfig
-from soundclass.errors import ParameterError
+from _training_models import (
+    CLASSES,
+    E2E,
+    N_FEAT,
+    SEQ,
+    VEC,
+    registered,
+    sequence_data,
+    split,
+    vector_data,
+)
+from soundclass.errors import CheckpointError, ParameterError
 from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_proba
-from soundclass.models import ModelSpec, list_models, model_spec, register_model
-from soundclass.training import loop
-from soundclass.training import (
-    DEFAULTS,
-    EarlyStopping,
-    TrainConfig,
-    class_weights,
-    clip_seconds_from_data,
-    derive_seed,
-    feature_config,
-    fit,
-    norm_stats,
-    resolve_config,
-    sample_weights,
-)
+from soundclass.models import model_spec
+from soundclass.training import TrainConfig, fit, loop, norm_stats
+from soundclass.training import state as state_module
 from soundclass.training.state import load_training_state
 
-VEC = "test-tiny-vector"
-SEQ = "test-tiny-sequence"
-N_FEAT = 8
-CLASSES = ("a", "b", "c")
 
-
-class TinyMLP(nn.Module):
-    def __init__(self, *, n_classes, n_features, hidden=16):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Dropout(0.2),
-                                 nn.Linear(hidden, n_classes))
-
-    def forward(self, x):  # (B, n_features) -> (B, n_classes)
-        return self.net(x)
-
-
-class TinyConv(nn.Module):
-    def __init__(self, *, n_classes, n_features, hidden=12):
-        super().__init__()
-        self.conv = nn.Conv1d(n_features, hidden, 3, padding=1)
-        self.bn = nn.BatchNorm1d(hidden)
-        self.drop = nn.Dropout(0.1)
-        self.fc = nn.Linear(hidden, n_classes)
-
-    def forward(self, x):  # (B, n_features, T) -> (B, n_classes)
-        h = torch.relu(self.bn(self.conv(x)))  # (B, hidden, T)
-        return self.fc(self.drop(h.mean(dim=-1)))
-
-
-if VEC not in list_models():
-    register_model(VEC, spec=ModelSpec(
-        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT, pooling="mean"),
-        input="vector", standardize=True,
-        train={"epochs": 6, "batch_size": 16, "lr": 3e-2, "scheduler": "none", "optimizer": "adam"},
-        description="tiny MLP on pooled features for the unit tests",
-    ))(TinyMLP)
-if SEQ not in list_models():
-    register_model(SEQ, spec=ModelSpec(
-        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
-        input="sequence", standardize=True, clip_seconds=None,
-        train={"epochs": 5, "batch_size": 16, "lr": 2e-2},
-        description="tiny conv on sequences for the unit tests",
-    ))(TinyConv)
-
-
-def vector_data(n_per_class=20, seed=0, noise=1.0):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((len(CLASSES), N_FEAT)) * 3 + 10  # far from 0: standardization matters
-    X = [centers[c] + noise * rng.standard_normal(N_FEAT) for c in range(3) for _ in range(n_per_class)]
-    y = [c for c in range(3) for _ in range(n_per_class)]
-    return [x.astype(np.float32) for x in X], np.array(y)
-
-
-def sequence_data(n_per_class=16, seed=0):
-    rng = np.random.default_rng(seed)
-    X, y = [], []
-    for c in range(3):
-        for _ in range(n_per_class):
-            t = int(rng.integers(8, 60))
-            x = rng.standard_normal((N_FEAT, t)) - 40.0
-            x[2 * c : 2 * c + 2] += 3.0
-            X.append(x.astype(np.float32))
-            y.append(c)
-    return X, np.array(y)
-
-
-def split(X, y, seed=1):
-    idx = np.random.default_rng(seed).permutation(len(y))
-    va, tr = idx[: len(y) // 4], idx[len(y) // 4 :]
-    return [X[i] for i in tr], y[tr], [X[i] for i in va], y[va]
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models():
+    with registered():
+        yield
 
 
 def run(tmp_path, config, data=None, **kw):
@@ -114,89 +46,6 @@ def strip_seconds(history):
 
 def weights(folder):
     return load_file(str(folder / "model.safetensors"))
-
-
-# ------------------------------------------------------------------ config
-
-
-def test_resolution_order():
-    cfg = resolve_config(TrainConfig(model=VEC))
-    assert cfg.epochs == 6 and cfg.lr == 3e-2 and cfg.optimizer == "adam"  # spec
-    assert cfg.weight_decay == DEFAULTS["weight_decay"] and cfg.balance == DEFAULTS["balance"]  # defaults
-    cfg = resolve_config(TrainConfig(model=VEC, epochs=2, weight_decay=0.5))
-    assert cfg.epochs == 2 and cfg.weight_decay == 0.5 and cfg.lr == 3e-2  # user wins
-    assert all(getattr(cfg, k) is not None for k in DEFAULTS)
-    assert resolve_config(cfg) == cfg  # idempotent
-
-
-@pytest.mark.parametrize(("field", "value", "match"), [
-    ("epochs", 0, "epochs=0"), ("lr", -1.0, "lr=-1.0"), ("scheduler", "step", "scheduler='step'"),
-    ("balance", "oversample", "balance="), ("val_size", 1.5, "val_size=1.5"), ("val_size", -0.1, "val_size"),
-    ("label_smoothing", 1.0, "label_smoothing"), ("batch_size", 2.5, "batch_size"),
-    ("patience", -1, "patience"), ("spec_augment", "yes", "spec_augment"),
-    ("freq_warp", 1.0, "freq_warp=1.0"), ("freq_warp", -0.1, "freq_warp"), ("time_stretch", True, "time_stretch"),
-])
-def test_invalid_values_raise(field, value, match):
-    with pytest.raises(ParameterError, match=match):
-        TrainConfig(model=VEC, **{field: value})
-
-
-def test_unknown_model_and_feature_override():
-    with pytest.raises(ParameterError, match="no-such"):
-        resolve_config(TrainConfig(model="no-such"))
-    with pytest.raises(ParameterError, match="n_melz"):
-        resolve_config(TrainConfig(model=VEC, feature={"n_melz": 4}))
-    with pytest.raises(ParameterError, match="pooling"):
-        resolve_config(TrainConfig(model=SEQ, feature={"pooling": "mean"}))
-    assert feature_config(TrainConfig(model=SEQ, feature={"n_mels": 4})).n_mels == 4
-    with pytest.raises(ParameterError, match="unknown TrainConfig field"):
-        TrainConfig.from_dict({"model": VEC, "epoch": 3})
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def test_class_weights_match_sklearn():
-    from sklearn.utils.class_weight import compute_class_weight
-
-    y = np.array([0] * 10 + [1] * 3 + [2] * 7)
-    ref = compute_class_weight("balanced", classes=np.arange(3), y=y)
-    np.testing.assert_allclose(class_weights(y, n_classes=3), ref, rtol=1e-6)
-    w = class_weights(np.array([0, 0, 2]), n_classes=4)  # absent classes get 0
-    np.testing.assert_allclose(w, [0.75, 0, 1.5, 0])
-    s = sample_weights(y, n_classes=3)
-    np.testing.assert_allclose([s[y == c].sum() for c in range(3)], [1, 1, 1])
-
-
-def test_norm_stats_and_clip_seconds():
-    rng = np.random.default_rng(0)
-    feats = [rng.standard_normal((4, t)).astype(np.float32) * 3 + 5 for t in (5, 17, 30)]
-    mean, std = norm_stats(feats)
-    allf = np.concatenate(feats, axis=1)
-    np.testing.assert_allclose(mean, allf.mean(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(std, allf.std(axis=1), rtol=1e-4)
-    _, std0 = norm_stats([np.ones((2, 3), np.float32)])
-    assert np.all(std0 > 0)
-    assert clip_seconds_from_data([10] * 19 + [1000], frame_rate=10.0) == pytest.approx(1.0)
-    assert clip_seconds_from_data([1, 2], frame_rate=10.0) == 0.5
-    assert clip_seconds_from_data([10_000], frame_rate=10.0) == 10.0
-
-
-def test_derive_seed_is_stable_and_distinct():
-    assert derive_seed(0, 1, "x") == derive_seed(0, 1, "x")
-    assert len({derive_seed(0, e, "x") for e in range(50)} | {derive_seed(1, 0, "x")}) == 51
-
-
-def test_early_stopping():
-    es = EarlyStopping(2, mode="max")
-    assert es.step(0.5, 0) and not es.step(0.5, 1) and not es.should_stop
-    assert not es.step(0.4, 2) and es.should_stop and es.best_epoch == 0
-    es2 = EarlyStopping(2, mode="max")
-    es2.load_state_dict(es.state_dict())
-    assert es2.should_stop and es2.best == 0.5
-    lo = EarlyStopping(0, mode="min")
-    assert lo.step(1.0, 0) and lo.step(0.5, 1) and not lo.step(float("nan"), 2)
-    assert not lo.should_stop  # patience 0 never stops
 
 
 # ------------------------------------------------------------------ fit
@@ -280,9 +129,6 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
 
 def test_resume_after_a_save_cut_short_is_refused(tmp_path, monkeypatch):
     """Killed between training_state.safetensors and training_state.json: no silent extra epoch."""
-    from soundclass.errors import CheckpointError
-    from soundclass.training import state as state_module
-
     cfg = TrainConfig(model=VEC, epochs=4)
     real = state_module._atomic_write_json
     calls = {"n": 0}
@@ -313,6 +159,11 @@ def test_early_stopping_stops(tmp_path):
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 0
 
 
+def test_patience_zero_never_stops(tmp_path):
+    res = run(tmp_path, TrainConfig(model=VEC, epochs=5, lr=1e-12, patience=0, scheduler="none"))
+    assert not res.stopped_early and len(res.history) == 5 and res.best_epoch == 0
+
+
 def test_no_validation_keeps_last_epoch(tmp_path):
     Xtr, ytr, _, _ = split(*vector_data())
     res = fit(Xtr, ytr, [], [], classes=CLASSES, config=TrainConfig(model=VEC, epochs=2),
@@ -328,29 +179,7 @@ def test_bad_features_are_rejected(tmp_path):
         run(tmp_path, TrainConfig(model=VEC, epochs=1), data=(Xtr, ytr, Xva, yva))
 
 
-def test_class_weighted_loss_uses_weights():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    y = torch.tensor([0, 1, 1])
-    w = torch.tensor([1.0, 3.0])
-    hard = loop._loss(logits, y, weight=w, label_smoothing=0.0)
-    soft = loop._loss(logits, nn.functional.one_hot(y, 2).float(), weight=w, label_smoothing=0.0)
-    per = nn.functional.cross_entropy(logits, y, reduction="none")
-    ref = (per * w[y]).sum() / w[y].sum()
-    assert torch.allclose(hard, ref) and torch.allclose(soft, ref)
-    assert model_spec(VEC).input == "vector"
-
-
 # ------------------------------------------------------------------ train() end to end
-
-E2E = "test-tiny-demo"
-if E2E not in list_models():
-    register_model(E2E, spec=ModelSpec(
-        feature=FeatureConfig(sr=8000, n_fft=256, hop_length=128, n_mels=N_FEAT),
-        input="sequence", standardize=True, clip_seconds=0.5,
-        train={"epochs": 3, "batch_size": 8, "lr": 1e-2},
-        description="tiny conv for the end-to-end tests",
-    ))(TinyConv)
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -34,22 +34,13 @@ __all__ = [
 INPUT_KINDS = ("sequence", "vector")
 
 # Keys a spec's ``train`` defaults may use; the trainer merges them under user overrides.
+# Type, range, help and fallback of each are the TrainConfig field's Setting
+# (soundclass.training.config, which checks at import that the settings with a
+# fallback default are exactly these); the registry sits below training, so
+# the names are listed here, once.
 TRAIN_KEYS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "optimizer",  # 'adam' | 'adamw' | 'sgd'
-    "scheduler",  # 'none' | 'constant' | 'cosine' | 'onecycle'
-    "warmup",  # fraction of steps
-    "patience",  # early stopping; 0 disables
-    "monitor",  # 'macro_f1' | 'loss'
-    "balance",  # 'weights' | 'sampler' | 'none'
-    "mixup_alpha",  # 0 disables mixup
-    "spec_augment",  # bool
-    "freq_warp",  # max relative frequency warp; 0 disables
-    "time_stretch",  # max relative time stretch; 0 disables
-    "label_smoothing",
+    "epochs", "batch_size", "lr", "weight_decay", "optimizer", "scheduler", "warmup", "patience",
+    "monitor", "balance", "mixup_alpha", "spec_augment", "freq_warp", "time_stretch", "label_smoothing",
 )
 
 Builder = Callable[..., nn.Module]
