@@ -142,3 +142,16 @@ def test_leakage_message_is_printable_with_non_utf8_names():
     msg = leakage_warning(names, [0, 1], [2, 3], hashes=["h0", "h1", "h0", "h9"])
     assert msg is not None and "--group-pattern" in msg and "byte-identical" in msg
     msg.encode("utf-8")  # no lone surrogates left (the suggested pattern quotes the name)
+
+
+def test_checkpoint_keeps_non_utf8_class_names(tmp_path):
+    from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
+    from soundclass.models import create_model, model_spec
+
+    classes = (os.fsdecode(b"c\xe9t"), "dog")  # a latin-1 class folder name
+    spec = model_spec("seed-lstm")
+    model = create_model("seed-lstm", n_classes=2, n_features=spec.feature.n_features)
+    out = save_checkpoint(tmp_path / "ck", model, model_name="seed-lstm", model_kwargs={},
+                          feature=spec.feature, classes=classes, train_config={}, clip_frames=8)
+    (out / META_NAME).read_text(encoding="utf-8")  # model.json stays valid UTF-8 (JSON escapes)
+    assert load_checkpoint(out).classes == classes
