@@ -144,7 +144,7 @@ HOSTILE = [
 ]
 
 
-def test_hostile_names_round_trip_one_row_each(tmp_path):
+def test_hostile_names_round_trip_one_row_each(tmp_path, capsys):
     failures = {"tab\there.wav": "bad\nreason, with\ttab", BAD_UTF8: "undecodable"}
     out = write_submission(_named(HOSTILE, failures), tmp_path / "s.csv")
     rows = _read(out)
@@ -153,6 +153,8 @@ def test_hostile_names_round_trip_one_row_each(tmp_path):
     listed = _read(failed_list_path(out))
     assert listed[0] == ["path", "reason"]
     assert {(p, r) for p, r in listed[1:]} == {(f"/in/{n}", r) for n, r in failures.items()}
+    err = capsys.readouterr().err
+    assert "/in/bad_\\xff\\xfe_name.wav: undecodable" in err  # printable, bytes escaped
 
 
 def test_non_utf8_name_written_as_its_bytes(tmp_path):

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from soundclass.data.dataset import display_path
 from soundclass.errors import ParameterError, SoundclassError
 
 if TYPE_CHECKING:  # predict.py re-exports this module: no import cycle at run time
@@ -155,11 +156,6 @@ def _fallback_proba(predictions: Predictions, prior: np.ndarray | None, n_classe
     return counts / counts.sum()
 
 
-def _shown(path: str) -> str:
-    """``path`` for a terminal: undecodable bytes as ``\\xff`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def write_submission(
     predictions: Predictions,
     out_csv: str | os.PathLike,
@@ -228,7 +224,7 @@ def write_submission(
     if failures and failed == "error":
         first = next(iter(failures.items()))
         raise SoundclassError(
-            f"{len(failures)} file(s) could not be predicted, e.g. {_shown(first[0])}: {first[1]}"
+            f"{len(failures)} file(s) could not be predicted, e.g. {display_path(first[0])}: {first[1]}"
         )
 
     proba = np.array(predictions.proba, dtype=np.float64)
@@ -241,7 +237,7 @@ def write_submission(
     dup = [n for n, c in Counter(names).items() if c > 1]
     if dup:
         warnings.warn(
-            f"{len(dup)} file name(s) occur more than once in {out_csv} (e.g. {_shown(dup[0])!r}); "
+            f"{len(dup)} file name(s) occur more than once in {display_path(out_csv)} (e.g. {display_path(dup[0])!r}); "
             "the submission format only keeps file names",
             stacklevel=2,
         )
@@ -267,11 +263,11 @@ def write_submission(
         what = "given the most frequent class" if failed == "most_frequent" else "left out"
         print(
             f"warning: {len(failures)} file(s) could not be decoded and were {what}; "
-            f"see {listing}",
+            f"see {display_path(listing)}",
             file=sys.stderr,
         )
         for p, reason in list(failures.items())[:5]:
-            print(f"  {_shown(p)}: {reason}", file=sys.stderr)
+            print(f"  {display_path(p)}: {reason}", file=sys.stderr)
     elif listing.exists():
         listing.unlink()  # a stale list from an earlier run would mislead
     return out_csv
