@@ -155,3 +155,29 @@ def test_checkpoint_keeps_non_utf8_class_names(tmp_path):
                           feature=spec.feature, classes=classes, train_config={}, clip_frames=8)
     (out / META_NAME).read_text(encoding="utf-8")  # model.json stays valid UTF-8 (JSON escapes)
     assert load_checkpoint(out).classes == classes
+
+
+def test_symlinked_folders_followed_once_and_loops_end(tmp_path):
+    real = tmp_path / "elsewhere"
+    _touch(os.fsencode(real), b"linked.wav")
+    root = tmp_path / "data"
+    _touch(os.fsencode(root / "dog"), b"a.wav")
+    (root / "dog" / "more").symlink_to(real, target_is_directory=True)
+    (root / "dog" / "loop").symlink_to(root, target_is_directory=True)
+    found = list_audio(root)
+    assert _names(found) == [b"a.wav", b"linked.wav"]
+
+
+def test_unreadable_folder_is_named(tmp_path, monkeypatch):
+    _touch(os.fsencode(tmp_path / "ok"), b"a.wav")
+    _touch(os.fsencode(tmp_path / "locked"), b"b.wav")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a chmod 000 folder does for a non-root user
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(UserWarning, match=r"1 folder\(s\) could not be searched.*locked \(Permission denied\)"):
+        assert _names(list_audio(tmp_path)) == [b"a.wav"]

@@ -139,7 +139,10 @@ def list_audio(
 
     Every file whose name ends with one of ``extensions`` (case-insensitive)
     is listed, dot-prefixed and non-UTF-8 names included; the folders in
-    :data:`IGNORED_DIRS` are not searched (see the module notes).
+    :data:`IGNORED_DIRS` are not searched (see the module notes).  Symbolic
+    links to folders are followed (each real folder searched once, so a link
+    loop ends); a folder that cannot be read is named in a :class:`UserWarning`
+    instead of being left out silently.
 
     Raises
     ------
@@ -151,10 +154,22 @@ def list_audio(
         return [str(root)]
     if not root.is_dir():
         raise DatasetError(f"{display_path(root)}: no such file or directory")
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
+    out, unreadable = [], []
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable.append):
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if d not in IGNORED_DIRS and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         out.extend(os.path.join(dirpath, f) for f in filenames if _is_audio(f, extensions))
+    if unreadable:
+        shown = "; ".join(f"{display_path(e.filename)} ({e.strerror or e})" for e in unreadable[:3])
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        warnings.warn(f"{len(unreadable)} folder(s) could not be searched for clips: {shown}{more}",
+                      stacklevel=2)
     return sorted(out)
 
 
