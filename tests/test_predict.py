@@ -1,20 +1,12 @@
-"""Submission CSVs: exact format, failed files, top-k and probability columns."""
+"""Predictions, top-k labels and checkpoint resolution (submission CSVs: test_submission.py)."""
 
 from __future__ import annotations
-
-import csv
 
 import numpy as np
 import pytest
 
-from soundclass.errors import CheckpointError, ParameterError, SoundclassError
-from soundclass.inference.predict import (
-    Predictions,
-    failed_list_path,
-    resolve_checkpoint,
-    top_k_labels,
-    write_submission,
-)
+from soundclass.errors import CheckpointError, ParameterError
+from soundclass.inference.predict import Predictions, resolve_checkpoint, top_k_labels
 
 CLASSES = ("aloe", "burger", "chips")
 
@@ -31,79 +23,6 @@ def _preds(failures=None):
     for p in failures:
         proba[paths.index(p)] = np.nan
     return Predictions(paths, proba, failures, CLASSES)
-
-
-def _read(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.reader(fh))
-
-
-def test_submission_exact_format(tmp_path):
-    out = write_submission(_preds(), tmp_path / "submit.csv")
-    text = out.read_bytes().decode("utf-8")
-    assert text == "name,label\nb_2.wav,aloe\na_1.wav,burger\nc_ü.wav,chips\nd.wav,burger\n"
-    assert not failed_list_path(out).exists()
-
-
-def test_failed_file_gets_most_frequent_class_and_is_listed(tmp_path, capsys):
-    bad = "/data/test/sous-dossier/c_ü.wav"
-    out = write_submission(_preds({bad: "not a RIFF file"}), tmp_path / "submit.csv")
-    rows = _read(out)
-    assert [r[0] for r in rows[1:]] == ["b_2.wav", "a_1.wav", "c_ü.wav", "d.wav"]
-    # burger is predicted twice among the three good files
-    assert rows[3] == ["c_ü.wav", "burger"]
-    listing = failed_list_path(out).read_text(encoding="utf-8")
-    assert listing == f"{bad}\tnot a RIFF file\n"
-    err = capsys.readouterr().err
-    assert "1 file(s) could not be decoded" in err and bad in err
-
-
-def test_failed_skip_and_error(tmp_path):
-    bad = "/data/test/a_1.wav"
-    out = write_submission(_preds({bad: "empty"}), tmp_path / "s.csv", failed="skip")
-    assert [r[0] for r in _read(out)] == ["name", "b_2.wav", "c_ü.wav", "d.wav"]
-    assert failed_list_path(out).is_file()
-    with pytest.raises(SoundclassError, match="a_1.wav: empty"):
-        write_submission(_preds({bad: "empty"}), tmp_path / "e.csv", failed="error")
-    with pytest.raises(ParameterError, match="failed="):
-        write_submission(_preds(), tmp_path / "x.csv", failed="ignore")
-
-
-def test_stale_failed_list_removed(tmp_path):
-    out = tmp_path / "s.csv"
-    write_submission(_preds({"/data/test/d.wav": "bad"}), out)
-    assert failed_list_path(out).exists()
-    write_submission(_preds(), out)
-    assert not failed_list_path(out).exists()
-
-
-def test_all_failed_needs_prior(tmp_path):
-    p = _preds()
-    allbad = Predictions(p.paths, np.full_like(p.proba, np.nan), {q: "bad" for q in p.paths}, CLASSES)
-    with pytest.raises(SoundclassError, match="no file could be predicted"):
-        write_submission(allbad, tmp_path / "s.csv")
-    out = write_submission(allbad, tmp_path / "s.csv", prior=np.array([1.0, 2.0, 5.0]), with_proba=True)
-    rows = _read(out)
-    assert {r[1] for r in rows[1:]} == {"chips"}
-    assert rows[1][2:] == ["0.125000", "0.250000", "0.625000"]
-
-
-def test_top_k_and_proba_columns(tmp_path):
-    out = write_submission(_preds(), tmp_path / "s.csv", top_k=2, with_proba=True)
-    rows = _read(out)
-    assert rows[0] == ["name", "label", "label_2", "proba_aloe", "proba_burger", "proba_chips"]
-    assert rows[1][:3] == ["b_2.wav", "aloe", "burger"]
-    assert rows[3][:3] == ["c_ü.wav", "chips", "burger"]
-    for r in rows[1:]:
-        assert sum(float(v) for v in r[3:]) == pytest.approx(1.0, abs=1e-5)
-    with pytest.raises(ParameterError, match="top_k=4"):
-        write_submission(_preds(), tmp_path / "s.csv", top_k=4)
-
-
-def test_duplicate_names_warn(tmp_path):
-    p = Predictions(("/a/x.wav", "/b/x.wav"), np.array([[1.0, 0, 0], [0, 1.0, 0]]), {}, CLASSES)
-    with pytest.warns(UserWarning, match="x.wav"):
-        write_submission(p, tmp_path / "s.csv")
 
 
 def test_top_k_labels_stable_ties():

@@ -13,11 +13,7 @@ warning on stderr and a line in ``<csv>.failed.txt``.
 
 from __future__ import annotations
 
-import csv
 import os
-import sys
-import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.errors import CheckpointError, ParameterError, SoundclassError
+from soundclass.errors import CheckpointError, ParameterError
+from soundclass.inference.submission import failed_list_path, write_submission  # noqa: F401
 
 __all__ = [
     "Predictions",
@@ -176,135 +173,3 @@ def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[l
     """
     order = np.argsort(-np.asarray(proba), axis=1, kind="stable")[:, :k]
     return [[classes[j] for j in row] for row in order]
-
-
-def failed_list_path(out_csv: str | os.PathLike) -> Path:
-    """Where :func:`write_submission` lists the files it could not predict."""
-    out_csv = Path(out_csv)
-    return out_csv.with_name(out_csv.name + ".failed.txt")
-
-
-def _fallback_proba(predictions: Predictions, prior: np.ndarray | None, n_classes: int) -> np.ndarray:
-    """The distribution given to failed files: ``prior`` or the predicted-label frequencies."""
-    if prior is not None:
-        prior = np.asarray(prior, dtype=np.float64)
-        if prior.shape != (n_classes,) or (prior < 0).any() or prior.sum() <= 0:
-            raise ParameterError(f"prior must be {n_classes} non-negative numbers, not all zero")
-        return prior / prior.sum()
-    predicted = predictions.predicted
-    predicted = predicted[predicted >= 0]
-    if predicted.size == 0:
-        raise SoundclassError(
-            "no file could be predicted, so there is no most frequent class to fill in; "
-            "pass prior= or failed='skip'"
-        )
-    counts = np.bincount(predicted, minlength=n_classes).astype(np.float64)
-    return counts / counts.sum()
-
-
-def write_submission(
-    predictions: Predictions,
-    out_csv: str | os.PathLike,
-    *,
-    classes: Sequence[str] | None = None,
-    top_k: int = 1,
-    with_proba: bool = False,
-    failed: str = "most_frequent",
-    prior: np.ndarray | None = None,
-) -> Path:
-    """Write a submission CSV: ``name,label`` (+ ``label_2..label_k``) (+ ``proba_<class>``).
-
-    Parameters
-    ----------
-    predictions : Predictions
-    out_csv : path
-        The CSV to write (UTF-8, ``\\n`` line ends, no index column).
-    classes : sequence of str, optional
-        Class names of the probability columns; default ``predictions.classes``.
-    top_k : int
-        ``1``: just ``label``; ``k > 1`` adds ``label_2`` .. ``label_k``, the
-        next most probable classes.
-    with_proba : bool
-        Add one ``proba_<class>`` column per class (6 decimals).
-    failed : {'most_frequent', 'skip', 'error'}
-        What to do with files that could not be predicted.  ``'most_frequent'``
-        (default, so the submission lists every file): give them the most
-        likely class a priori (``prior``, else the most frequently predicted
-        class of this batch) and that distribution as probabilities;
-        ``'skip'``: leave them out; ``'error'``: raise.  In the first two cases
-        they are reported on stderr and listed, with reasons, in
-        ``<out_csv>.failed.txt``.
-    prior : np.ndarray [shape=(n_classes,)], optional
-        Class prior (e.g. training class counts) used for failed files.
-
-    Returns
-    -------
-    Path
-        ``out_csv``.
-
-    Raises
-    ------
-    ParameterError
-        On bad ``top_k``/``failed``/``classes``.
-    SoundclassError
-        If ``failed='error'`` and some file failed.
-    """
-    classes = tuple(classes if classes is not None else predictions.classes)
-    n_classes = predictions.proba.shape[1]
-    if len(classes) != n_classes:
-        raise ParameterError(f"{len(classes)} classes given for {n_classes} probability columns")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_classes:
-        raise ParameterError(f"top_k={top_k!r} must be an integer in [1, {n_classes}]")
-    if failed not in FAILED_POLICIES:
-        raise ParameterError(f"failed={failed!r} must be one of {FAILED_POLICIES}")
-    out_csv = Path(out_csv)
-    failures = {p: predictions.failures[p] for p in predictions.paths if p in predictions.failures}
-    if failures and failed == "error":
-        first = next(iter(failures.items()))
-        raise SoundclassError(f"{len(failures)} file(s) could not be predicted, e.g. {first[0]}: {first[1]}")
-
-    proba = np.array(predictions.proba, dtype=np.float64)
-    ok = predictions.ok
-    if failures and failed == "most_frequent":
-        proba[~ok] = _fallback_proba(predictions, prior, n_classes)
-        ok = np.ones(len(predictions.paths), dtype=bool)
-    rows = np.flatnonzero(ok)
-    names = [os.path.basename(predictions.paths[i]) for i in rows]
-    dup = [n for n, c in Counter(names).items() if c > 1]
-    if dup:
-        warnings.warn(
-            f"{len(dup)} file name(s) occur more than once in {out_csv} (e.g. {dup[0]!r}); "
-            "the submission format only keeps file names",
-            stacklevel=2,
-        )
-
-    header = ["name", "label"] + [f"label_{j}" for j in range(2, top_k + 1)]
-    if with_proba:
-        header += [f"proba_{c}" for c in classes]
-    labels = top_k_labels(proba[rows], classes=classes, k=top_k) if rows.size else []
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        for name, i, top in zip(names, rows, labels, strict=True):
-            row = [name, *top]
-            if with_proba:
-                row += [f"{v:.6f}" for v in proba[i]]
-            writer.writerow(row)
-
-    listing = failed_list_path(out_csv)
-    if failures:
-        with open(listing, "w", encoding="utf-8") as fh:
-            for p, reason in failures.items():
-                fh.write(f"{p}\t{reason}\n")
-        what = "given the most frequent class" if failed == "most_frequent" else "left out"
-        print(
-            f"warning: {len(failures)} file(s) could not be decoded and were {what}; "
-            f"see {listing}",
-            file=sys.stderr,
-        )
-        for p, reason in list(failures.items())[:5]:
-            print(f"  {p}: {reason}", file=sys.stderr)
-    elif listing.exists():
-        listing.unlink()  # a stale list from an earlier run would mislead
-    return out_csv
