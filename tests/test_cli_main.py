@@ -109,8 +109,10 @@ def test_predict_submission_with_corrupt_file(trained, tmp_path, capsys):
     rows = _rows(out)
     assert [r["name"] for r in rows] == [it.name for it in test.items]  # every file, input order
     assert {r["label"] for r in rows} <= set(test.classes)
-    listed = (tmp_path / "submit.csv.failed.txt").read_text(encoding="utf-8").splitlines()
-    assert [line.split("\t")[0] for line in listed] == corrupt
+    with open(tmp_path / "submit.failed.csv", newline="", encoding="utf-8") as fh:
+        listed = list(csv.reader(fh))
+    assert listed[0] == ["path", "reason"]
+    assert [r[0] for r in listed[1:]] == corrupt
 
     skipped = tmp_path / "skip.csv"
     assert main(["predict", str(run), str(tmp_path / "test"), "-o", str(skipped), "--top-k", "2",

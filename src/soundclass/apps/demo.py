@@ -56,7 +56,7 @@ class DemoConfig:
         Seeds the data generation (test data uses ``seed + 1``) and training.
     n_corrupt : int
         Broken files added to the training and to the held-out data, to show
-        that they are reported (report, ``submission.csv.failed.txt``) and
+        that they are reported (report, ``submission.failed.csv``) and
         never stop the run.
     """
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
