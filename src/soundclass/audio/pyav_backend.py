@@ -58,6 +58,8 @@ def _stream(container, name: str):
     if stream is None:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise AudioDecodeError(name, f"holds no audio track (streams: {', '.join(kinds)})")
+    if stream.codec_context is None:
+        raise AudioDecodeError(name, "the audio track's codec has no decoder in this FFmpeg")
     return stream
 
 
@@ -76,6 +78,10 @@ def _format_name(container) -> str:
 
 def probe(src: Source) -> Native:
     """Header facts (``y`` empty); ``frames`` counted by decoding when the header does not say."""
+    return _guarded(src.name, _probe, src)
+
+
+def _probe(src: Source) -> Native:
     with _open(src) as container:
         stream = _stream(container, src.name)
         ctx = stream.codec_context
@@ -115,7 +121,20 @@ def decode(src: Source, **kwargs) -> Native:
     AudioDecodeError
         No audio track, absurd stream values, too large, nothing decodable.
     """
-    return _decode(src, count_only=False, **kwargs)
+    return _guarded(src.name, _decode, src, count_only=False, **kwargs)
+
+
+def _guarded(name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with PyAV's unexpected failures on malformed data
+    (e.g. an ``AttributeError`` for a stream without a codec) as AudioDecodeError."""
+    try:
+        return fn(*args, **kwargs)
+    except (AudioDecodeError, MemoryError):
+        raise
+    except Exception as exc:
+        raise AudioDecodeError(
+            name, f"corrupt data: FFmpeg failed on it ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _decode(

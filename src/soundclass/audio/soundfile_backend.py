@@ -200,7 +200,30 @@ def _mix(raw: np.ndarray, dtype: np.dtype, pcm16: bool) -> np.ndarray:
     return y
 
 
-def decode(
+def decode(src: Source, sniffed: Sniffed, **kwargs) -> Native:
+    """Decode with libsndfile: shape (n,) if ``mono`` or one channel, else (channels, n).
+
+    Keyword arguments: ``offset``, ``duration``, ``max_seconds``, ``dtype``, ``mono``,
+    ``max_bytes``, ``max_sr``, ``max_channels`` (as :func:`soundclass.audio.load`).
+
+    Raises
+    ------
+    CannotOpen
+        libsndfile does not recognise the data.
+    AudioDecodeError
+        Absurd header values, offset past the end, too large, nothing decodable.
+    """
+    try:
+        return _decode(src, sniffed, **kwargs)
+    except (AudioDecodeError, MemoryError):
+        raise
+    except Exception as exc:  # soundfile/cffi surprises on malformed data
+        raise AudioDecodeError(
+            src.name, f"corrupt data: libsndfile failed on it ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _decode(
     src: Source,
     sniffed: Sniffed,
     *,
@@ -213,15 +236,6 @@ def decode(
     max_sr: float | None,
     max_channels: int | None,
 ) -> Native:
-    """Decode with libsndfile: shape (n,) if ``mono`` or one channel, else (channels, n).
-
-    Raises
-    ------
-    CannotOpen
-        libsndfile does not recognise the data.
-    AudioDecodeError
-        Absurd header values, offset past the end, too large, nothing decodable.
-    """
     warnings: list[str] = []
     name = src.name
     with _quiet(sniffed, warnings), _open(src) as desc:
