@@ -39,7 +39,7 @@ def av_bytes(y: np.ndarray, sr: int, fmt: str, codec: str, *, bit_rate: int | No
     ``video=True`` adds a short video track first (an MP4 "video with sound").
     """
     x = y[None, :] if y.ndim == 1 else np.ascontiguousarray(y.T)
-    layout = {1: "mono", 2: "stereo"}[x.shape[0]]
+    layout = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}[x.shape[0]]
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         if video:
@@ -73,20 +73,21 @@ def av_bytes(y: np.ndarray, sr: int, fmt: str, codec: str, *, bit_rate: int | No
 
 def ffmpeg_reference(data: bytes) -> tuple[np.ndarray, int]:
     """FFmpeg's own decode of the first audio track to 16-bit PCM, as librosa's
-    audioread+ffmpeg path gets it: float32 (channels, n) = int16 / 32768, and sr."""
-    chunks, sr = [], None
+    audioread+ffmpeg path gets it: float32 (channels, n) = int16 / 32768, and sr.
+    (Interleaved s16, so PyAV reads a single plane whatever the channel count.)"""
+    chunks, sr, channels = [], None, None
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]
         resampler = None
         for frame in container.decode(stream):
             if resampler is None:
-                sr = frame.sample_rate
-                resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=sr)
+                sr, channels = frame.sample_rate, len(frame.layout.channels)
+                resampler = av.AudioResampler(format="s16", layout=frame.layout, rate=sr)
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
+                chunks.append(out.to_ndarray().reshape(-1, channels))
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
-    return np.concatenate(chunks, axis=1).astype(np.float32) / 32768.0, sr
+            chunks.append(out.to_ndarray().reshape(-1, channels))
+    return np.concatenate(chunks).T.astype(np.float32) / 32768.0, sr
 
 
 def riff(chunks: list[tuple[bytes, bytes]], *, form: bytes = b"WAVE", riff_size: int | None = None) -> bytes:

@@ -79,6 +79,9 @@ DECODED = [
      "pyav", "ff", None),
     ("mov-aac", lambda: av_bytes(tone(22050, 1.0, channels=2), 22050, "mov", "aac"), "pyav", "ff", None),
     ("webm-opus", lambda: av_bytes(tone(48000, 1.0), 48000, "webm", "libopus"), "pyav", "ff", None),
+    # 8 planar channels: PyAV's frame.planes would read past FFmpeg's pointer array
+    ("webm-opus-7.1", lambda: av_bytes(tone(48000, 0.5, channels=8), 48000, "webm", "libopus"),
+     "pyav", "ff", None),
     ("ogg-opus", lambda: sf_bytes(tone(48000, 1.0), 48000, "OGG", "OPUS"), "soundfile", 48000, None),
     ("wma", lambda: av_bytes(tone(44100, 1.0), 44100, "asf", "wmav2", bit_rate=64000), "pyav", "ff", None),
     ("amr-nb", lambda: av_bytes(tone(8000, 1.0), 8000, "amr", "libopencore_amrnb", bit_rate=12200),

@@ -183,9 +183,10 @@ def decode(
                 src, offset=offset, duration=duration, max_seconds=max_seconds, dtype=dtype,
                 mono=mono, max_bytes=max_bytes, max_sr=max_sr, max_channels=max_channels,
             )
-        check_audio(nat.y, path=label)
         y = nat.y
-        if sr is not None:
+        if sr is None or sr == nat.sr:
+            check_audio(y, path=label)
+        else:  # resample checks its input and its output
             y = resample(y, orig_sr=nat.sr, target_sr=sr, max_bytes=max_bytes, path=label)
     except MemoryError:
         raise AudioDecodeError(

@@ -95,18 +95,46 @@ def _probe(src: Source) -> Native:
     return Native(np.zeros(0, np.float32), sr, channels, frames, fmt, subtype, NAME, [])
 
 
-def _to_float(frame, channels: int, dtype: np.dtype) -> np.ndarray:
-    """A decoded frame as float (channels, samples)."""
-    a = frame.to_ndarray()
-    fmt = frame.format
-    if not fmt.is_planar:  # packed: (1, samples * channels)
-        a = a.reshape(-1, channels).T
-    base = fmt.name.rstrip("p")
-    if base in ("flt", "dbl"):
-        return a.astype(dtype, copy=False)
-    if base == "u8":
-        return (a.astype(dtype) - 128.0) * dtype.type(1.0 / 128.0)
-    return a.astype(dtype) * dtype.type(_SCALE[base])
+class _Converter:
+    """Decoded frames as float arrays (channels, samples).
+
+    PyAV's ``frame.planes`` walks ``extended_data`` up to a NULL pointer, which
+    runs past the end of the array for planar frames of 8 or more channels (a
+    segfault on a hostile 41-channel AAC header); such frames are first
+    interleaved by FFmpeg's resampler (same rate and layout: an exact copy), so
+    that only one plane is read.
+    """
+
+    def __init__(self, dtype: np.dtype):
+        self.dtype = dtype
+        self.packer = None
+
+    def __call__(self, frame, channels: int) -> np.ndarray:
+        fmt = frame.format
+        if fmt.is_planar and channels >= 8:
+            if self.packer is None:
+                self.packer = av.AudioResampler(
+                    format=fmt.name.rstrip("p"), layout=frame.layout, rate=frame.sample_rate
+                )
+            parts = [self._packed(out, channels) for out in self.packer.resample(frame)]
+            if not parts:
+                return np.zeros((channels, 0), self.dtype)
+            return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        if fmt.is_planar:
+            return self._scale(frame.to_ndarray(), fmt.name)
+        return self._packed(frame, channels)
+
+    def _packed(self, frame, channels: int) -> np.ndarray:
+        a = frame.to_ndarray()  # packed: (1, samples * channels)
+        return self._scale(a.reshape(-1, channels).T, frame.format.name)
+
+    def _scale(self, a: np.ndarray, name: str) -> np.ndarray:
+        base, dtype = name.rstrip("p"), self.dtype
+        if base in ("flt", "dbl"):
+            return a.astype(dtype, copy=False)
+        if base == "u8":
+            return (a.astype(dtype) - 128.0) * dtype.type(1.0 / 128.0)
+        return a.astype(dtype) * dtype.type(_SCALE[base])
 
 
 def decode(src: Source, **kwargs) -> Native:
@@ -161,6 +189,7 @@ def _decode(
         fmt, subtype = _format_name(container), (ctx.name or "unknown").upper()
         estimate = _estimated_frames(container, stream, sr) if sr > 0 else None
         chunks: list[np.ndarray] = []
+        convert = _Converter(dtype)
         start = n_frames = None
         pos = kept = bad = 0  # frames decoded, frames kept, damaged packets
         stop_reason = None
@@ -191,7 +220,8 @@ def _decode(
                         stop_reason = (f"the stream changes to sr={frame.sample_rate}, "
                                        f"{len(frame.layout.channels)} channels")
                         break
-                    n = frame.samples
+                    a = None if count_only else convert(frame, channels)
+                    n = frame.samples if a is None else a.shape[1]
                     lo, hi = max(start - pos, 0), n
                     if n_frames is not None:
                         hi = min(n, start + n_frames - pos)
@@ -203,8 +233,8 @@ def _decode(
                     kept += hi - lo
                     check_size(name, frames=kept, channels=channels, itemsize=dtype.itemsize,
                                max_bytes=max_bytes, what="decoded")
-                    if not count_only:
-                        chunks.append(_to_float(frame, channels, dtype)[:, lo:hi])
+                    if a is not None:
+                        chunks.append(a[:, lo:hi])
                 if stop_reason is not None or (n_frames is not None and start is not None
                                                and pos >= start + n_frames):
                     break
