@@ -254,3 +254,24 @@ def test_size_cap_applies_to_the_resampled_output(tmp_path):
     assert err.value.path == str(path)
     y, _ = audio.load(path, sr=48000, max_bytes=1_000_000)
     assert y.size == 48000
+
+
+def test_concurrent_decodes_keep_their_own_warnings(tmp_path, capfd):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = bytearray(sf_bytes(tone(22050, 1.0), 22050, "MP3"))
+    data[len(data) // 2 : len(data) // 2 + 300] = np.random.default_rng(1).bytes(300)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(data))
+    good = tmp_path / "good.wav"
+    good.write_bytes(pcm_wav(Y, SR))
+    jobs = [damaged, good] * 8
+    capfd.readouterr()
+    alone = {p: audio.decode(p, sr=None) for p in (damaged, good)}
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda p: audio.decode(p, sr=None), jobs))
+    assert "MPEG" not in capfd.readouterr().err
+    for path, out in zip(jobs, outs):
+        np.testing.assert_array_equal(out.y, alone[path].y)
+        assert out.warnings == alone[path].warnings
+    assert alone[damaged].warnings and not alone[good].warnings

@@ -22,7 +22,7 @@ import contextlib
 import av
 import numpy as np
 
-from soundclass.audio.checks import check_size, check_stream, frame_range
+from soundclass.audio.checks import check_audio, check_size, check_stream, frame_range
 from soundclass.audio.soundfile_backend import CannotOpen, Native
 from soundclass.audio.source import Source
 from soundclass.errors import AudioDecodeError
@@ -257,6 +257,7 @@ def _decode(
         warnings.insert(0, f"truncated: decoding stopped after {pos} frames, {stop_reason}")
     y = np.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
     if mono and channels > 1:
+        check_audio(y, path=name)  # huge samples would overflow the mean: name them as such
         y = np.mean(y, axis=0, dtype=dtype)
     elif channels == 1:
         y = y[0]

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from soundclass.audio.capture import captured_stderr, mpg123_warning
-from soundclass.audio.checks import check_size, check_stream, frame_range
+from soundclass.audio.checks import check_audio, check_size, check_stream, frame_range
 from soundclass.audio.sniff import Sniffed
 from soundclass.audio.source import Source
 from soundclass.errors import AudioDecodeError
@@ -74,12 +74,48 @@ class Native:
     warnings: list[str] = field(default_factory=list)
 
 
+class _SafeFile:
+    """A file object for libsndfile's virtual I/O whose failures are return values.
+
+    soundfile calls ``seek``/``read`` from C callbacks, where a Python exception
+    (e.g. ``ValueError: negative seek value`` on a corrupt header) cannot
+    propagate and is printed on stderr instead; here a failed seek leaves the
+    position unchanged and a failed read reads nothing, which libsndfile reports
+    as an error of its own.
+    """
+
+    def __init__(self, file):
+        self._file = file
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._file.read(n)
+        except (OSError, ValueError, OverflowError):
+            return b""
+
+    def readinto(self, buf) -> int:
+        readinto = self._file.readinto  # AttributeError: soundfile falls back to read()
+        try:
+            return readinto(buf) or 0
+        except (OSError, ValueError, OverflowError):
+            return 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        try:
+            return self._file.seek(offset, whence)
+        except (OSError, ValueError, OverflowError):
+            return self._file.tell()
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+
 def _open(src: Source) -> sf.SoundFile:
     try:
         if src.fd is not None:  # libsndfile reads the descriptor natively
             os.lseek(src.fd, 0, os.SEEK_SET)
             return sf.SoundFile(src.fd, closefd=False)
-        return sf.SoundFile(src.rewind())
+        return sf.SoundFile(_SafeFile(src.rewind()))
     except sf.LibsndfileError as exc:
         detail = exc.error_string.strip().rstrip(".")
         if "does not exist" in detail:  # libsndfile's words for some unparsable MP3s
@@ -271,6 +307,8 @@ def _decode(
     # encoder's estimate (MP3 padding in the fact chunk); the decoded length stands.
     raw = raw[:got] if got * 2 > n_frames else raw[:got].copy()
     if mono and channels > 1:
+        if not pcm16:  # huge samples would overflow the sum: name them as such
+            check_audio(raw, path=name)
         y = _mix(raw, dtype, pcm16)
     elif channels == 1:
         y = raw[:, 0]  # librosa gives (n,) for single-channel files, mono or not
