@@ -271,7 +271,7 @@ def test_concurrent_decodes_keep_their_own_warnings(tmp_path, capfd):
     with ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda p: audio.decode(p, sr=None), jobs))
     assert "MPEG" not in capfd.readouterr().err
-    for path, out in zip(jobs, outs):
+    for path, out in zip(jobs, outs, strict=True):
         np.testing.assert_array_equal(out.y, alone[path].y)
         assert out.warnings == alone[path].warnings
     assert alone[damaged].warnings and not alone[good].warnings
