@@ -10,6 +10,7 @@ import soundfile as sf
 from soundclass.audio import (
     AudioInfo,
     check_audio,
+    decode,
     info,
     is_silent,
     load,
@@ -149,14 +150,8 @@ def _bad_files(tmp_path, signal):
     good = tmp_path / "good.wav"
     sf.write(good, signal(sr=8000, seconds=1.0), 8000, subtype="PCM_16")
     blob = good.read_bytes()
-    (tmp_path / "truncated.wav").write_bytes(blob[: len(blob) // 2])
-    files["truncated wav"] = (tmp_path / "truncated.wav", "truncated")
     (tmp_path / "header_only.wav").write_bytes(blob[:30])
     files["header only"] = (tmp_path / "header_only.wav", "format")
-    sf.write(tmp_path / "good.flac", signal(sr=8000, seconds=1.0), 8000, subtype="PCM_16")
-    flac = (tmp_path / "good.flac").read_bytes()
-    (tmp_path / "truncated.flac").write_bytes(flac[: len(flac) // 2])
-    files["truncated flac"] = (tmp_path / "truncated.flac", "corrupt")
     for name, value in (("nan", np.nan), ("inf", np.inf)):
         data = signal(sr=8000, seconds=0.5)
         data[100] = value
@@ -184,6 +179,23 @@ def test_truncated_mp3_keeps_what_decodes(tmp_path, signal):
     ref, _ = librosa.load(cut, sr=None)
     assert 0 < y.size < 22050
     np.testing.assert_array_equal(y, ref)
+
+
+def test_truncated_wav_keeps_the_part_present_with_a_warning(tmp_path, signal):
+    path = _write(tmp_path, "WAV", "PCM_16", "wav", 8000, 1, signal)
+    blob = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(blob[: 44 + 2 * 3000])  # header + 3000 frames
+    y, _ = load(cut, sr=None)
+    ref, _ = librosa.load(cut, sr=None)  # librosa reads what is there too
+    np.testing.assert_array_equal(y, ref)
+    full, _ = load(path, sr=None)
+    np.testing.assert_array_equal(y, full[:3000])
+    out = decode(cut, sr=None)
+    assert out.warnings == ("truncated: header says 8000 frames, file holds 3000",)
+    assert out.truncated and out.frames == 3000 and out.decoder == "soundfile"
+    assert info(cut).warnings == out.warnings
+    assert not decode(path, sr=None).warnings
 
 
 def test_offset_beyond_the_end(tmp_path, signal):
