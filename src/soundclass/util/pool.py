@@ -84,8 +84,8 @@ def run_chunked(
         failed or whose worker died (``kind`` is ``"transient"``).
     executor : concurrent.futures.Executor or None
         Where to run; not shut down here.  ``None``: a process pool of
-        ``n_jobs`` workers created and shut down here (with ``n_jobs=1`` or a
-        single item, everything runs in this process).
+        ``n_jobs`` workers created and shut down here (with ``n_jobs=1``,
+        everything runs in this process, without crash isolation).
     n_jobs : int or None
         Workers of the own pool (``None``: all CPUs); with an ``executor``,
         only a hint for the chunk size.
@@ -107,7 +107,7 @@ def run_chunked(
     tick = progress or (lambda n: None)
     if not items:
         return []
-    if executor is None and (default_n_jobs(n_jobs) == 1 or len(items) == 1):
+    if executor is None and default_n_jobs(n_jobs) == 1:
         results = []
         for item in items:
             results.append(fn(item))
