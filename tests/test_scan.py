@@ -24,6 +24,7 @@ from soundclass.data.scan import (
     write_scan_report,
 )
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.util import pool as pool_mod
 from soundclass.util.executors import SerialExecutor
 
 SR = 8000
@@ -166,7 +167,7 @@ def test_a_crashing_chunk_becomes_bad_rows(messy, monkeypatch):
 
     class Exploding(SerialExecutor):
         def submit(self, fn, /, *args, **kwargs):
-            chunk = args[0]
+            chunk = args[1]  # _run_chunk(fn, chunk)
             if any("fizz" in p for p, _ in chunk):
                 def boom(*a, **k):
                     raise MemoryError("worker died")
@@ -191,7 +192,7 @@ class _DyingPool(SerialExecutor):
         type(self).created += 1
 
     def submit(self, fn, /, *args, **kwargs):
-        if self.dead or any(self.killer in p for p, _ in args[0]):
+        if self.dead or any(self.killer in p for p, _ in args[1]):  # _run_chunk(fn, chunk)
             self.dead = True
             future = Future()
             future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
@@ -202,7 +203,7 @@ class _DyingPool(SerialExecutor):
 def test_a_dying_worker_only_loses_its_own_file(messy, monkeypatch):
     root, expect = messy
     _DyingPool.created = 0
-    monkeypatch.setattr(scan_mod, "make_executor",
+    monkeypatch.setattr(pool_mod, "make_executor",
                         lambda spec, n_jobs=None: _DyingPool("quiet.wav"))
     rep = scan(root, n_jobs=4, progress=False)
     assert len(rep) == len(expect)
@@ -226,7 +227,7 @@ def test_scan_file_never_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(scan_mod.audio, "load", broken_load)
     row = scan_file(path, label="x")
     assert not row.ok and row.error == "unexpected RuntimeError: decoder exploded"
-    assert row.sr == SR and row.sha1
+    assert row.sr == SR and row.sha256
     missing = scan_file(tmp_path / "nope.wav")
     assert not missing.ok and "cannot read file" in missing.error
 
