@@ -15,6 +15,7 @@ __all__ = [
     "check_fraction",
     "check_int",
     "check_non_negative_int",
+    "check_positive",
     "check_positive_int",
     "check_range",
     "SoundclassError",
@@ -134,7 +135,7 @@ def check_non_negative_int(name: str, value, *, allow_none: bool = False) -> int
 
 
 def check_range(name: str, value, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> float:
+                low_open: bool = False, high_open: bool = False, what: str | None = None) -> float:
     """``value`` as a ``float`` if it is a finite real number within the bounds.
 
     Parameters
@@ -146,6 +147,8 @@ def check_range(name: str, value, *, low: float | None = None, high: float | Non
         Bounds (``None``: unbounded on that side).
     low_open, high_open : bool
         Exclude the bound itself.
+    what : str or None
+        The requirement in words (default: the interval, e.g. ``"in [0, 1)"``).
 
     Raises
     ------
@@ -153,7 +156,9 @@ def check_range(name: str, value, *, low: float | None = None, high: float | Non
         ``f"{name}={value!r} must be in [low, high]"`` (brackets as the bounds are
         open or closed; ``"> low"``, ``">= low"``... for one-sided bounds).
     """
-    if low is not None and high is not None:
+    if what is not None:
+        pass
+    elif low is not None and high is not None:
         what = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     elif low is not None:
         what = f"{'>' if low_open else '>='} {low:g}"
@@ -170,6 +175,11 @@ def check_range(name: str, value, *, low: float | None = None, high: float | Non
     if not ok:
         raise ParameterError(f"{name}={value!r} must be {what}")
     return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a ``float`` if it is a finite number > 0 (``"must be a positive number"``)."""
+    return check_range(name, value, low=0.0, low_open=True, what="a positive number")
 
 
 def check_fraction(name: str, value, *, high_open: bool = False) -> float:

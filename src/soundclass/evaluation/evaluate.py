@@ -33,6 +33,7 @@ from soundclass.data.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
+from soundclass.util.atomic import atomic_open, write_json_atomic
 from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
 
 __all__ = [
@@ -149,7 +150,7 @@ def misclassified_rows(
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
@@ -268,7 +269,7 @@ def evaluate_run(
     files["confusion"] = _plot_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion.png")
     if history:
         files["history"] = _plot_history_png(history, out / "history.png", monitor=monitor)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "metrics.json", metrics, indent=2, allow_nan=True)
     files["metrics"] = out / "metrics.json"
 
     counts = Counter(classes[t] for t in y_true)
