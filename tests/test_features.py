@@ -6,6 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
+from helpers import assert_batch_consistent
 from soundclass.audio import load
 from soundclass.dsp import stft as stft_mod
 from soundclass.dsp.features import (
@@ -194,14 +195,12 @@ def test_batch_equals_stacked_singles(signal):
     D = stft(ys, **kwargs)
     assert D.shape[:2] == (2, 3)
     M = melspectrogram(y=ys, sr=8000, n_mels=24, **kwargs)
-    C = mfcc(y=ys, sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs)
-    for i in range(2):
-        for j in range(3):
-            np.testing.assert_array_equal(D[i, j], stft(ys[i, j], **kwargs))
-            np.testing.assert_allclose(M[i, j], melspectrogram(y=ys[i, j], sr=8000, n_mels=24, **kwargs), rtol=1e-6)
-            np.testing.assert_allclose(
-                C[i, j], mfcc(y=ys[i, j], sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs), atol=1e-4
-            )
+    assert_batch_consistent(lambda y: stft(y, **kwargs), ys, batch_ndim=2)  # bit-identical
+    assert_batch_consistent(lambda y: melspectrogram(y=y, sr=8000, n_mels=24, **kwargs), ys,
+                            batch_ndim=2, rtol=1e-6)
+    assert_batch_consistent(
+        lambda y: mfcc(y=y, sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs), ys,
+        batch_ndim=2, atol=1e-4)
     _close_to_max(M, librosa.feature.melspectrogram(y=ys, sr=8000, n_mels=24, **kwargs), 1e-5)
 
 

@@ -33,8 +33,8 @@ from soundclass.data.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
-from soundclass.util.atomic import atomic_open, write_json_atomic
 from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
+from soundclass.util.atomic import atomic_open, write_json_atomic
 
 __all__ = [
     "Evaluation",

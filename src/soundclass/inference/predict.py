@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import CheckpointError, ParameterError, SoundclassError
+from soundclass.util.atomic import atomic_open
 
 __all__ = [
     "Predictions",
@@ -283,7 +284,7 @@ def write_submission(
         header += [f"proba_{c}" for c in classes]
     labels = top_k_labels(proba[rows], classes=classes, k=top_k) if rows.size else []
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(out_csv, "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
         for name, i, top in zip(names, rows, labels, strict=True):
@@ -294,7 +295,7 @@ def write_submission(
 
     listing = failed_list_path(out_csv)
     if failures:
-        with open(listing, "w", encoding="utf-8") as fh:
+        with atomic_open(listing, "w", newline="") as fh:
             for p, reason in failures.items():
                 fh.write(f"{p}\t{reason}\n")
         what = "given the most frequent class" if failed == "most_frequent" else "left out"
