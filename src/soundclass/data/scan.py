@@ -16,7 +16,6 @@ import concurrent.futures as cf
 import functools
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from soundclass.errors import AudioDecodeError, DatasetError, check_positive_int
 from soundclass.util.executors import default_n_jobs
 from soundclass.util.hashing import file_digest
 from soundclass.util.pool import run_chunked
+from soundclass.util.progress import progress_bar
 
 __all__ = [
     "FLAGS",
@@ -202,7 +202,7 @@ def scan(
     workers = default_n_jobs(n_jobs)  # validates n_jobs
     dataset = _dataset(root, manifest)
     jobs = [(it.path, it.label) for it in dataset.items]
-    bar = _progress(len(jobs), progress)
+    bar = progress_bar(len(jobs), desc="scan", enabled=progress)
     try:
         rows = run_chunked(functools.partial(_scan_job, n_fft=n_fft), jobs, on_failure=_lost_row,
                            executor=executor, n_jobs=workers, max_chunksize=64,
@@ -212,19 +212,3 @@ def scan(
     rows.sort(key=lambda r: r.path)
     return ScanReport(tuple(rows), root=str(manifest or root), classes=dataset.classes,
                       seconds=time.perf_counter() - start, n_fft=n_fft)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="file", desc="scan", file=sys.stderr, dynamic_ncols=True)

@@ -55,6 +55,7 @@ from soundclass.extraction.extract import FEATURE_CODE_VERSION
 from soundclass.util.atomic import is_temp_name, write_bytes_atomic
 from soundclass.util.failures import CONTENT, Failure
 from soundclass.util.hashing import sha256_file
+from soundclass.util.progress import progress_bar
 
 __all__ = ["CHECKSUM_MAGIC", "CacheStats", "FeatureCache", "get_features"]
 
@@ -337,12 +338,8 @@ class FeatureCache:
             executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         # Chunks small enough to lose little on interruption, big enough to keep workers busy.
         chunk = chunk_size or int(min(1024, max(64, 64 * n_workers)))
-        bar = None
+        bar = progress_bar(len(items), desc="features", enabled=progress)
         write_errors = 0
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(items), unit="file", desc="features", smoothing=0.1)
         try:
             for start in range(0, len(items), chunk):
                 part = items[start : start + chunk]
@@ -368,11 +365,9 @@ class FeatureCache:
                                 RuntimeWarning, stacklevel=3,
                             )
                         write_errors += 1
-                if bar is not None:
-                    bar.update(len(part))
+                bar.update(len(part))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
 

@@ -26,6 +26,7 @@ from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
 from soundclass.util.pool import run_chunked
+from soundclass.util.progress import progress_bar
 
 __all__ = [
     "DELTA_WIDTH",
@@ -159,14 +160,6 @@ def _lost(path: str, reason: str, kind: str) -> ExtractResult:
     return ExtractResult(path, None, reason, kind=kind)
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="file", desc="features", smoothing=0.1)
-
-
 def extract_many(
     paths: Iterable[str | os.PathLike],
     config: FeatureConfig,
@@ -207,13 +200,12 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
-    bar = _progress_bar(len(paths), progress)
+    bar = progress_bar(len(paths), desc="features", enabled=progress)
     try:
         return run_chunked(
             functools.partial(_extract_one, config=config), paths, on_failure=_lost,
             executor=executor, n_jobs=n_jobs, chunksize=chunksize,
-            progress=None if bar is None else bar.update,
+            progress=bar.update,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
