@@ -37,7 +37,7 @@ from soundclass.dsp.stft import (
     spectrogram,
     stft,
 )
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import ParameterError, check_int, check_positive_int
 
 __all__ = [
     "amplitude_to_db",
@@ -295,7 +295,8 @@ def delta(
     np.ndarray, same shape as ``data``
     """
     data = np.atleast_1d(data)
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 3 or width % 2 != 1:
+    check_int("width", width, low=3, what="an odd integer >= 3")
+    if width % 2 != 1:
         raise ParameterError(f"width={width!r} must be an odd integer >= 3")
     if mode == "interp" and width > data.shape[axis]:
         raise ParameterError(

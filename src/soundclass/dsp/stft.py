@@ -21,7 +21,7 @@ import scipy.fft
 import scipy.signal
 
 from soundclass.audio import check_audio
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import ParameterError, check_positive, check_positive_int
 
 __all__ = ["MAX_BLOCK_BYTES", "spectrogram", "stft"]
 
@@ -164,9 +164,7 @@ def _gather_blocks(
 
 
 def _check_power(power) -> float:
-    if isinstance(power, bool) or not isinstance(power, (int, float, np.number)) or not power > 0:
-        raise ParameterError(f"power={power!r} must be a positive number")
-    return float(power)
+    return check_positive("power", power)
 
 
 # ----------------------------------------------------------------------------- public API

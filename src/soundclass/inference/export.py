@@ -46,7 +46,7 @@ from torch import nn
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
-from soundclass.errors import ParameterError, SoundclassError
+from soundclass.errors import ParameterError, SoundclassError, check_int
 from soundclass.util.atomic import write_bytes_atomic
 
 __all__ = [
@@ -319,10 +319,8 @@ def export_model(
     import onnx
 
     max_opset = _max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
-        raise ParameterError(
-            f"opset={opset!r} must be an integer in 13..{max_opset} (torch's TorchScript ONNX exporter)"
-        )
+    check_int("opset", opset, low=13, high=max_opset,
+              what=f"an integer in 13..{max_opset} (torch's TorchScript ONNX exporter)")
     classes = [str(c) for c in classes]
     if not classes:
         raise ParameterError("classes must not be empty")
