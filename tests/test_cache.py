@@ -252,6 +252,24 @@ def test_a_file_name_the_decoder_cannot_use_does_not_poison_its_content(tmp_path
     assert failures == [] and feats[0] is not None
 
 
+def test_a_crashing_worker_fails_only_its_file_and_later_parts_still_run(tmp_path, wavs, monkeypatch):
+    real = extract.extract_file
+
+    def crash_on_1(path, config):  # inherited by the forked workers
+        if os.fspath(path) == wavs[1]:
+            os._exit(3)
+        return real(path, config)
+
+    monkeypatch.setattr(extract, "extract_file", crash_on_1)
+    root = tmp_path / "cache"
+    cache = FeatureCache(root)
+    feats, failures = cache.get(wavs, CFG, n_jobs=2, chunk_size=2, progress=False)
+    assert [f is None for f in feats] == [False, True, False, False, False, False]
+    assert len(failures) == 1 and failures[0].path == wavs[1]
+    assert "worker process died" in failures[0].reason
+    assert not list(root.rglob("*.err"))  # a crash is not a verdict on the content
+
+
 def test_bad_files_reported_and_skipped(tmp_path, wavs, calls):
     empty = tmp_path / "audio" / "empty.wav"
     empty.write_bytes(b"")

@@ -211,10 +211,11 @@ def test_a_dying_worker_only_loses_its_own_file(messy, monkeypatch):
     assert [r.name for r in crashed] == ["quiet.wav"]
     assert sum(r.ok for r in rep.rows) == sum(e["ok"] for e in expect.values()) - 1
     assert _DyingPool.created >= 2  # the first pool, then fresh ones for the retry
-    with _DyingPool("quiet.wav") as ex:  # a caller's pool is not recreated: files are reported
+    with _DyingPool("quiet.wav") as ex:  # a caller's broken pool: its files are isolated too
         rep2 = scan(root, n_jobs=4, progress=False, executor=ex)
     assert len(rep2) == len(expect)
-    assert any(r.error and "pool broke" in r.error for r in rep2.rows)
+    assert [r.name for r in rep2.rows if r.error and "worker process died" in r.error] == ["quiet.wav"]
+    assert sum(r.ok for r in rep2.rows) == sum(r.ok for r in rep.rows)
 
 
 def test_scan_file_never_raises(tmp_path, monkeypatch):

@@ -203,8 +203,12 @@ def test_a_raising_task_fails_its_chunk_and_a_callers_broken_pool_is_reported():
             future.set_exception(BrokenProcessPool("dead"))
             return future
 
-    out = pool.run_chunked(_square, [1, 2], on_failure=_fail, executor=Broken())
-    assert out == [(1, pool.POOL_BROKE, TRANSIENT), (2, pool.POOL_BROKE, TRANSIENT)]
+    # A caller's pool that broke: its items are still run, isolated in local pools.
+    broken = Broken()
+    out = pool.run_chunked(_square, [1, 2, 3], on_failure=_fail, executor=broken)
+    assert out == [1, 4, 9] and pool.is_broken(broken)
+    with SerialExecutor() as ex:
+        assert not pool.is_broken(ex)
 
 
 # ----------------------------------------------------------------------------- orphans

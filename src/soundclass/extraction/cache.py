@@ -329,7 +329,7 @@ class FeatureCache:
 
     def _compute(self, todo, config, found, failed, *, n_jobs, executor, progress, chunk_size) -> None:
         from soundclass.util.executors import default_n_jobs, make_executor
-        from soundclass.util.pool import executor_workers
+        from soundclass.util.pool import executor_workers, is_broken
 
         items = list(todo.items())  # [(sha, path)]
         n_workers = default_n_jobs(n_jobs) if executor is None else executor_workers(executor, n_jobs)
@@ -366,6 +366,9 @@ class FeatureCache:
                             )
                         write_errors += 1
                 bar.update(len(part))
+                if own and is_broken(executor):  # a worker died: the next part needs a new pool
+                    executor.shutdown(wait=True, cancel_futures=True)
+                    executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         finally:
             bar.close()
             if own:

@@ -9,9 +9,10 @@ One bad item never stops the batch:
   ``on_failure(item, "worker failed: <reason>", kind)``;
 - a worker that *dies* (a decoder crash, the kernel's OOM killer) breaks a
   process pool and every chunk still in it; those items are retried one per
-  task in a fresh one-worker pool, so only the item that kills a worker fails,
-  with :data:`CRASHED`.  A caller's executor cannot be recreated, so its
-  lost items fail with :data:`POOL_BROKE` instead.
+  task in a fresh local one-worker pool, so only the item that kills a worker
+  fails, with :data:`CRASHED`.  This holds for a caller's
+  :class:`~concurrent.futures.ProcessPoolExecutor` too (only a local process
+  pool can break this way); that pool stays broken, see :func:`is_broken`.
 
 The ``fn`` must be picklable (a module-level function or a
 :func:`functools.partial` of one) and should itself return a failure value
@@ -30,21 +31,29 @@ from soundclass.errors import check_positive_int
 from soundclass.util.executors import default_n_jobs, make_executor
 from soundclass.util.failures import TRANSIENT, describe
 
-__all__ = ["CRASHED", "POOL_BROKE", "auto_chunksize", "executor_workers", "run_chunked"]
+__all__ = ["CRASHED", "auto_chunksize", "executor_workers", "is_broken", "run_chunked"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: Reason given to the one item whose processing killed its worker.
 CRASHED = "the worker process died while decoding this file (decoder crash or out of memory)"
-#: Reason given to items lost with a caller's broken process pool.
-POOL_BROKE = ("not processed: the executor's process pool broke while this file's chunk was "
-              "being processed (run again with n_jobs=1 to find the file that kills it)")
 
 
 def _run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:
     """The task shipped to a worker: ``fn`` over a few items."""
     return [fn(item) for item in chunk]
+
+
+def is_broken(executor: Executor) -> bool:
+    """Whether ``executor`` is a process pool that a dead worker has broken."""
+    try:
+        executor.submit(int).result()
+    except BrokenProcessPool:
+        return True
+    except RuntimeError:  # shut down
+        return False
+    return False
 
 
 def executor_workers(executor: Executor, n_jobs: int | None = None) -> int:
@@ -140,13 +149,7 @@ def run_chunked(
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
     if broken:
-        broken.sort()
-        if own:
-            _isolate(fn, items, broken, out, on_failure, tick)
-        else:
-            for i in broken:
-                out[i] = on_failure(items[i], POOL_BROKE, TRANSIENT)
-            tick(len(broken))
+        _isolate(fn, items, sorted(broken), out, on_failure, tick)
     return out
 
 
