@@ -203,6 +203,12 @@ def test_a_raising_task_fails_its_chunk_and_a_callers_broken_pool_is_reported():
             future.set_exception(BrokenProcessPool("dead"))
             return future
 
+    class BreaksAtSubmit(SerialExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            raise BrokenProcessPool("broken before the batch started")
+
+    out = pool.run_chunked(_square, [1, 2, 3], on_failure=_fail, executor=BreaksAtSubmit())
+    assert out == [1, 4, 9]
     # A caller's pool that broke: its items are still run, isolated in local pools.
     broken = Broken()
     out = pool.run_chunked(_square, [1, 2, 3], on_failure=_fail, executor=broken)

@@ -130,7 +130,12 @@ def run_chunked(
     broken: list[int] = []
     pool = make_executor("process", n_jobs=min(workers, len(starts))) if own else executor
     try:
-        futures = {pool.submit(_run_chunk, fn, items[s : s + size]): s for s in starts}
+        futures = {}
+        for s in starts:
+            try:
+                futures[pool.submit(_run_chunk, fn, items[s : s + size])] = s
+            except BrokenProcessPool:  # a worker died while chunks were still being submitted
+                broken.extend(range(s, min(s + size, len(items))))
         for future in as_completed(futures):
             s = futures[future]
             idx = range(s, min(s + size, len(items)))
