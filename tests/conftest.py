@@ -23,6 +23,21 @@ def pytest_configure(config):
         torch.set_num_threads(1)  # tests run beside other work on 2 cores
     except ImportError:  # pragma: no cover
         pass
+    from helpers import record_builtin_models
+
+    record_builtin_models()  # before any test module can register its own
+
+
+@pytest.fixture(autouse=True)
+def model_registry():
+    """Restore the model registry after every test: a model a test registers is gone
+    afterwards, so what another test lists never depends on the order tests run in.
+    (Module-level registrations belong in a module-scoped fixture using
+    ``helpers.restored_model_registry``.)"""
+    from helpers import restored_model_registry
+
+    with restored_model_registry():
+        yield
 
 
 def _dataset(name: str) -> Path:

@@ -16,9 +16,11 @@ from soundclass.audio import load
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ParameterError
 from soundclass.extraction import extract
-from soundclass.extraction.cache import FeatureCache, file_sha256, get_features
+from soundclass.extraction.cache import CHECKSUM_MAGIC, FeatureCache, get_features
 from soundclass.extraction.extract import FEATURE_CODE_VERSION
 from soundclass.util.executors import make_executor
+from soundclass.util.failures import ACCESS, TRANSIENT, Failure
+from soundclass.util.hashing import sha256_file as file_sha256
 
 SR = 8000
 CFG = FeatureConfig(sr=SR, n_fft=256, hop_length=128, n_mels=32)
@@ -183,6 +185,91 @@ def test_damaged_entry_is_recomputed(tmp_path, wavs, calls):
     np.testing.assert_array_equal(feats[3], extract.extract_file(wavs[3], CFG))
 
 
+def _entry(root, path):
+    sha = file_sha256(path)
+    return FeatureCache(root).config_dir(CFG) / sha[:2] / f"{sha}.npy"
+
+
+def test_entries_carry_a_checksum_and_a_flipped_bit_means_recompute(tmp_path, wavs, calls):
+    root = tmp_path / "cache"
+    feats, _ = get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
+    entry = _entry(root, wavs[2])
+    data = entry.read_bytes()
+    assert data[-40:-32] == CHECKSUM_MAGIC
+    assert hashlib.sha256(data[:-40]).digest() == data[-32:]
+    np.testing.assert_array_equal(np.load(entry), feats[2])  # still a .npy file
+    # One flipped bit in the feature values: still a loadable .npy, but wrong.
+    damaged = bytearray(data)
+    damaged[len(data) - 41] ^= 0x01
+    entry.write_bytes(bytes(damaged))
+    assert np.load(entry).shape == feats[2].shape  # np.load alone would not notice
+    assert FeatureCache(root).load(CFG, file_sha256(wavs[2])) is None
+    # An entry without the trailer (an older layout, a torn write) is recomputed too.
+    _entry(root, wavs[4]).write_bytes(data[:-40])
+    calls.clear()
+    again, failures = get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert failures == [] and calls == [[wavs[2], wavs[4]]]
+    np.testing.assert_array_equal(again[2], feats[2])
+    np.testing.assert_array_equal(again[4], feats[4])
+    assert FeatureCache(root).load(CFG, file_sha256(wavs[2])) is not None
+
+
+def test_access_failures_are_not_cached_against_the_content(tmp_path, wavs, monkeypatch):
+    from soundclass.errors import AudioDecodeError
+
+    real = extract.extract_file
+    denied = wavs[1]
+
+    def guarded(path, config):
+        if os.fspath(path) == denied:
+            try:
+                raise PermissionError(13, "Permission denied", path)
+            except PermissionError as exc:
+                raise AudioDecodeError(path, "cannot be opened as audio (Permission denied)") from exc
+        return real(path, config)
+
+    monkeypatch.setattr(extract, "extract_file", guarded)
+    root = tmp_path / "cache"
+    _, failures = get_features(wavs, CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert failures == [Failure(denied, "cannot be opened as audio (Permission denied)")]
+    results = extract.extract_many([denied], CFG, n_jobs=1)
+    assert results[0].kind == ACCESS and results[0].failure == failures[0]
+    assert not list(root.rglob("*.err"))
+    copy = tmp_path / "audio" / "same_bytes.wav"
+    shutil.copy(denied, copy)
+    feats, failures = get_features([str(copy)], CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert failures == [] and feats[0] is not None
+
+
+def test_a_file_name_the_decoder_cannot_use_does_not_poison_its_content(tmp_path, wavs):
+    odd = os.path.join(os.fsencode(tmp_path / "audio"), b"bad_\xff\xfe_name.wav")
+    shutil.copy(wavs[0], odd)
+    odd = os.fsdecode(odd)
+    root = tmp_path / "cache"
+    get_features([odd], CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert not list(root.rglob("*.err"))  # whatever happened, it was not the content
+    feats, failures = get_features([wavs[0]], CFG, cache_dir=root, n_jobs=1, progress=False)
+    assert failures == [] and feats[0] is not None
+
+
+def test_a_crashing_worker_fails_only_its_file_and_later_parts_still_run(tmp_path, wavs, monkeypatch):
+    real = extract.extract_file
+
+    def crash_on_1(path, config):  # inherited by the forked workers
+        if os.fspath(path) == wavs[1]:
+            os._exit(3)
+        return real(path, config)
+
+    monkeypatch.setattr(extract, "extract_file", crash_on_1)
+    root = tmp_path / "cache"
+    cache = FeatureCache(root)
+    feats, failures = cache.get(wavs, CFG, n_jobs=2, chunk_size=2, progress=False)
+    assert [f is None for f in feats] == [False, True, False, False, False, False]
+    assert len(failures) == 1 and failures[0].path == wavs[1]
+    assert "worker process died" in failures[0].reason
+    assert not list(root.rglob("*.err"))  # a crash is not a verdict on the content
+
+
 def test_bad_files_reported_and_skipped(tmp_path, wavs, calls):
     empty = tmp_path / "audio" / "empty.wav"
     empty.write_bytes(b"")
@@ -230,7 +317,8 @@ def test_retry_after_transient_failure(tmp_path, wavs, monkeypatch):
 
 def test_worker_failures_are_not_recorded(tmp_path, wavs, monkeypatch):
     def lost(paths, config, **kw):
-        return [extract.ExtractResult(p, None, "worker failed: BrokenProcessPool") for p in paths]
+        return [extract.ExtractResult(p, None, "worker failed: BrokenProcessPool", kind=TRANSIENT)
+                for p in paths]
 
     monkeypatch.setattr(extract, "extract_many", lost)
     root = tmp_path / "cache"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 import librosa
@@ -11,8 +12,10 @@ import soundfile as sf
 
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
+from soundclass.extraction import extract
 from soundclass.extraction.extract import ExtractResult, compute_feature, extract_file, extract_many
 from soundclass.util.executors import SerialExecutor
+from soundclass.util.failures import TRANSIENT
 
 
 def librosa_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -177,3 +180,18 @@ def test_real_recordings(fsdd_dir):
     for path, result in zip(paths, results, strict=True):
         y, _ = librosa.load(path, sr=config.sr, res_type="soxr_hq")
         assert_feature_close(result.feature, librosa_feature(y, config), config)
+
+
+def test_a_crashing_worker_fails_only_its_file(tmp_path, signal, monkeypatch):
+    paths = _clips(tmp_path, signal, n=6)
+    real = extract.extract_file
+
+    def crash_on_3(path, config):  # inherited by the forked workers
+        if os.fspath(path) == paths[3]:
+            os._exit(3)
+        return real(path, config)
+
+    monkeypatch.setattr(extract, "extract_file", crash_on_3)
+    results = extract.extract_many(paths, FeatureConfig(), n_jobs=2, chunksize=3)
+    assert [r.ok for r in results] == [True, True, True, False, True, True]
+    assert "worker process died" in results[3].error and results[3].kind == TRANSIENT

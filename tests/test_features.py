@@ -6,8 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
+from helpers import assert_batch_consistent
 from soundclass.audio import load
-from soundclass.dsp import features
+from soundclass.dsp import stft as stft_mod
 from soundclass.dsp.features import (
     amplitude_to_db,
     delta,
@@ -63,10 +64,10 @@ def test_stft_frame_count_and_layout(signal):
 def test_stft_in_blocks_equals_one_block(signal, monkeypatch):
     y = signal(sr=8000, seconds=2.0)
     whole = stft(y, n_fft=256, hop_length=64)
-    monkeypatch.setattr(features, "MAX_BLOCK_BYTES", 256 * 4 * 7)  # 7 frames per block
+    monkeypatch.setattr(stft_mod, "MAX_BLOCK_BYTES", 256 * 4 * 7)  # 7 frames per block
     np.testing.assert_array_equal(stft(y, n_fft=256, hop_length=64), whole)
     mel_blocks = melspectrogram(y=y, sr=8000, n_fft=256, hop_length=64, n_mels=32)
-    monkeypatch.setattr(features, "MAX_BLOCK_BYTES", 2**30)
+    monkeypatch.setattr(stft_mod, "MAX_BLOCK_BYTES", 2**30)
     np.testing.assert_allclose(
         mel_blocks, melspectrogram(y=y, sr=8000, n_fft=256, hop_length=64, n_mels=32), rtol=1e-6
     )
@@ -194,14 +195,12 @@ def test_batch_equals_stacked_singles(signal):
     D = stft(ys, **kwargs)
     assert D.shape[:2] == (2, 3)
     M = melspectrogram(y=ys, sr=8000, n_mels=24, **kwargs)
-    C = mfcc(y=ys, sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs)
-    for i in range(2):
-        for j in range(3):
-            np.testing.assert_array_equal(D[i, j], stft(ys[i, j], **kwargs))
-            np.testing.assert_allclose(M[i, j], melspectrogram(y=ys[i, j], sr=8000, n_mels=24, **kwargs), rtol=1e-6)
-            np.testing.assert_allclose(
-                C[i, j], mfcc(y=ys[i, j], sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs), atol=1e-4
-            )
+    assert_batch_consistent(lambda y: stft(y, **kwargs), ys, batch_ndim=2)  # bit-identical
+    assert_batch_consistent(lambda y: melspectrogram(y=y, sr=8000, n_mels=24, **kwargs), ys,
+                            batch_ndim=2, rtol=1e-6)
+    assert_batch_consistent(
+        lambda y: mfcc(y=y, sr=8000, n_mels=24, n_mfcc=10, top_db=None, **kwargs), ys,
+        batch_ndim=2, atol=1e-4)
     _close_to_max(M, librosa.feature.melspectrogram(y=ys, sr=8000, n_mels=24, **kwargs), 1e-5)
 
 

@@ -11,6 +11,7 @@ import scipy.fft
 import torch
 
 from conftest import make_signal
+from helpers import assert_batch_consistent
 from soundclass.config import FeatureConfig
 from soundclass.dsp.frontend import (
     DCT,
@@ -127,9 +128,7 @@ def test_batch_equals_stacked_singles(name):
     ys = [make_signal(sr=config.sr, seconds=0.5, seed=s) * g for s, g in ((0, 1.0), (1, 1e-3), (2, 0.1))]
     batch = torch.from_numpy(np.stack(ys))
     with torch.no_grad():
-        together = frontend(batch).numpy()
-        singles = np.stack([frontend(torch.from_numpy(y)[None])[0].numpy() for y in ys])
-    np.testing.assert_allclose(together, singles, rtol=1e-5, atol=1e-4)
+        assert_batch_consistent(frontend, batch, rtol=1e-5, atol=1e-4, keepdim=True)
 
 
 @pytest.mark.parametrize("n", [1, 100, 255, 256, 300])

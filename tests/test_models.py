@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import assert_batch_consistent, builtin_models, restored_model_registry
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
 from soundclass.models import create_model, list_models, model_spec, register_model
@@ -13,7 +14,8 @@ from soundclass.models import registry as registry_module
 from soundclass.models.panns import PannsCNN
 from soundclass.models.registry import ModelSpec
 
-ALL_MODELS = list_models()
+# The models soundclass registers, not test models other modules may have registered.
+ALL_MODELS = builtin_models()
 # cnn14 has 80 M parameters: its heavy checks are marked slow
 HEAVY = {"cnn14"}
 ALL_MODELS_MARKED = [
@@ -79,9 +81,7 @@ def test_eval_batch_equals_stacked_singles(name):
     model = _build(name).eval()
     x = _inputs(name, 3, 48, seed=1)
     with torch.no_grad():
-        batch = model(x)
-        singles = torch.cat([model(x[i : i + 1]) for i in range(3)])
-    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=1e-4)
+        assert_batch_consistent(model, x, atol=1e-5, rtol=1e-4, keepdim=True)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS_MARKED)
@@ -234,17 +234,22 @@ def test_create_model_validates_sizes():
 def test_register_variant_in_one_line():
     spec = model_spec("cnn")
     name = "test-cnn-tiny"
-    try:
-        register_model(name, spec=spec)(lambda **kw: PannsCNN(channels=(8, 16), **kw))
-        model = create_model(name, n_classes=3, n_features=64).eval()
-        assert model.conv_block2.conv1.out_channels == 16
-        assert model(torch.randn(1, 64, 20)).shape == (1, 3)
-        with pytest.raises(ParameterError, match="already registered"):
-            register_model(name, spec=spec)(PannsCNN)
-    finally:
-        registry_module._BUILDERS.pop(name, None)
-        registry_module._SPECS.pop(name, None)
-    assert name not in list_models()
+    register_model(name, spec=spec)(lambda **kw: PannsCNN(channels=(8, 16), **kw))
+    model = create_model(name, n_classes=3, n_features=64).eval()
+    assert model.conv_block2.conv1.out_channels == 16
+    assert model(torch.randn(1, 64, 20)).shape == (1, 3)
+    with pytest.raises(ParameterError, match="already registered"):
+        register_model(name, spec=spec)(PannsCNN)
+    # no clean-up here: the autouse model_registry fixture (conftest) removes it
+
+
+def test_registrations_do_not_outlive_their_test():
+    assert "test-cnn-tiny" not in list_models()  # registered by the test above
+    before = list_models()
+    with restored_model_registry():
+        register_model("test-scoped", spec=model_spec("cnn"))(PannsCNN)
+        assert "test-scoped" in list_models()
+    assert list_models() == before
 
 
 def test_model_spec_validation():

@@ -24,6 +24,7 @@ from soundclass.data.scan import (
     write_scan_report,
 )
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.util import pool as pool_mod
 from soundclass.util.executors import SerialExecutor
 
 SR = 8000
@@ -58,7 +59,8 @@ def make_messy_dataset(root: Path) -> dict[str, dict]:
     bad("crunch/random.wav", np.random.default_rng(7).bytes(3000), "not a readable audio file")
     sf.write(root / "slurp/truncated.wav", _noise(1.0, seed=3), SR, subtype="PCM_16")
     data = (root / "slurp/truncated.wav").read_bytes()
-    bad("slurp/truncated.wav", data[: len(data) // 2], "truncated")
+    (root / "slurp/truncated.wav").write_bytes(data[: len(data) // 2])  # kept, flagged
+    expect["slurp/truncated.wav"] = {"ok": True, "truncated": True}
     y_nan = _noise(0.5, seed=4)
     y_nan[100] = np.nan
     sf.write(root / "slurp/nan.wav", y_nan, SR, subtype="FLOAT")
@@ -130,22 +132,23 @@ def test_header_and_level_values(messy, report):
 
 def test_summary_counts_duplicates_and_imbalance(report):
     s = report.summary()
-    assert s["files"] == 16 and s["bad"] == 4 and s["ok"] == 12
+    assert s["files"] == 16 and s["bad"] == 3 and s["ok"] == 13
     assert report.class_counts == {"crunch": 6, "fizz": 6, "slurp": 4}
-    assert s["classes"]["slurp"] == {"files": 4, "ok": 2, "bad": 2,
-                                     "total_duration": 1.5, "mean_duration": 0.75}
+    # the cut file counts with the half second it still holds
+    assert s["classes"]["slurp"] == {"files": 4, "ok": 3, "bad": 1,
+                                     "total_duration": 1.999, "mean_duration": 0.6662}
     assert report.imbalance_ratio == pytest.approx(6 / 4)
     assert s["sample_rates"] == {"8000": 13, "16000": 1}  # empty/random have no header
     assert s["channels"] == {"1": 13, "2": 1}
     assert s["encodings"]["WAV/PCM_16"] == 11 and s["encodings"]["WAV/FLOAT"] == 2
     assert s["flags"] == {"silent": 1, "clipped": 2, "very_short": 1, "nonfinite": 1,
-                          "multichannel": 1}
+                          "multichannel": 1, "truncated": 1}
     dups = report.duplicates
     assert len(dups) == 2 and s["duplicate_groups_cross_class"] == 1
     assert dups[0]["cross_class"] and dups[0]["labels"] == ["crunch", "fizz"]
     assert not dups[1]["cross_class"] and len(dups[1]["paths"]) == 2
     assert {Path(p).name for p, _ in report.bad_files} == {
-        "empty.wav", "random.wav", "truncated.wav", "nan.wav"}
+        "empty.wav", "random.wav", "nan.wav"}
     json.dumps(s, allow_nan=False)  # JSON-ready
 
 
@@ -166,7 +169,7 @@ def test_a_crashing_chunk_becomes_bad_rows(messy, monkeypatch):
 
     class Exploding(SerialExecutor):
         def submit(self, fn, /, *args, **kwargs):
-            chunk = args[0]
+            chunk = args[1]  # _run_chunk(fn, chunk)
             if any("fizz" in p for p, _ in chunk):
                 def boom(*a, **k):
                     raise MemoryError("worker died")
@@ -191,7 +194,7 @@ class _DyingPool(SerialExecutor):
         type(self).created += 1
 
     def submit(self, fn, /, *args, **kwargs):
-        if self.dead or any(self.killer in p for p, _ in args[0]):
+        if self.dead or any(self.killer in p for p, _ in args[1]):  # _run_chunk(fn, chunk)
             self.dead = True
             future = Future()
             future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
@@ -202,7 +205,7 @@ class _DyingPool(SerialExecutor):
 def test_a_dying_worker_only_loses_its_own_file(messy, monkeypatch):
     root, expect = messy
     _DyingPool.created = 0
-    monkeypatch.setattr(scan_mod, "make_executor",
+    monkeypatch.setattr(pool_mod, "make_executor",
                         lambda spec, n_jobs=None: _DyingPool("quiet.wav"))
     rep = scan(root, n_jobs=4, progress=False)
     assert len(rep) == len(expect)
@@ -210,10 +213,11 @@ def test_a_dying_worker_only_loses_its_own_file(messy, monkeypatch):
     assert [r.name for r in crashed] == ["quiet.wav"]
     assert sum(r.ok for r in rep.rows) == sum(e["ok"] for e in expect.values()) - 1
     assert _DyingPool.created >= 2  # the first pool, then fresh ones for the retry
-    with _DyingPool("quiet.wav") as ex:  # a caller's pool is not recreated: files are reported
+    with _DyingPool("quiet.wav") as ex:  # a caller's broken pool: its files are isolated too
         rep2 = scan(root, n_jobs=4, progress=False, executor=ex)
     assert len(rep2) == len(expect)
-    assert any(r.error and "pool broke" in r.error for r in rep2.rows)
+    assert [r.name for r in rep2.rows if r.error and "worker process died" in r.error] == ["quiet.wav"]
+    assert sum(r.ok for r in rep2.rows) == sum(r.ok for r in rep.rows)
 
 
 def test_scan_file_never_raises(tmp_path, monkeypatch):
@@ -223,10 +227,10 @@ def test_scan_file_never_raises(tmp_path, monkeypatch):
     def broken_load(*args, **kwargs):
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(scan_mod.audio, "load", broken_load)
+    monkeypatch.setattr(scan_mod.audio, "decode", broken_load)
     row = scan_file(path, label="x")
     assert not row.ok and row.error == "unexpected RuntimeError: decoder exploded"
-    assert row.sr == SR and row.sha1
+    assert row.sr == SR and row.sha256
     missing = scan_file(tmp_path / "nope.wav")
     assert not missing.ok and "cannot read file" in missing.error
 
@@ -291,16 +295,15 @@ def test_write_report_and_text_summary(report, tmp_path):
     assert silent["silent"] == "1" and silent["peak_dbfs"] == "-inf" and silent["error"] == ""
     with open(paths["bad_files"], newline="") as fh:
         bad = list(csv.DictReader(fh))
-    assert sorted(Path(b["path"]).name for b in bad) == ["empty.wav", "nan.wav", "random.wav",
-                                                         "truncated.wav"]
+    assert sorted(Path(b["path"]).name for b in bad) == ["empty.wav", "nan.wav", "random.wav"]
     assert all(b["reason"] for b in bad)
     summary = json.loads(Path(paths["summary"]).read_text())
-    assert summary["bad"] == 4 and summary["duplicate_groups"] == 2
+    assert summary["bad"] == 3 and summary["duplicate_groups"] == 2
     for key in ("class_counts", "durations"):
         data = Path(paths[key]).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     text = format_summary(report)
-    assert "16 files in 3 classes" in text and "4 bad" in text
+    assert "16 files in 3 classes" in text and "3 bad" in text
     assert "imbalance 1.5:1" in text
     assert "ACROSS CLASSES" in text and "[cross-class: crunch, fizz]" in text
     assert "empty.wav: empty file" in text

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["FeatureConfig", "config_from_dict", "config_to_dict"]
 
@@ -21,11 +21,6 @@ T = TypeVar("T")
 
 FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc")
 POOLINGS = ("none", "mean")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -82,10 +77,11 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise ParameterError(f"kind={self.kind!r} must be one of {FEATURE_KINDS}")
-        for name in ("sr", "n_fft", "hop_length", "n_mels", "n_mfcc"):
-            _positive_int(name, getattr(self, name))
+        for name in ("sr", "n_fft", "hop_length", "n_mels", "n_mfcc", "win_length"):
+            # numpy integers are accepted and stored as int (the key is JSON)
+            value = check_positive_int(name, getattr(self, name), allow_none=name == "win_length")
+            object.__setattr__(self, name, value)
         if self.win_length is not None:
-            _positive_int("win_length", self.win_length)
             if self.win_length > self.n_fft:
                 raise ParameterError(
                     f"win_length={self.win_length} must be <= n_fft={self.n_fft}"

@@ -12,7 +12,12 @@ import os
 import numpy as np
 
 __all__ = [
+    "check_fraction",
+    "check_int",
+    "check_non_negative_int",
+    "check_positive",
     "check_positive_int",
+    "check_range",
     "SoundclassError",
     "ParameterError",
     "AudioDecodeError",
@@ -58,14 +63,125 @@ class CheckpointError(SoundclassError):
     """A checkpoint is missing, corrupt, or does not describe a known model."""
 
 
-def check_positive_int(name: str, value) -> int:
+def _is_int(value) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None,
+              allow_none: bool = False, what: str | None = None) -> int | None:
+    """``value`` as an ``int`` if it is an integer in ``[low, high]``.
+
+    Integers and numpy integers are accepted; bools, floats (``2.5`` and
+    ``2.0``) and strings are not.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name, for the message.
+    value : object
+    low, high : int or None
+        Inclusive bounds (``None``: unbounded).
+    allow_none : bool
+        Return ``None`` for ``None`` instead of refusing it.
+    what : str or None
+        The requirement in words, e.g. ``"a positive integer"``; default
+        ``"an integer in [low, high]"`` or ``"an integer >= low"``.
+
+    Raises
+    ------
+    ParameterError
+        ``f"{name}={value!r} must be {what}"`` (``" or None"`` appended when
+        ``allow_none``).
+    """
+    if value is None and allow_none:
+        return None
+    if what is None:
+        if low is not None and high is not None:
+            what = f"an integer in [{low}, {high}]"
+        elif low is not None:
+            what = f"an integer >= {low}"
+        elif high is not None:
+            what = f"an integer <= {high}"
+        else:
+            what = "an integer"
+    if (not _is_int(value) or (low is not None and value < low)
+            or (high is not None and value > high)):
+        raise ParameterError(f"{name}={value!r} must be {what}" + (" or None" if allow_none else ""))
+    return int(value)
+
+
+def check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
     """``value`` as an ``int`` if it is a positive integer (numpy integers too, not bools).
 
     Raises
     ------
     ParameterError
-        ``f"{name}={value!r} must be a positive integer"`` otherwise.
+        ``f"{name}={value!r} must be a positive integer"`` otherwise (with
+        ``" or None"`` when ``allow_none``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ParameterError(f"{name}={value!r} must be a positive integer")
-    return int(value)
+    return check_int(name, value, low=1, allow_none=allow_none, what="a positive integer")
+
+
+def check_non_negative_int(name: str, value, *, allow_none: bool = False) -> int | None:
+    """``value`` as an ``int`` if it is an integer >= 0 (numpy integers too, not bools).
+
+    Raises
+    ------
+    ParameterError
+        ``f"{name}={value!r} must be a non-negative integer"`` otherwise.
+    """
+    return check_int(name, value, low=0, allow_none=allow_none, what="a non-negative integer")
+
+
+def check_range(name: str, value, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, what: str | None = None) -> float:
+    """``value`` as a ``float`` if it is a finite real number within the bounds.
+
+    Parameters
+    ----------
+    name : str
+    value : object
+        An int or float (numpy scalars too); bools are refused.
+    low, high : float or None
+        Bounds (``None``: unbounded on that side).
+    low_open, high_open : bool
+        Exclude the bound itself.
+    what : str or None
+        The requirement in words (default: the interval, e.g. ``"in [0, 1)"``).
+
+    Raises
+    ------
+    ParameterError
+        ``f"{name}={value!r} must be in [low, high]"`` (brackets as the bounds are
+        open or closed; ``"> low"``, ``">= low"``... for one-sided bounds).
+    """
+    if what is not None:
+        pass
+    elif low is not None and high is not None:
+        what = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        what = f"{'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        what = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        what = "a finite number"
+    ok = (not isinstance(value, (bool, np.bool_))
+          and isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        raise ParameterError(f"{name}={value!r} must be {what}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a ``float`` if it is a finite number > 0 (``"must be a positive number"``)."""
+    return check_range(name, value, low=0.0, low_open=True, what="a positive number")
+
+
+def check_fraction(name: str, value, *, high_open: bool = False) -> float:
+    """``value`` as a ``float`` in ``[0, 1]`` (``[0, 1)`` with ``high_open``)."""
+    return check_range(name, value, low=0.0, high=1.0, high_open=high_open)

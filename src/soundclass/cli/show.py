@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.plots import show_file
+    from soundclass.apps.show import show_file
 
     out = args.output or f"{Path(args.file).stem}.png"
     written = show_file(args.file, out, sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length,

@@ -21,16 +21,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import (
+    ParameterError,
+    check_fraction,
+    check_non_negative_int,
+    check_positive_int,
+    check_range,
+)
 
 __all__ = ["crop_or_pad", "spec_augment", "freq_warp", "time_stretch", "mixup", "mix_targets"]
 
 _CROP_MODES = ("random", "center")
-
-
-def _non_negative_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ParameterError(f"{name}={value!r} must be a non-negative integer")
 
 
 def crop_or_pad(
@@ -137,7 +138,7 @@ def spec_augment(
         ("freq_masks", freq_masks), ("freq_width", freq_width),
         ("time_masks", time_masks), ("time_width", time_width),
     ):
-        _non_negative_int(name, value)
+        check_non_negative_int(name, value)
     if x.ndim != 3:
         raise ParameterError(f"x must have shape (B, F, T), got {tuple(x.shape)}")
     batch, n_freq, n_time = x.shape
@@ -155,8 +156,7 @@ def spec_augment(
 def _check_batch(x: torch.Tensor, generator, name: str, value) -> None:
     if not isinstance(generator, torch.Generator):
         raise ParameterError(f"generator={generator!r} must be a torch.Generator")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ParameterError(f"{name}={value!r} must be a number in [0, 1)")
+    check_range(name, value, low=0.0, high=1.0, high_open=True, what="a number in [0, 1)")
     if x.ndim != 3:
         raise ParameterError(f"x must have shape (B, F, T), got {tuple(x.shape)}")
 
@@ -279,8 +279,7 @@ def mixup(
     """
     if not isinstance(generator, torch.Generator):
         raise ParameterError(f"generator={generator!r} must be a torch.Generator")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-        raise ParameterError(f"alpha={alpha!r} must be a non-negative number")
+    check_range("alpha", alpha, low=0.0, what="a non-negative number")
     if x.shape[0] != y.shape[0]:
         raise ParameterError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
     if alpha == 0:
@@ -317,10 +316,8 @@ def mix_targets(
     torch.Tensor [shape=(B, n_classes)]
         Rows sum to 1.
     """
-    if not 0.0 <= lam <= 1.0:
-        raise ParameterError(f"lam={lam!r} must be in [0, 1]")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ParameterError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+    check_fraction("lam", lam)
+    check_fraction("label_smoothing", label_smoothing, high_open=True)
     one_a = torch.nn.functional.one_hot(y_a.long(), n_classes).float()
     one_b = torch.nn.functional.one_hot(y_b.long(), n_classes).float()
     soft = lam * one_a + (1.0 - lam) * one_b

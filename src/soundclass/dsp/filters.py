@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import ParameterError, check_positive, check_positive_int
 
 __all__ = [
     "fft_frequencies",
@@ -98,8 +98,7 @@ def fft_frequencies(*, sr: float = 22050, n_fft: int = 2048) -> np.ndarray:
 
 def _mel_key(sr, n_fft, n_mels, fmin, fmax, htk, norm, dtype) -> tuple:
     """The checked filterbank arguments, normalised into the key of the caches below."""
-    if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not sr > 0:
-        raise ParameterError(f"sr={sr!r} must be a positive number")
+    check_positive("sr", sr)
     for name, value in (("n_fft", n_fft), ("n_mels", n_mels)):
         check_positive_int(name, value)
     fmax = float(sr) / 2 if fmax is None else float(fmax)

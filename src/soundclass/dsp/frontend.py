@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from soundclass.config import FeatureConfig
 from soundclass.dsp import filters
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
     "dft_kernel",
@@ -99,8 +99,7 @@ def dft_kernel(*, n_fft: int, win_length: int | None = None, window: str = "hann
     -------
     kernel : np.ndarray [shape=(2 * (n_fft // 2 + 1), n_fft), dtype=float64]
     """
-    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft <= 0:
-        raise ParameterError(f"n_fft={n_fft!r} must be a positive integer")
+    n_fft = check_positive_int("n_fft", n_fft)
     win_length = n_fft if win_length is None else win_length
     if not 0 < win_length <= n_fft:
         raise ParameterError(f"win_length={win_length!r} must be in 1..n_fft={n_fft}")
@@ -149,8 +148,7 @@ def delta_operator(*, order: int, width: int = DELTA_WIDTH) -> tuple[np.ndarray,
     right : np.ndarray [shape=(width // 2, width)]
         ``out[T - h:] = right @ x[T - width:]``.
     """
-    if isinstance(order, bool) or not isinstance(order, int) or order <= 0:
-        raise ParameterError(f"order={order!r} must be a positive integer")
+    order = check_positive_int("order", order)
     if width < 3 or width % 2 != 1:
         raise ParameterError(f"width={width!r} must be an odd integer >= 3")
     if order >= width:
@@ -211,8 +209,7 @@ class Spectrogram(nn.Module):
         dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        if isinstance(hop_length, bool) or not isinstance(hop_length, int) or hop_length <= 0:
-            raise ParameterError(f"hop_length={hop_length!r} must be a positive integer")
+        hop_length = check_positive_int("hop_length", hop_length)
         if pad_mode not in _TORCH_PAD_MODES:
             raise ParameterError(
                 f"pad_mode={pad_mode!r} is not supported by the torch frontend; "

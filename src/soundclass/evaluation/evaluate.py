@@ -18,7 +18,6 @@ probabilities a training run already computed (no second forward pass).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -34,6 +33,8 @@ from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
 from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
+from soundclass.util.atomic import write_json_atomic
+from soundclass.util.csvfile import write_csv
 
 __all__ = [
     "Evaluation",
@@ -148,14 +149,6 @@ def misclassified_rows(
     return rows
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def _check_labels(labels: Sequence[str], classes: Sequence[str], *, where: str) -> None:
     """Raise :class:`DatasetError` naming the labels that are not classes of the model."""
     known = set(classes)
@@ -251,7 +244,7 @@ def evaluate_run(
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
 
-    files["predictions"] = _write_csv(
+    files["predictions"] = write_csv(
         out / "predictions.csv",
         ["path", "true", "predicted", "confidence", *(f"proba_{c}" for c in classes)],
         [
@@ -260,7 +253,7 @@ def evaluate_run(
         ],
     )
     wrong = misclassified_rows(paths, y_true, proba, classes=classes)
-    files["misclassified"] = _write_csv(
+    files["misclassified"] = write_csv(
         out / "misclassified.csv",
         ["path", "true", "predicted", "confidence", "top3"],
         [[r["path"], r["true"], r["predicted"], f"{r['confidence']:.6f}", r["top3"]] for r in wrong],
@@ -268,7 +261,7 @@ def evaluate_run(
     files["confusion"] = _plot_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion.png")
     if history:
         files["history"] = _plot_history_png(history, out / "history.png", monitor=monitor)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(out / "metrics.json", metrics, indent=2, allow_nan=True)
     files["metrics"] = out / "metrics.json"
 
     counts = Counter(classes[t] for t in y_true)

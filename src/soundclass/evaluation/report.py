@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from soundclass.util.atomic import write_text_atomic
+
 __all__ = ["write_html_report", "copy_error_clips", "MAX_AUDIO_PLAYERS", "MAX_TABLE_ROWS"]
 
 MAX_AUDIO_PLAYERS = 30
@@ -255,5 +257,5 @@ def write_html_report(
         parts += ["<h2>Configuration</h2>", f"<pre>{_e(config_json)}</pre>"]
     parts.append("</body></html>\n")
     out = run_dir / "report.html"
-    out.write_text("\n".join(parts), encoding="utf-8")
+    write_text_atomic(out, "\n".join(parts), errors="backslashreplace")  # non-UTF-8 names
     return out

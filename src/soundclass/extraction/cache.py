@@ -1,4 +1,4 @@
-"""Extract features once: a content-addressed, resumable on-disk cache.
+r"""Extract features once: a content-addressed, resumable on-disk cache.
 
 Layout below ``root``::
 
@@ -13,20 +13,31 @@ feature code bumps it, so entries computed by older code are never reused.
 Entries are keyed by the SHA-256 of the file *bytes*, so renaming or copying
 a file costs nothing and identical content at two paths is computed once; the
 index avoids re-hashing files whose size and modification time are unchanged.
-Every file is written to a temporary name in its final folder and moved into
-place with :func:`os.replace`, and results are stored as they arrive, so an
-interrupted run leaves no half-written entry and the next run computes only
-what is missing.  Failures are recorded and reported, never raised, and are
-retried with ``retry_failed=True``.  Entries that cannot be read back are
-recomputed.
+Every file is written by :mod:`soundclass.util.atomic` (a temporary name in
+its final folder, then :func:`os.replace`), and results are stored as they
+arrive, so an interrupted run leaves no half-written entry and the next run
+computes only what is missing.
+
+Every feature entry is a ``.npy`` file followed by a trailer of
+:data:`CHECKSUM_MAGIC` and the SHA-256 of the ``.npy`` bytes (``np.load``
+still reads it); an entry whose checksum does not match (bit rot, a torn
+write after a power cut, an entry of an older layout) is recomputed, never
+returned.  Entries are therefore not ``fsync``\ ed one by one.
+
+Failures are reported, never raised.  Only failures caused by the file's
+*content* (undecodable, too short...) are recorded against the content,
+and retried with ``retry_failed=True``; failures of access (permission, a
+file name the decoder cannot use, a file removed meanwhile) and transient
+ones (out of memory, a lost worker) are reported but not recorded, so the
+same bytes under another name, or in a later run, are computed again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import secrets
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -38,48 +49,37 @@ from typing import Any
 import numpy as np
 
 from soundclass.config import FeatureConfig, config_to_dict
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 from soundclass.extraction import extract as _extract
 from soundclass.extraction.extract import FEATURE_CODE_VERSION
+from soundclass.util.atomic import is_temp_name, write_bytes_atomic
+from soundclass.util.failures import CONTENT, Failure
+from soundclass.util.hashing import sha256_file
+from soundclass.util.progress import progress_bar
 
-__all__ = ["CacheStats", "FeatureCache", "file_sha256", "get_features"]
+__all__ = ["CHECKSUM_MAGIC", "CacheStats", "FeatureCache", "get_features"]
 
 #: Temporary files older than this (seconds) are leftovers of a killed run.
 STALE_TEMP_SECONDS = 600.0
-_TMP_SUFFIX = ".tmp"
-_BLOCK = 1 << 20
-# Failures that say nothing about the file itself: reported, not recorded.
-_TRANSIENT_PREFIXES = ("worker failed", "out of memory")
+#: Start of the trailer of a feature entry; the SHA-256 digest (32 bytes) follows.
+CHECKSUM_MAGIC = b"SCSHA256"
+_TRAILER = len(CHECKSUM_MAGIC) + 32
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks).
-
-    Raises
-    ------
-    OSError
-        The file cannot be read.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+def _entry_bytes(arr: np.ndarray) -> bytes:
+    """``.npy`` bytes of ``arr`` followed by the checksum trailer."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    payload = buf.getvalue()
+    return payload + CHECKSUM_MAGIC + hashlib.sha256(payload).digest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _checked_payload(data: bytes) -> bytes | None:
+    """The ``.npy`` bytes of an entry if its trailer matches, else ``None``."""
+    if len(data) <= _TRAILER or data[-_TRAILER:-32] != CHECKSUM_MAGIC:
+        return None
+    payload = data[:-_TRAILER]
+    return payload if hashlib.sha256(payload).digest() == data[-32:] else None
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -153,7 +153,7 @@ class FeatureCache:
             cdir.mkdir(parents=True, exist_ok=True)
             cfg = cdir / "config.json"
             if not cfg.exists():
-                _atomic_write(cfg, lambda fh: fh.write(_json_bytes(config_to_dict(config))))
+                write_bytes_atomic(cfg, _json_bytes(config_to_dict(config)))
         except OSError as exc:
             raise ParameterError(
                 f"cache_dir={os.fspath(self.root)!r}: cannot write {cdir} ({exc.strerror or exc})"
@@ -187,7 +187,7 @@ class FeatureCache:
                 ):
                     shas.append(str(entry[2]))
                     continue
-                sha = file_sha256(path)
+                sha = sha256_file(path)
             except OSError as exc:
                 errors[i] = f"cannot read file: {exc.strerror or exc}"
                 shas.append(None)
@@ -198,7 +198,7 @@ class FeatureCache:
             shas.append(sha)
         if changed:
             try:
-                _atomic_write(cdir / "index.json", lambda fh: fh.write(_json_bytes(index)))
+                write_bytes_atomic(cdir / "index.json", _json_bytes(index), fsync=False)
             except OSError:
                 pass  # only costs re-hashing next time; entry writes will warn
 
@@ -207,14 +207,16 @@ class FeatureCache:
     # -- entries ---------------------------------------------------------------
 
     def load(self, config: FeatureConfig, sha: str) -> np.ndarray | None:
-        """The cached feature of content ``sha``, or ``None`` if absent or unreadable."""
+        """The cached feature of content ``sha``, or ``None`` if absent, unreadable,
+        or its checksum does not match (a damaged entry is recomputed)."""
         path = self.entry_path(config, sha)
         try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            return None
+            payload = _checked_payload(path.read_bytes())
+            if payload is None:
+                return None
+            arr = np.load(io.BytesIO(payload), allow_pickle=False)
         except (OSError, ValueError, EOFError):
-            return None  # a damaged entry is recomputed
+            return None
         want_ndim = 1 if config.pooling == "mean" else 2
         if arr.dtype != np.float32 or arr.ndim != want_ndim or arr.shape[0] != config.n_features:
             return None
@@ -233,7 +235,7 @@ class FeatureCache:
         path = self.entry_path(config, sha)
         path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.ascontiguousarray(feature, dtype=np.float32)
-        _atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
+        write_bytes_atomic(path, _entry_bytes(arr), fsync=False)
         try:
             os.unlink(self.entry_path(config, sha, suffix=".err"))
         except FileNotFoundError:
@@ -245,7 +247,7 @@ class FeatureCache:
         out = self.entry_path(config, sha, suffix=".err")
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {"path": path, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write(out, lambda fh: fh.write(_json_bytes(record)))
+        write_bytes_atomic(out, _json_bytes(record), fsync=False)
         return out
 
     def clean_temp(self, config: FeatureConfig, *, max_age: float = STALE_TEMP_SECONDS) -> int:
@@ -255,7 +257,7 @@ class FeatureCache:
         removed = 0
         for folder in [cdir, *(p for p in cdir.iterdir() if p.is_dir())] if cdir.is_dir() else []:
             for entry in os.scandir(folder):
-                if entry.name.startswith(".") and entry.name.endswith(_TMP_SUFFIX):
+                if is_temp_name(entry.name):
                     try:
                         if now - entry.stat().st_mtime > max_age:
                             os.unlink(entry.path)
@@ -276,7 +278,7 @@ class FeatureCache:
         progress: bool = True,
         retry_failed: bool = False,
         chunk_size: int | None = None,
-    ) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+    ) -> tuple[list[np.ndarray | None], list[Failure]]:
         """Features of ``paths``, computing and storing only the missing ones.
 
         Parameters and return value as in :func:`get_features`; ``chunk_size``
@@ -284,10 +286,7 @@ class FeatureCache:
         (``None``: 64 per worker, 64 to 1024); at most one chunk of work is lost
         when a run is interrupted.
         """
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
-        ):
-            raise ParameterError(f"chunk_size={chunk_size!r} must be a positive integer or None")
+        check_positive_int("chunk_size", chunk_size, allow_none=True)
         paths = [os.fspath(p) for p in paths]
         cdir = self._prepare(config)
         self.clean_temp(config)
@@ -317,12 +316,12 @@ class FeatureCache:
             )
 
         features: list[np.ndarray | None] = []
-        failures: list[tuple[str, str]] = []
+        failures: list[Failure] = []
         for i, (path, sha) in enumerate(zip(paths, shas, strict=True)):
             arr = found.get(sha) if sha is not None else None
             features.append(arr)
             if arr is None:
-                failures.append((path, reasons.get(i) or failed.get(sha, "no feature computed")))
+                failures.append(Failure(path, reasons.get(i) or failed.get(sha, "no feature computed")))
         self.last_stats = CacheStats(
             n_paths=len(paths), hashed=hashed, cached=n_cached, computed=len(todo), failed=len(failures)
         )
@@ -330,20 +329,17 @@ class FeatureCache:
 
     def _compute(self, todo, config, found, failed, *, n_jobs, executor, progress, chunk_size) -> None:
         from soundclass.util.executors import default_n_jobs, make_executor
+        from soundclass.util.pool import executor_workers, is_broken
 
         items = list(todo.items())  # [(sha, path)]
-        n_workers = default_n_jobs(n_jobs) if executor is None else _executor_workers(executor, n_jobs)
+        n_workers = default_n_jobs(n_jobs) if executor is None else executor_workers(executor, n_jobs)
         own = executor is None and n_workers > 1 and len(items) > 1
         if own:
             executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         # Chunks small enough to lose little on interruption, big enough to keep workers busy.
         chunk = chunk_size or int(min(1024, max(64, 64 * n_workers)))
-        bar = None
+        bar = progress_bar(len(items), desc="features", enabled=progress)
         write_errors = 0
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(items), unit="file", desc="features", smoothing=0.1)
         try:
             for start in range(0, len(items), chunk):
                 part = items[start : start + chunk]
@@ -359,7 +355,7 @@ class FeatureCache:
                         else:
                             reason = res.error or "no feature returned"
                             failed[sha] = reason
-                            if not reason.startswith(_TRANSIENT_PREFIXES):
+                            if res.kind == CONTENT:  # not access or transient causes
                                 self.store_failure(config, sha, path=path, reason=reason)
                     except OSError as exc:  # a full or read-only disk must not stop the run
                         if not write_errors:
@@ -369,21 +365,14 @@ class FeatureCache:
                                 RuntimeWarning, stacklevel=3,
                             )
                         write_errors += 1
-                if bar is not None:
-                    bar.update(len(part))
+                bar.update(len(part))
+                if own and is_broken(executor):  # a worker died: the next part needs a new pool
+                    executor.shutdown(wait=True, cancel_futures=True)
+                    executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _executor_workers(executor: Executor, n_jobs: int | None) -> int:
-    for attr in ("_max_workers", "n_workers"):
-        value = getattr(executor, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return n_jobs or 1
 
 
 def get_features(
@@ -395,7 +384,7 @@ def get_features(
     executor: Executor | None = None,
     progress: bool = True,
     retry_failed: bool = False,
-) -> tuple[list[np.ndarray | None], list[tuple[str, str]]]:
+) -> tuple[list[np.ndarray | None], list[Failure]]:
     """Features of many files, from the cache when possible.
 
     Parameters
@@ -419,13 +408,15 @@ def get_features(
     features : list of (np.ndarray or None) [shape=(n,)]
         float32 ``(n_features, t)`` or ``(n_features,)``, in input order;
         ``None`` for a failed file. Paths with identical content share one array.
-    failures : list of (path, reason)
-        One pair per ``None`` in ``features``, in input order.
+    failures : list of Failure
+        One :class:`~soundclass.util.failures.Failure` ``(path, reason)`` per
+        ``None`` in ``features``, in input order.
     """
     if cache_dir is None:
         results = _extract.extract_many(paths, config, n_jobs=n_jobs, executor=executor, progress=progress)
         features = [r.feature if r.error is None else None for r in results]
-        failures = [(r.path, r.error or "no feature returned") for r, f in zip(results, features, strict=True) if f is None]
+        failures = [Failure(r.path, r.error or "no feature returned")
+                    for r, f in zip(results, features, strict=True) if f is None]
         return features, failures
     return FeatureCache(cache_dir).get(
         paths, config, n_jobs=n_jobs, executor=executor, progress=progress, retry_failed=retry_failed

@@ -12,10 +12,10 @@ recorded instead of raised.
 
 from __future__ import annotations
 
-import math
+import functools
 import os
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor, as_completed
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,10 @@ import numpy as np
 from soundclass.audio import check_audio, load
 from soundclass.config import FeatureConfig
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
-from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
+from soundclass.errors import ParameterError, check_positive_int
+from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
+from soundclass.util.pool import run_chunked
+from soundclass.util.progress import progress_bar
 
 __all__ = [
     "DELTA_WIDTH",
@@ -50,15 +53,26 @@ class ExtractResult:
         float32, ``(n_features, t)`` or ``(n_features,)``; ``None`` on failure.
     error : str or None
         Why the file failed, in words (the path itself is in ``path``); ``None`` on success.
+    kind : str
+        What caused a failure (:func:`soundclass.util.failures.failure_kind`):
+        ``"content"`` (the bytes), ``"access"`` (permission, name...) or
+        ``"transient"`` (memory, a lost worker); only ``"content"`` failures
+        may be remembered against the file's content.
     """
 
     path: str
     feature: np.ndarray | None
     error: str | None = None
+    kind: str = CONTENT
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failure(self) -> Failure | None:
+        """The :class:`~soundclass.util.failures.Failure` record, ``None`` on success."""
+        return None if self.error is None else Failure(self.path, self.error)
 
 
 def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -132,47 +146,18 @@ def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     return compute_feature(y, config)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, AudioDecodeError):
-        return exc.reason
-    if isinstance(exc, SoundclassError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _extract_one(path: str, config: FeatureConfig) -> ExtractResult:
     try:
         return ExtractResult(path, extract_file(path, config))
     except MemoryError:
-        return ExtractResult(path, None, "out of memory while decoding or computing features")
+        return ExtractResult(path, None, "out of memory while decoding or computing features",
+                             kind=TRANSIENT)
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
-        return ExtractResult(path, None, _reason(exc))
+        return ExtractResult(path, None, describe(exc), kind=failure_kind(exc, path))
 
 
-def _extract_chunk(paths: Sequence[str], config: FeatureConfig) -> list[ExtractResult]:
-    """Work unit shipped to a worker: a few files, to amortise the task overhead."""
-    return [_extract_one(p, config) for p in paths]
-
-
-def _n_workers(executor: Executor, n_jobs: int | None) -> int:
-    for attr in ("_max_workers", "n_workers"):
-        value = getattr(executor, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return n_jobs or os.cpu_count() or 1
-
-
-def _auto_chunksize(n_paths: int, n_workers: int) -> int:
-    # ~8 chunks per worker balances the load; 32 files caps the latency of one chunk.
-    return max(1, min(32, math.ceil(n_paths / (8 * n_workers))))
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="file", desc="features", smoothing=0.1)
+def _lost(path: str, reason: str, kind: str) -> ExtractResult:
+    return ExtractResult(path, None, reason, kind=kind)
 
 
 def extract_many(
@@ -205,53 +190,22 @@ def extract_many(
     -------
     list of ExtractResult
         ``results[i].path == str(paths[i])``; failed files have ``feature=None``
-        and ``error`` set.  A task lost with its worker marks its files failed.
+        and ``error`` set.  A worker that dies (decoder crash, out of memory)
+        fails only the file it was working on: the files of its chunk are
+        retried one by one (:func:`soundclass.util.pool.run_chunked`).
     """
-    from soundclass.util.executors import default_n_jobs, make_executor
-
     paths = [os.fspath(p) for p in paths]
     if not isinstance(config, FeatureConfig):
         raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
-    if chunksize is not None and (
-        isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize <= 0
-    ):
-        raise ParameterError(f"chunksize={chunksize!r} must be a positive integer or None")
+    check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
-    bar = _progress_bar(len(paths), progress)
+    bar = progress_bar(len(paths), desc="features", enabled=progress)
     try:
-        if executor is None and default_n_jobs(n_jobs) == 1:
-            results = []
-            for p in paths:
-                results.append(_extract_one(p, config))
-                if bar is not None:
-                    bar.update(1)
-            return results
-        own = executor is None
-        if own:
-            executor = make_executor("process", n_jobs=min(default_n_jobs(n_jobs), len(paths)))
-        try:
-            return _run_chunks(paths, config, executor, n_jobs=n_jobs, chunksize=chunksize, bar=bar)
-        finally:
-            if own:
-                executor.shutdown(wait=True, cancel_futures=True)
+        return run_chunked(
+            functools.partial(_extract_one, config=config), paths, on_failure=_lost,
+            executor=executor, n_jobs=n_jobs, chunksize=chunksize,
+            progress=bar.update,
+        )
     finally:
-        if bar is not None:
-            bar.close()
-
-
-def _run_chunks(paths, config, executor, *, n_jobs, chunksize, bar) -> list[ExtractResult]:
-    size = chunksize or _auto_chunksize(len(paths), _n_workers(executor, n_jobs))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    futures = {executor.submit(_extract_chunk, chunk, config): k for k, chunk in enumerate(chunks)}
-    done: list[list[ExtractResult] | None] = [None] * len(chunks)
-    for future in as_completed(futures):
-        k = futures[future]
-        try:
-            done[k] = future.result()
-        except Exception as exc:  # noqa: BLE001 - a dead worker fails its files, not the batch
-            reason = f"worker failed: {_reason(exc)}"
-            done[k] = [ExtractResult(p, None, reason) for p in chunks[k]]
-        if bar is not None:
-            bar.update(len(chunks[k]))
-    return [result for chunk in done for result in chunk]  # type: ignore[union-attr]
+        bar.close()

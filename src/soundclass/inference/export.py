@@ -46,7 +46,8 @@ from torch import nn
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
-from soundclass.errors import ParameterError, SoundclassError
+from soundclass.errors import ParameterError, SoundclassError, check_int
+from soundclass.util.atomic import write_bytes_atomic
 
 __all__ = [
     "WaveformClassifier",
@@ -263,16 +264,9 @@ def _max_opset() -> int:
     return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 
 
-def _atomic_save_onnx(model_proto, out: Path) -> None:
-    import onnx
-
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save_model(model_proto, os.fspath(tmp))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _save_onnx(model_proto, out: Path) -> None:
+    """Serialise ``model_proto`` to ``out`` atomically (:mod:`soundclass.util.atomic`)."""
+    write_bytes_atomic(out, model_proto.SerializeToString())
 
 
 def export_model(
@@ -325,10 +319,8 @@ def export_model(
     import onnx
 
     max_opset = _max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= max_opset:
-        raise ParameterError(
-            f"opset={opset!r} must be an integer in 13..{max_opset} (torch's TorchScript ONNX exporter)"
-        )
+    check_int("opset", opset, low=13, high=max_opset,
+              what=f"an integer in 13..{max_opset} (torch's TorchScript ONNX exporter)")
     classes = [str(c) for c in classes]
     if not classes:
         raise ParameterError("classes must not be empty")
@@ -383,7 +375,7 @@ def export_model(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise SoundclassError(f"{out}: exported graph is not valid ONNX ({exc})") from exc
-    _atomic_save_onnx(proto, out)
+    _save_onnx(proto, out)
     if check:
         try:
             check_onnx(module, out, _probe_signals(feature.sr, module.min_samples))

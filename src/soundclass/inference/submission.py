@@ -7,24 +7,12 @@ that could not be decoded gets the most likely class a priori
 (``failed='most_frequent'``), a warning on stderr and a row in
 ``<csv stem>.failed.csv`` (:func:`failed_list_path`).
 
-Every file name can be written
-------------------------------
-- **Encoding**: UTF-8 with ``errors='surrogateescape'``.  A name that is not
-  valid UTF-8 (legal on Linux, e.g. ``b'bad_\\xff\\xfe_name.wav'``) reaches
-  Python as a string with lone surrogates (:pep:`383`); it is written back as
-  its original bytes, so the row names the file byte for byte.  Read such a
-  CSV back with ``open(path, encoding='utf-8', errors='surrogateescape',
-  newline='')``.
-- **Quoting**: RFC 4180 minimal quoting (as :data:`csv.QUOTE_MINIMAL`): a
-  field holding a comma, a double quote, a tab, a CR or an LF is quoted
-  (double quotes doubled), so a name with a bare CR, a newline or a tab reads
-  back as one field of one row with :func:`csv.reader`.  Records end with
-  ``\\n``.
-- **Spreadsheet formulas** (``excel_safe=True``, ``soundclass predict
-  --excel-safe``): a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a
-  CR (what Excel and LibreOffice may run as a formula) gets a single quote
-  ``'`` prefixed, the OWASP "CSV injection" advice.  Off by default because
-  it changes the names a grader compares against.
+Every file name can be written: the CSVs go through
+:func:`soundclass.util.csvfile.write_csv` (UTF-8 with ``surrogateescape``,
+RFC 4180 quoting of CR/LF/tab, atomic).  ``excel_safe=True`` (``soundclass
+predict --excel-safe``) prefixes ``'`` to cells that start like a spreadsheet
+formula (``=``, ``+``, ``-``, ``@``, tab, CR); off by default because it changes
+the names a grader compares against.
 """
 
 from __future__ import annotations
@@ -33,7 +21,7 @@ import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,24 +29,13 @@ import numpy as np
 
 from soundclass.data.dataset import display_path
 from soundclass.errors import ParameterError, SoundclassError
+from soundclass.util.csvfile import CSV_ENCODING, CSV_ERRORS, excel_safe_cell, write_csv
 
 if TYPE_CHECKING:  # predict.py re-exports this module: no import cycle at run time
     from soundclass.inference.predict import Predictions
 
-__all__ = [
-    "CSV_ENCODING",
-    "CSV_ERRORS",
-    "FORMULA_PREFIXES",
-    "write_submission",
-    "failed_list_path",
-    "write_csv",
-    "excel_safe_cell",
-]
-
-CSV_ENCODING = "utf-8"
-CSV_ERRORS = "surrogateescape"  # non-UTF-8 file names are written as their own bytes
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
+__all__ = ["write_submission", "failed_list_path", "write_csv", "excel_safe_cell",
+           "CSV_ENCODING", "CSV_ERRORS"]
 
 def failed_list_path(out_csv: str | os.PathLike) -> Path:
     """Where :func:`write_submission` lists the files it could not predict.
@@ -70,72 +47,6 @@ def failed_list_path(out_csv: str | os.PathLike) -> Path:
     return out_csv.with_name(out_csv.stem + ".failed.csv")
 
 
-def excel_safe_cell(value: str) -> str:
-    """``value`` with a ``'`` prefixed if it starts like a spreadsheet formula.
-
-    Examples
-    --------
-    >>> excel_safe_cell("=HYPERLINK(1)"), excel_safe_cell("a=b.wav")
-    ("'=HYPERLINK(1)", 'a=b.wav')
-    """
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
-
-
-_QUOTED = (",", '"', "\r", "\n", "\t")
-
-
-def _csv_field(value: str) -> str:
-    """``value`` quoted (RFC 4180, quotes doubled) if it holds a comma, quote, CR, LF or tab."""
-    if any(c in value for c in _QUOTED):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def _csv_record(row: Sequence[str]) -> str:
-    """One CSV record ending in ``\\n``.
-
-    Not ``csv.writer``: with ``lineterminator='\\n'`` it leaves a bare CR (and a
-    tab) unquoted on Python < 3.12, and that row then reads back as two.  The
-    output is what ``csv.writer(quoting=csv.QUOTE_MINIMAL)`` writes otherwise,
-    and :func:`csv.reader` reads it back field for field.
-    """
-    return ",".join(_csv_field(v) for v in row) + "\n"
-
-
-def write_csv(
-    path: str | os.PathLike,
-    header: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    *,
-    excel_safe: bool = False,
-) -> Path:
-    """Write a CSV the way every soundclass table is written (see the module notes).
-
-    Parameters
-    ----------
-    path : path
-        The file to write (its folder is created).
-    header : sequence of str
-        Column names.
-    rows : iterable of sequence of str
-        The records; every value is a string.
-    excel_safe : bool
-        Prefix ``'`` to data cells starting like a formula (:func:`excel_safe_cell`).
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding=CSV_ENCODING, errors=CSV_ERRORS) as fh:
-        fh.write(_csv_record(header))
-        for row in rows:
-            if excel_safe:
-                row = [excel_safe_cell(v) for v in row]
-            fh.write(_csv_record(row))
-    return path
 
 
 def _fallback_proba(predictions: Predictions, prior: np.ndarray | None, n_classes: int) -> np.ndarray:

@@ -10,17 +10,29 @@
 
 Every result is a :class:`concurrent.futures.Executor`; use it as a context
 manager (or call ``shutdown()``) to release workers and, for dask, the client.
+
+The workers of a ``"process"`` pool die with their parent: on Linux each sets
+``prctl(PR_SET_PDEATHSIG, SIGKILL)`` when it starts, so a ``kill -9`` of the
+parent leaves no orphan blocked on a dead pipe.  (Linux delivers the signal
+when the *thread* that started the worker ends; pools are started and used by
+the thread that calls the batch API, so this is the caller's lifetime.)
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
-__all__ = ["DaskExecutor", "SerialExecutor", "default_n_jobs", "make_executor"]
+__all__ = [
+    "DaskExecutor", "SerialExecutor", "default_n_jobs", "die_with_parent", "make_executor",
+    "process_pool",
+]
 
 #: Seconds to wait for a remote dask scheduler.
 CONNECT_TIMEOUT = 10.0
@@ -39,9 +51,7 @@ def default_n_jobs(n_jobs: int | None = None) -> int:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # pragma: no cover - macOS/Windows
             return max(1, os.cpu_count() or 1)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs <= 0:
-        raise ParameterError(f"n_jobs={n_jobs!r} must be a positive integer or None")
-    return n_jobs
+    return check_positive_int("n_jobs", n_jobs, allow_none=True)
 
 
 class SerialExecutor(Executor):
@@ -119,6 +129,48 @@ def _process_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int | None = None) -> bool:
+    """Make this process receive SIGKILL when its parent dies (Linux only).
+
+    Parameters
+    ----------
+    parent_pid : int or None
+        The pid the parent had when it started this process; if the parent is
+        already gone (this process was re-parented meanwhile), exit at once.
+
+    Returns
+    -------
+    bool
+        Whether the death signal is set (``False`` off Linux or without libc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return False
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the signal was armed
+    return ok
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Initializer of every ``"process"`` pool worker."""
+    die_with_parent(parent_pid)
+
+
+def process_pool(n_jobs: int | None = None) -> ProcessPoolExecutor:
+    """A local process pool whose workers die with this process (see the module doc)."""
+    return ProcessPoolExecutor(
+        max_workers=default_n_jobs(n_jobs), mp_context=_process_context(),
+        initializer=_worker_init, initargs=(os.getpid(),),
+    )
+
+
 def _dask_client(address: str, *, n_jobs: int | None, processes: bool) -> DaskExecutor:
     try:
         from distributed import Client, LocalCluster
@@ -170,7 +222,7 @@ def make_executor(spec: str = "process", *, n_jobs: int | None = None, processes
     if spec == "serial":
         return SerialExecutor()
     if spec == "process":
-        return ProcessPoolExecutor(max_workers=default_n_jobs(n_jobs), mp_context=_process_context())
+        return process_pool(n_jobs)
     if spec.startswith("dask://"):
         return _dask_client(spec[len("dask://"):], n_jobs=n_jobs, processes=processes)
     raise ParameterError(
