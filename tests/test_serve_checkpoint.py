@@ -19,35 +19,13 @@ import soundfile as sf
 from conftest import make_signal
 from soundclass.apps.serve import make_app
 from soundclass.apps.serve.predictor import check_checkpoint_path
-from soundclass.config import FeatureConfig
 from soundclass.errors import CheckpointError
-from test_serve_common import PNG_MAGIC, TIMEOUT, LiveServer, wav_bytes
-
-
-def _save_tiny_checkpoint(out: Path, model_name: str) -> Path:
-    """A tiny untrained checkpoint with 5 classes (weights seeded)."""
-    import torch
-
-    from soundclass.inference.checkpoint import save_checkpoint
-    from soundclass.models import create_model
-
-    torch.manual_seed(0)
-    if model_name == "seed-cnn":  # vector model, mean-pooled mel
-        feature = FeatureConfig(kind="melspectrogram", sr=8000, n_fft=256, hop_length=64, n_mels=32, pooling="mean")
-        kwargs, extra = {"height": 8, "width": 4}, {}
-    else:  # sequence model, windowed and standardized
-        feature = FeatureConfig(kind="mfcc", sr=8000, n_fft=256, hop_length=64, n_mels=32, n_mfcc=13, deltas=2)
-        kwargs = {}
-        n = feature.n_features
-        extra = {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32), "clip_frames": 40}
-    model = create_model(model_name, n_classes=5, n_features=feature.n_features, **kwargs)
-    return save_checkpoint(out, model, model_name=model_name, model_kwargs=kwargs, feature=feature,
-                           classes=["a", "b", "c", "d", "e"], train_config={}, **extra)
+from test_serve_common import PNG_MAGIC, TIMEOUT, LiveServer, save_tiny_checkpoint, wav_bytes
 
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory) -> Path:
-    return _save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "ckpt", "seed-cnn")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "ckpt", "seed-cnn")
 
 
 @pytest.mark.parametrize("model_name", ["seed-cnn", "seed-lstm"])
@@ -56,7 +34,7 @@ def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
     from soundclass.inference.checkpoint import load_checkpoint
     from soundclass.inference.predictor import predict_proba
 
-    ckpt_dir = _save_tiny_checkpoint(tmp_path / "ckpt", model_name)
+    ckpt_dir = save_tiny_checkpoint(tmp_path / "ckpt", model_name)
     server = LiveServer(make_app(ckpt_dir, max_upload_bytes=1_000_000, max_seconds=3.0))
     try:
         status, info = server.json("GET", "/api/info")
@@ -79,7 +57,7 @@ def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
 
 
 def test_clip_too_short_for_the_model_is_422(tmp_path):
-    server = LiveServer(make_app(_save_tiny_checkpoint(tmp_path / "ckpt", "seed-lstm")))
+    server = LiveServer(make_app(save_tiny_checkpoint(tmp_path / "ckpt", "seed-lstm")))
     try:  # 300 samples give 5 frames, deltas need 9
         status, out = server.json("POST", "/api/predict", wav_bytes(np.full(300, 0.1, np.float32), 8000))
         assert status == 422 and "at least 9 frames" in out["error"]

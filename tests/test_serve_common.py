@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -148,3 +149,24 @@ def status_line(answer: bytes) -> int:
 
 def json_body(answer: bytes) -> dict:
     return json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+def save_tiny_checkpoint(out: Path, model_name: str) -> Path:
+    """A tiny untrained checkpoint with 5 classes (weights seeded)."""
+    import torch
+
+    from soundclass.inference.checkpoint import save_checkpoint
+    from soundclass.models import create_model
+
+    torch.manual_seed(0)
+    if model_name == "seed-cnn":  # vector model, mean-pooled mel
+        feature = FeatureConfig(kind="melspectrogram", sr=8000, n_fft=256, hop_length=64, n_mels=32, pooling="mean")
+        kwargs, extra = {"height": 8, "width": 4}, {}
+    else:  # sequence model, windowed and standardized
+        feature = FeatureConfig(kind="mfcc", sr=8000, n_fft=256, hop_length=64, n_mels=32, n_mfcc=13, deltas=2)
+        kwargs = {}
+        n = feature.n_features
+        extra = {"norm_mean": np.zeros(n, np.float32), "norm_std": np.ones(n, np.float32), "clip_frames": 40}
+    model = create_model(model_name, n_classes=5, n_features=feature.n_features, **kwargs)
+    return save_checkpoint(out, model, model_name=model_name, model_kwargs=kwargs, feature=feature,
+                           classes=["a", "b", "c", "d", "e"], train_config={}, **extra)
