@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import re
+import threading
 
 import pytest
 import soundfile as sf
 
 from conftest import make_signal
 from soundclass.apps.serve import TOP_K
-from test_serve_common import CLASSES, SMALL_LIMITS, ServerPool, wav_bytes
+from test_serve_common import CLASSES, SMALL_LIMITS, TIMEOUT, FakePredictor, ServerPool, wav_bytes
 
 
 @pytest.fixture
@@ -151,3 +152,25 @@ def test_page_record_in_chromium_with_fake_microphone(server, browser_page):
     assert server.app.predictor.calls == 1 and server.app.predictor.seen_peaks[0] > 0.01
     _shot(page, "record")
 
+
+
+def test_page_retries_when_the_server_is_busy(serve_app, browser_page, tmp_path):
+    """workers=1, queue=0 and a slow model: the page's upload meets a 503, waits Retry-After, succeeds."""
+    predictor = FakePredictor(delay=1.5)
+    server = serve_app(predictor, workers=1, queue=0, **SMALL_LIMITS)
+    page = browser_page()
+    page.goto(server.url)
+    page.wait_for_selector("#model-info:has-text('fake-bands')")
+    data = wav_bytes(make_signal(sr=8000, seconds=0.3), 8000)
+    blocker = threading.Thread(target=lambda: server.json("POST", "/api/predict", data), daemon=True)
+    blocker.start()
+    while predictor.calls == 0 and blocker.is_alive():  # the only slot is taken
+        page.wait_for_timeout(20)
+    wav = tmp_path / "later.wav"
+    sf.write(wav, make_signal(sr=8000, seconds=0.5), 8000, subtype="PCM_16")
+    page.set_input_files("#file-input", str(wav))
+    page.wait_for_selector("#status:has-text('busy')")
+    _assert_results(page)
+    assert "later.wav" in page.inner_text("#clip-info") and page.locator("#error").is_hidden()
+    blocker.join(TIMEOUT)
+    assert predictor.calls == 2
