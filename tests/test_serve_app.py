@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import soundfile as sf
 
 from conftest import make_signal
 from soundclass.apps.serve import TOP_K, App, create_asgi_app, make_server
-from soundclass.apps.serve.app import Admission, pick_upload
+from soundclass.apps.serve.app import Admission, is_loopback, pick_upload
 from soundclass.errors import ParameterError
 from test_serve_common import (
     CLASSES,
@@ -375,3 +376,33 @@ def test_make_server_rejects_bad_port_and_busy_port():
         taken.listen(1)
         with pytest.raises(ParameterError, match="cannot listen on 127.0.0.1"):
             make_server(App(FakePredictor()), port=taken.getsockname()[1])
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_loopback_server():
+    server = make_server(App(FakePredictor()), host="[::1]", port=0, quiet=True).start()
+    try:
+        assert server.loopback_only and server.url.startswith("http://[::1]:")
+        conn = http.client.HTTPConnection("::1", server.server_address[1], timeout=TIMEOUT)
+        conn.request("GET", "/api/info")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(("host", "expected"), [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True),
+                                              ("[::1]", True), ("localhost", True), ("LOCALHOST.", True),
+                                              ("0.0.0.0", False), ("::", False), ("192.168.1.2", False),
+                                              ("evil.example", False), ("", False)])
+def test_is_loopback(host, expected):
+    assert is_loopback(host) is expected

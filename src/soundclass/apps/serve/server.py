@@ -192,6 +192,7 @@ def make_server(
         access_log=not quiet,
         log_config=_log_config(quiet),
         server_header=False,
+        timeout_graceful_shutdown=5,
     )
     return Server(asgi, sock, config, loopback_only=loopback_only)
 
