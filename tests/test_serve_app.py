@@ -362,6 +362,8 @@ def test_full_queue_answers_503_with_retry_after(serve_app):
     assert time.monotonic() - t0 < 0.9  # not queued behind the model
     assert status == 503 and headers["retry-after"] == "1"
     assert "busy" in json.loads(body)["error"]
+    too_big = server.raw(_post_head(server, "Content-Length: 1000000000\r\n"))
+    assert status_line(too_big) == 413  # the cap is checked before admission
     for t in threads:
         t.join(TIMEOUT)
     assert sorted(results) == [200, 200]

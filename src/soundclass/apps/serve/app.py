@@ -238,13 +238,13 @@ def _declared_length(request: Request, limit: int) -> int | None:
     return length
 
 
-async def _read_upload(request: Request, limit: int, timeout: float) -> bytes:
+async def _read_upload(request: Request, length: int | None, limit: int, timeout: float) -> bytes:
     """The uploaded file's bytes: the raw body, or the chosen part of a multipart body.
 
-    At most ``limit`` bytes are ever held; a longer stream is refused with 413
-    as soon as the count passes ``limit``.
+    ``length`` is the checked ``Content-Length`` (None when chunked).  At most
+    ``limit`` bytes are ever held; a longer stream is refused with 413 as soon
+    as the count passes ``limit``.
     """
-    length = _declared_length(request, limit)
     content_type = request.headers.get("content-type", "")
     collector = _MultipartCollector(content_type) if content_type.lower().startswith("multipart/form-data") else None
     chunks: list[bytes] = []
@@ -380,6 +380,7 @@ def create_asgi_app(
 
     async def predict(request: Request) -> Response:
         try:
+            length = _declared_length(request, limit)  # 411/400/413 whatever the load
             if not admission.try_enter():
                 await _drain(request, limit, body_timeout)
                 busy = admission.capacity
@@ -388,7 +389,7 @@ def create_asgi_app(
                     headers={"Retry-After": str(retry_after)},
                 )
             try:
-                data = await _read_upload(request, limit, body_timeout)
+                data = await _read_upload(request, length, limit, body_timeout)
                 result = await asyncio.get_running_loop().run_in_executor(pool, app.predict_bytes, data)
             finally:
                 admission.leave()
