@@ -400,7 +400,7 @@ def create_asgi_app(
             return _error(400, exc.reason)
         except _Disconnected:
             log.debug("client disconnected during the upload")
-            return Response(b"", status_code=400)
+            return Response(b"", status_code=400)  # nobody reads it; uvicorn drops it quietly
         except Exception as exc:  # one bad request never kills the server
             log.exception("internal error while handling POST /api/predict")
             kind = type(exc).__name__

@@ -9,7 +9,11 @@ becomes::
     return (*audio.load(io.BytesIO(data), sr=None, mono=False, max_seconds=max_seconds,
                         max_sr=max_sr, max_channels=max_channels), None)
 
-and :func:`_decode_libsndfile` is deleted.
+and :func:`_decode_libsndfile` is deleted.  The third value is the duration of
+the whole upload when the decoder knows it; with ``None`` a clip cut at
+``max_seconds`` reports the analysed length as its ``duration`` and ``truncated``
+means "at least ``max_seconds`` long".  Should ``audio.info`` accept file-likes, ``None``
+becomes ``audio.info(io.BytesIO(data)).duration``.
 """
 
 from __future__ import annotations
