@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from soundclass.apps.serve import DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_BYTES
+from soundclass.apps.serve import (
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_QUEUE,
+    DEFAULT_WORKERS,
+)
 from soundclass.cli._args import add_model_argument
 
 _MB = 2**20
@@ -35,6 +40,15 @@ def register(subparsers) -> None:
         "--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
         help="seconds of each clip analysed at most (default: %(default)g)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS,
+        help="threads analysing uploads in parallel (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue", type=int, default=DEFAULT_QUEUE,
+        help="uploads that may wait for a worker; beyond them the answer is 503 with Retry-After "
+             "(default: %(default)s; memory for uploads is at most (workers + queue) x --max-upload-mb)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.set_defaults(func=run)
 
@@ -49,5 +63,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * _MB),
         max_seconds=args.max_seconds,
         quiet=args.quiet,
+        workers=args.workers,
+        queue=args.queue,
     )
     return 0

@@ -78,11 +78,7 @@ async function analyse(blob, what) {
   $("results").hidden = true; // never show an earlier clip's results next to this one's error
   setStatus(`Analysing ${what}…`);
   try {
-    const response = await fetch("/api/predict", {
-      method: "POST",
-      headers: { "Content-Type": blob.type || "application/octet-stream" },
-      body: blob,
-    });
+    const response = await postClip(blob, what);
     let payload;
     try {
       payload = await response.json();
@@ -97,6 +93,22 @@ async function analyse(blob, what) {
   } finally {
     state.busy = false;
     document.body.classList.remove("busy");
+  }
+}
+
+// POST the clip; a busy server (503) says when to come back (Retry-After): wait and retry a few times.
+async function postClip(blob, what) {
+  const maxAttempts = 4;
+  for (let attempt = 1; ; attempt++) {
+    const response = await fetch("/api/predict", {
+      method: "POST",
+      headers: { "Content-Type": blob.type || "application/octet-stream" },
+      body: blob,
+    });
+    if (response.status !== 503 || attempt === maxAttempts) return response;
+    const wait = Math.min(10, Math.max(1, Number(response.headers.get("Retry-After")) || 1));
+    setStatus(`The server is busy; analysing ${what} again in ${wait} s…`);
+    await new Promise((resolve) => setTimeout(resolve, 1000 * wait));
   }
 }
 
