@@ -18,7 +18,7 @@ from soundclass.audio.sniff import PYAV, sniff
 from soundclass.audio.soundfile_backend import CannotOpen, Native
 from soundclass.audio.source import Source, SourceLike, open_source, source_name
 from soundclass.audio.transforms import resample
-from soundclass.errors import AudioDecodeError, ParameterError
+from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 
 __all__ = ["AudioInfo", "Decoded", "decode", "info", "load"]
 
@@ -120,8 +120,7 @@ def _check_params(sr, offset, duration, dtype, max_seconds, max_sr, max_channels
         if value is not None and not value > 0:
             raise ParameterError(f"{key}={value!r} must be positive or None")
     for key, value in (("max_channels", max_channels), ("max_bytes", max_bytes)):
-        if value is not None and (isinstance(value, bool) or not int(value) == value or value <= 0):
-            raise ParameterError(f"{key}={value!r} must be a positive integer or None")
+        check_positive_int(key, value, allow_none=True)
     return dtype
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
     "UNKNOWN",
@@ -150,9 +150,7 @@ def log_loss(proba: np.ndarray, y_true: np.ndarray, *, eps: float = 1e-12) -> fl
 
 
 def _bin_edges(n_bins: int) -> np.ndarray:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ParameterError(f"n_bins={n_bins!r} must be a positive integer")
-    return np.linspace(0.0, 1.0, int(n_bins) + 1)
+    return np.linspace(0.0, 1.0, check_positive_int("n_bins", n_bins) + 1)
 
 
 def reliability_curve(proba: np.ndarray, y_true: np.ndarray, *, n_bins: int = 15) -> ReliabilityCurve:

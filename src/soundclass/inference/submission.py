@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from soundclass.data.dataset import display_path
-from soundclass.errors import ParameterError, SoundclassError
+from soundclass.errors import ParameterError, SoundclassError, check_int
 from soundclass.util.csvfile import CSV_ENCODING, CSV_ERRORS, excel_safe_cell, write_csv
 
 if TYPE_CHECKING:  # predict.py re-exports this module: no import cycle at run time
@@ -126,8 +126,7 @@ def write_submission(
     n_classes = predictions.proba.shape[1]
     if len(classes) != n_classes:
         raise ParameterError(f"{len(classes)} classes given for {n_classes} probability columns")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_classes:
-        raise ParameterError(f"top_k={top_k!r} must be an integer in [1, {n_classes}]")
+    top_k = check_int("top_k", top_k, low=1, high=n_classes)
     if failed not in FAILED_POLICIES:
         raise ParameterError(f"failed={failed!r} must be one of {FAILED_POLICIES}")
     out_csv = Path(out_csv)

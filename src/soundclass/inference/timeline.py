@@ -27,7 +27,7 @@ import soundfile as sf
 import soxr
 
 from soundclass.audio import info
-from soundclass.errors import AudioDecodeError, ParameterError
+from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 
 __all__ = [
     "Window",
@@ -109,8 +109,7 @@ def iter_windows(
     AudioDecodeError
         The file cannot be opened or decoded; the message names it.
     """
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ParameterError(f"sr={sr!r} must be a positive integer")
+    sr = check_positive_int("sr", sr)
     window_seconds = _positive_seconds("window_seconds", window_seconds)
     hop_seconds = window_seconds if hop_seconds is None else _positive_seconds("hop_seconds", hop_seconds)
     if min_seconds is None:
@@ -123,8 +122,8 @@ def iter_windows(
     head = info(path)  # validates the file, names it in errors
     if block_frames is None:
         block_frames = max(256, int(np.ceil(hop_seconds * head.sr)))
-    elif isinstance(block_frames, bool) or not isinstance(block_frames, (int, np.integer)) or block_frames <= 0:
-        raise ParameterError(f"block_frames={block_frames!r} must be a positive integer")
+    else:
+        block_frames = check_positive_int("block_frames", block_frames)
     stream = None if head.sr == sr else soxr.ResampleStream(head.sr, sr, 1, dtype="float32", quality="HQ")
     buf = np.zeros(0, dtype=np.float32)  # samples at sr, starting at sample `offset`
     offset = 0  # absolute index (at sr) of buf[0]
@@ -182,8 +181,7 @@ def score_windows(
         Window times in seconds.
     proba : np.ndarray of float64 [shape=(n, n_classes)]
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ParameterError(f"batch_size={batch_size!r} must be a positive integer")
+    batch_size = check_positive_int("batch_size", batch_size)
     starts: list[float] = []
     ends: list[float] = []
     rows: list[np.ndarray] = []
@@ -264,8 +262,7 @@ def merge_segments(
         raise ParameterError(
             f"starts, ends, labels and probs must have one length, got {n}, {ends.size}, {len(labels)}, {probs.size}"
         )
-    if isinstance(min_windows, bool) or not isinstance(min_windows, (int, np.integer)) or min_windows < 1:
-        raise ParameterError(f"min_windows={min_windows!r} must be a positive integer")
+    min_windows = check_positive_int("min_windows", min_windows)
     if n == 0:
         return []
     if (np.diff(starts) < 0).any() or (ends < starts).any():

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 from soundclass.models.panns import CNN_SPEC
 from soundclass.models.registry import create_model, list_models, model_spec, register_model
 from soundclass.models.seed import SEED_CNN_SPEC
@@ -78,7 +78,7 @@ class Ensemble(nn.Module):
                     f"norm_mean/norm_std must have shape ({len(members)}, n_features), "
                     f"got {tuple(mean.shape)} and {tuple(std.shape)}"
                 )
-            if not bool((std > 0).all()):
+            if not std.is_meta and not bool((std > 0).all()):  # meta: shapes only (checkpoint checks)
                 raise ParameterError("norm_std must be positive")
             self.register_buffer("norm_mean", mean.clone())
             self.register_buffer("norm_std", std.clone())
@@ -155,8 +155,7 @@ def build_ensemble(
         raise ParameterError(
             f"member {member!r} takes {model_spec(member).input} input; use {ensemble_name(member)!r}"
         )
-    if isinstance(n_members, bool) or not isinstance(n_members, int) or n_members < 1:
-        raise ParameterError(f"n_members={n_members!r} must be a positive integer")
+    n_members = check_positive_int("n_members", n_members)
     members = [
         create_model(member, n_classes=n_classes, n_features=n_features, **dict(member_kwargs or {}))
         for _ in range(n_members)

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from soundclass.config import FeatureConfig
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
     "INPUT_KINDS",
@@ -157,7 +157,6 @@ def create_model(name: str, *, n_classes: int, n_features: int, **kwargs: Any) -
         to logits ``(B, n_classes)``.
     """
     _check_name(name)
-    for key, value in (("n_classes", n_classes), ("n_features", n_features)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ParameterError(f"{key}={value!r} must be a positive integer")
+    n_classes = check_positive_int("n_classes", n_classes)
+    n_features = check_positive_int("n_features", n_features)
     return _BUILDERS[name](n_classes=n_classes, n_features=n_features, **kwargs)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.axes import Axes
 
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = ["plot_timeline"]
 
@@ -57,8 +57,7 @@ def plot_timeline(
         )
     if t.size == 0:
         raise ParameterError("no windows: nothing to draw")
-    if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 1:
-        raise ParameterError(f"max_classes={max_classes!r} must be a positive integer")
+    max_classes = check_positive_int("max_classes", max_classes)
     shown = np.argsort(-p.max(axis=0), kind="stable")[:max_classes]
     top = p.argmax(axis=1)
     edges = np.r_[t[0], 0.5 * (t[1:] + t[:-1]), t[-1]] if t.size > 1 else np.array([t[0] - 0.5, t[0] + 0.5])

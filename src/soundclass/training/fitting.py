@@ -28,7 +28,6 @@ from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_che
 from soundclass.inference.predictor import predict_logits, softmax, standardize
 from soundclass.training import distributed as dist
 from soundclass.training import loop
-from soundclass.training._io import write_json
 from soundclass.training.config import (
     RUNTIME_FIELDS,
     TrainConfig,
@@ -52,6 +51,7 @@ from soundclass.training.state import (
     restore_rng_state,
     save_training_state,
 )
+from soundclass.util.atomic import write_json_atomic
 
 __all__ = ["FitResult", "fit"]
 
@@ -240,7 +240,7 @@ class _Run:
             self.run_config["pretrained_from"] = self.pretrained_from
         self.train_model = dist.wrap_model(model, device=self.device)
         if self.is_main:
-            write_json(out_dir / "config.json", self.run_config)
+            write_json_atomic(out_dir / "config.json", self.run_config, allow_nan=True)
         self.bar = tqdm(total=config.epochs, initial=self.start_epoch, desc=f"train {config.model}",
                         unit="epoch", disable=not self.progress)
 
@@ -284,7 +284,7 @@ class _Run:
                             scheduler=self.scheduler, rng_state=capture_rng_state(),
                             extra={"history": self.history, "early_stopping": self.stopper.state_dict(),
                                    "config": config_json(self.config), "pretrained_from": self.pretrained_from})
-        write_json(self.out / "history.json", self.history)
+        write_json_atomic(self.out / "history.json", self.history, allow_nan=True)
         self.bar.set_postfix(loss=f"{tr['loss']:.3f}", val_loss=f"{row['val_loss']:.3f}",
                              val_f1=f"{row['val_macro_f1']:.3f}")
         self.bar.update(1)

@@ -23,8 +23,8 @@ from soundclass.models.panns import (
     PANNS_INPUT_FIELDS,
     PANNS_MODELS,
 )
-from soundclass.training._io import _sha256
 from soundclass.training.config import TrainConfig, feature_config
+from soundclass.util.hashing import sha256_file
 
 __all__ = ["PRETRAINED_MODELS", "check_pretrained", "check_pretrained_file", "load_pretrained_weights"]
 
@@ -118,7 +118,7 @@ def load_pretrained_weights(model: torch.nn.Module, config: TrainConfig) -> dict
     report = load_pretrained(unwrap_model(model), path)
     record = {
         "path": os.path.abspath(path),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "bytes": os.path.getsize(path),
         "n_loaded": len(report.loaded),
         "skipped": list(report.skipped),

@@ -39,7 +39,7 @@ from soundclass.inference.checkpoint import (
     _to_saveable,
     unwrap_model,
 )
-from soundclass.training._io import _sha256
+from soundclass.util.hashing import sha256_file
 
 __all__ = [
     "STATE_FORMAT_VERSION",
@@ -152,7 +152,7 @@ def has_training_state(folder: str | os.PathLike) -> bool:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    return {"name": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"name": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def save_training_state(
@@ -222,7 +222,7 @@ def _check_tensor_file(tree: dict, folder: Path, meta_path: Path) -> None:
         raise CheckpointError(f"{meta_path}: field 'tensors' must hold the sha256 of {STATE_WEIGHTS_NAME}")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: missing")
-    if weights_path.stat().st_size != record.get("bytes") or _sha256(weights_path) != record["sha256"]:
+    if weights_path.stat().st_size != record.get("bytes") or sha256_file(weights_path) != record["sha256"]:
         raise CheckpointError(
             f"{weights_path}: does not match {meta_path.name} of epoch {tree['epoch'] + 1} (sha256 "
             f"differs): the run was interrupted while saving its state, so the weights and the "

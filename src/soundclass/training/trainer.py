@@ -24,11 +24,12 @@ import numpy as np
 from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.training import distributed as dist
-from soundclass.training._io import write_json
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.pretrained import check_pretrained_file
 from soundclass.training.state import has_training_state
+from soundclass.util.atomic import write_json_atomic
+from soundclass.util.failures import Failure
 
 __all__ = ["TrainResult", "train"]
 
@@ -49,7 +50,7 @@ class TrainResult:
     classes: tuple[str, ...]
     val_items: tuple[Item, ...]
     val_proba: np.ndarray | None
-    failures: list[Any]
+    failures: list[Failure]
     warnings: list[str]
     pretrained_from: Mapping[str, Any] | None = None
 
@@ -114,7 +115,7 @@ def train(
         dist.barrier()
     ok = [i for i, f in enumerate(features) if f is not None]
     if failures:
-        shown = "; ".join(f"{_failure_path(f)} ({_failure_reason(f)})" for f in failures[:3])
+        shown = "; ".join(f"{f.path} ({f.reason})" for f in failures[:3])
         more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
         notes.append(f"{len(failures)} of {len(dataset)} file(s) could not be used and were skipped: "
                      f"{shown}{more}")
@@ -142,7 +143,7 @@ def train(
     out = Path(out_dir)
     split = {
         "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
-        "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
+        "failed": [{"path": f.path, "reason": f.reason} for f in failures],
     }
     if resume and (out / "split.json").is_file():
         before = json.loads((out / "split.json").read_text(encoding="utf-8"))
@@ -153,7 +154,7 @@ def train(
             )
     if ctx.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "split.json", split)
+        write_json_atomic(out / "split.json", split, allow_nan=True)
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
     return TrainResult(
@@ -170,14 +171,3 @@ def _test_fraction(val_size: float, n: int) -> float:
     if val_size >= n:
         raise ParameterError(f"val_size={val_size!r} clips leaves none of the {n} usable clips for training")
     return float(val_size) / n
-
-
-def _failure_path(failure: Any) -> str:
-    """The path of a ``get_features`` failure ``(path, reason)``."""
-    return str(failure[0]) if isinstance(failure, (tuple, list)) else str(getattr(failure, "path", failure))
-
-
-def _failure_reason(failure: Any) -> str:
-    if isinstance(failure, (tuple, list)) and len(failure) > 1:
-        return str(failure[1])
-    return str(getattr(failure, "reason", getattr(failure, "error", "")))
