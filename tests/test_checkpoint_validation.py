@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 import soundclass.models as models_pkg
 from soundclass.config import config_to_dict
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference import checkpoint as ckpt_module
+from soundclass.inference import checkpoint_checks as ckpt_module
 from soundclass.inference.checkpoint import (
     META_NAME,
     WEIGHTS_NAME,

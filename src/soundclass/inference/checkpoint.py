@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +27,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_save
 
 from soundclass import __version__
-from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
+from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import CheckpointError, ParameterError, SoundclassError, check_positive_int
+from soundclass.inference.checkpoint_checks import (
+    MAX_CLIP_SECONDS,
+    MAX_N_CLASSES,
+    MODEL_PREFIX,
+    check_architecture,
+    check_feature_fits_model,
+    check_finite,
+    check_kwargs,
+    feature_of,
+    read_header,
+)
+from soundclass.util.atomic import write_bytes_atomic, write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
@@ -50,23 +62,8 @@ WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 INPUT_KINDS = ("sequence", "vector")
 
-_MODEL_PREFIX = "model."
 _NORM_MEAN = "norm.mean"
 _NORM_STD = "norm.std"
-
-# Bounds a checkpoint must respect before any tensor is built (see ``read_checkpoint_meta``).
-# Generous for every registered model (CNN14 with AudioSet's 527 classes: 80.8 M
-# parameters), far below what a tampered ``model.json`` could make torch allocate.
-MAX_PARAMETERS = 250_000_000  # 1 GB of float32 weights
-MAX_N_CLASSES = 100_000
-MAX_N_FEATURES = 4096
-MAX_KWARG_INT = 65_536  # any integer in model_kwargs (channels, hidden sizes, layers ...)
-MAX_KWARG_ITEMS = 256  # entries of any list/dict in model_kwargs
-MAX_KWARG_DEPTH = 4  # nesting of lists/dicts in model_kwargs
-MAX_CLIP_SECONDS = 600.0  # clip_frames <= MAX_CLIP_SECONDS * feature.frame_rate
-FEATURE_SR_RANGE = (1_000, 768_000)  # Hz
-MAX_FEATURE_N_FFT = 65_536  # also bounds hop_length and win_length
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -128,22 +125,12 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=True)
-    _atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    write_json_atomic(path, obj, indent=2, allow_nan=True)
 
 
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, safetensors_save(tensors, metadata=metadata))
 
 
 def _to_saveable(t: torch.Tensor) -> torch.Tensor:
@@ -241,7 +228,7 @@ def save_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tensors = {_MODEL_PREFIX + k: _to_saveable(v) for k, v in model.state_dict().items()}
+    tensors = {MODEL_PREFIX + k: _to_saveable(v) for k, v in model.state_dict().items()}
     mean, std = _stat(norm_mean, "norm_mean"), _stat(norm_std, "norm_std")
     if mean is not None:
         tensors[_NORM_MEAN] = mean
@@ -320,107 +307,6 @@ def _require(meta: dict, key: str, types: type | tuple[type, ...], where: Path) 
     return value
 
 
-def _check_kwargs(value: Any, where: Path, key: str = "model_kwargs", depth: int = 0) -> None:
-    """Refuse model_kwargs that no sane architecture has (huge ints, long lists, non-finite)."""
-    if depth > MAX_KWARG_DEPTH:
-        raise CheckpointError(f"{where}: {key} is nested more than {MAX_KWARG_DEPTH} levels deep")
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return
-    if isinstance(value, int):
-        if abs(value) > MAX_KWARG_INT:
-            raise CheckpointError(
-                f"{where}: {key}={value} is out of bounds (|value| <= {MAX_KWARG_INT} for model_kwargs)"
-            )
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value) or abs(value) > MAX_KWARG_INT:
-            raise CheckpointError(
-                f"{where}: {key}={value!r} must be finite with |value| <= {MAX_KWARG_INT}"
-            )
-        return
-    if isinstance(value, (list, dict)):
-        if len(value) > MAX_KWARG_ITEMS:
-            raise CheckpointError(f"{where}: {key} has {len(value)} entries (at most {MAX_KWARG_ITEMS})")
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for k, v in items:
-            _check_kwargs(v, where, f"{key}[{k!r}]", depth + 1)
-        return
-    raise CheckpointError(f"{where}: {key} has unsupported type {type(value).__name__}")
-
-
-def _check_feature(feature: FeatureConfig, where: Path) -> None:
-    """Refuse feature settings that would make extraction allocate without bound."""
-    lo, hi = FEATURE_SR_RANGE
-    if not lo <= feature.sr <= hi:
-        raise CheckpointError(f"{where}: feature sr={feature.sr} is outside [{lo}, {hi}] Hz")
-    for name in ("n_fft", "hop_length", "win_length"):
-        value = getattr(feature, name)
-        if value is not None and value > MAX_FEATURE_N_FFT:
-            raise CheckpointError(f"{where}: feature {name}={value} is above {MAX_FEATURE_N_FFT}")
-    if feature.n_features > MAX_N_FEATURES:
-        raise CheckpointError(
-            f"{where}: feature has n_features={feature.n_features} rows (at most {MAX_N_FEATURES})"
-        )
-
-
-def _feature_of(meta: dict, where: Path) -> FeatureConfig:
-    try:
-        feature = config_from_dict(FeatureConfig, meta["feature"])
-    except (ParameterError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: invalid feature config ({exc})") from exc
-    _check_feature(feature, where)
-    return feature
-
-
-def _feature_differences(a: FeatureConfig, b: FeatureConfig) -> list[str]:
-    da, db = config_to_dict(a), config_to_dict(b)
-    return [f"{k}={da[k]!r} (expected {db.get(k)!r})" for k in da if da[k] != db.get(k)]
-
-
-def _check_feature_fits_model(meta: dict, feature: FeatureConfig, where: Path) -> None:
-    """The feature against what the model and the training record fix.
-
-    - the input kind and pooling of a registered model are fixed by its
-      :class:`~soundclass.models.ModelSpec`: a mismatch is an error;
-    - a trained checkpoint records the feature it was trained on twice
-      (``feature`` and ``train_config.feature_config``): if they differ, one of
-      them was edited, and the model would get inputs it never saw: an error;
-    - ``n_mels``/``n_mfcc``/``deltas`` are fixed by the weights' shapes
-      (checked when the model is rebuilt on the meta device);
-    - ``sr``, ``hop_length`` and the other settings are user choices at
-      training time (``--feature``), so without a training record a
-      difference from the spec's default feature is allowed silently.
-    """
-    try:
-        from soundclass.models import list_models, model_spec
-    except ImportError:  # pragma: no cover - the models stage is part of the package
-        return
-    name = meta["model_name"]
-    if name in list_models():
-        spec = model_spec(name)
-        if meta["input"] != spec.input:
-            raise CheckpointError(
-                f"{where}: input={meta['input']!r} but model {name!r} takes {spec.input!r} input"
-            )
-        if feature.pooling != spec.feature.pooling:
-            raise CheckpointError(
-                f"{where}: feature pooling={feature.pooling!r} does not fit model {name!r} "
-                f"({spec.input} input needs pooling={spec.feature.pooling!r})"
-            )
-    record = (meta.get("train_config") or {}).get("feature_config")
-    if isinstance(record, dict):
-        try:
-            trained = config_from_dict(FeatureConfig, record)
-        except (ParameterError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: invalid train_config.feature_config ({exc})") from exc
-        diff = _feature_differences(feature, trained)
-        if diff:
-            raise CheckpointError(
-                f"{where}: feature differs from the one the model was trained on "
-                f"(train_config.feature_config): {', '.join(diff)}"
-            )
-
-
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     """The validated ``model.json`` of a checkpoint, without building the model.
 
@@ -431,7 +317,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     ``FEATURE_SR_RANGE``, ``n_fft``/``hop_length``/``win_length`` at most
     ``MAX_FEATURE_N_FFT``, ``n_features <= MAX_N_FEATURES``; ``clip_frames`` a
     positive integer of at most ``MAX_CLIP_SECONDS`` of audio.  The feature
-    must fit the model (see :func:`_check_feature_fits_model`).
+    must fit the model (see :func:`check_feature_fits_model`).
 
     Raises
     ------
@@ -457,8 +343,8 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{meta_path}: input={meta.get('input')!r} must be one of {INPUT_KINDS}")
     if len(classes) > MAX_N_CLASSES:
         raise CheckpointError(f"{meta_path}: {len(classes)} classes (at most {MAX_N_CLASSES})")
-    _check_kwargs(meta["model_kwargs"], meta_path)
-    feature = _feature_of(meta, meta_path)
+    check_kwargs(meta["model_kwargs"], meta_path)
+    feature = feature_of(meta, meta_path)
     clip = meta.get("clip_frames")
     if clip is not None and (not isinstance(clip, int) or isinstance(clip, bool) or clip <= 0):
         raise CheckpointError(f"{meta_path}: clip_frames={clip!r} must be a positive integer or null")
@@ -468,64 +354,8 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
             f"{meta_path}: clip_frames={clip} is above {max_clip} "
             f"({MAX_CLIP_SECONDS:g} s at {feature.frame_rate:g} frames/s)"
         )
-    _check_feature_fits_model(meta, feature, meta_path)
+    check_feature_fits_model(meta, feature, meta_path)
     return meta
-
-
-def _read_header(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from a safetensors header, without reading any tensor."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from exc
-    total = sum(math.prod(shape) for shape in shapes.values())
-    if total > MAX_PARAMETERS:
-        raise CheckpointError(f"{path}: holds {total:,} values (at most {MAX_PARAMETERS:,})")
-    return shapes
-
-
-def _check_architecture(name: str, kwargs: dict, n_classes: int, feature: FeatureConfig,
-                        shapes: dict[str, tuple[int, ...]], meta_path: Path,
-                        weights_path: Path) -> None:
-    """Build the model on the meta device (no memory) and compare it with the weights' header."""
-    from soundclass.models import create_model
-
-    try:
-        with torch.device("meta"):
-            skeleton = create_model(name, n_classes=n_classes, n_features=feature.n_features, **kwargs)
-    except Exception as exc:  # any builder failure on user-supplied kwargs is the checkpoint's fault
-        raise CheckpointError(f"{meta_path}: cannot rebuild model {name!r} with {kwargs} ({exc})") from exc
-    n_params = sum(p.numel() for p in skeleton.parameters())
-    if n_params > MAX_PARAMETERS:
-        raise CheckpointError(
-            f"{meta_path}: model {name!r} with {kwargs} would have {n_params:,} parameters "
-            f"(at most {MAX_PARAMETERS:,})"
-        )
-    expected = {_MODEL_PREFIX + k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    stored = {k: v for k, v in shapes.items() if k.startswith(_MODEL_PREFIX)}
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    wrong = [f"{k} {stored[k]} (expected {expected[k]})" for k in sorted(set(expected) & set(stored))
-             if stored[k] != expected[k]]
-    if missing or extra or wrong:
-        parts = []
-        for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
-            if keys:
-                parts.append(f"{what}: {', '.join(keys[:3])}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else ""))
-        raise CheckpointError(
-            f"{weights_path}: weights do not fit model {name!r} with {kwargs} "
-            f"as described by {meta_path.name} ({'; '.join(parts)})"
-        )
-
-
-def _check_finite(tensors: Mapping[str, torch.Tensor], where: Path) -> None:
-    for key, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{where}: tensor {key!r} holds {bad} NaN/Inf value(s)")
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Checkpoint:
@@ -556,7 +386,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     folder = _checkpoint_dir(path)
     meta = read_checkpoint_meta(folder)
     meta_path, weights_path = folder / META_NAME, folder / WEIGHTS_NAME
-    feature = _feature_of(meta, meta_path)
+    feature = feature_of(meta, meta_path)
     classes = tuple(meta["classes"])
     name, kwargs = meta["model_name"], dict(meta["model_kwargs"])
 
@@ -567,16 +397,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
             f"{meta_path}: unknown model {name!r} (registered: {', '.join(sorted(list_models()))})"
         )
     # Validated before any real tensor exists: header size, then the architecture on 'meta'.
-    shapes = _read_header(weights_path)
-    _check_architecture(name, kwargs, len(classes), feature, shapes, meta_path, weights_path)
+    shapes = read_header(weights_path)
+    check_architecture(name, kwargs, len(classes), feature, shapes, meta_path, weights_path)
     try:
         model = create_model(name, n_classes=len(classes), n_features=feature.n_features, **kwargs)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path}: cannot rebuild model {name!r} with {kwargs} ({exc})") from exc
 
     tensors = _read_tensors(weights_path)
-    _check_finite(tensors, weights_path)
-    state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    check_finite(tensors, weights_path)
+    state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
