@@ -89,7 +89,8 @@ def bare_forward(ckpt, features: list[np.ndarray], *, batch_size: int, onnx: Onn
                for i in range(0, len(features), batch_size)]  # (B, n_mels, T), T = the clips' own length
     model = ckpt.model.eval()
     with torch_threads(), torch.inference_mode():
-        model(torch.from_numpy(tensors[0]))  # warm-up
+        if torch_n > 0:
+            model(torch.from_numpy(tensors[0]))  # warm-up
         start = time.perf_counter()
         for x in tensors[: -(-torch_n // batch_size)]:
             model(torch.from_numpy(x))
@@ -239,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         n_bare = min(len(features), -(-args.torch_n // args.batch_size) * args.batch_size)
         rows.append((f"bare torch forward, batch {args.batch_size} (ceiling)", n_bare, bare["torch"]))
         rows.append((f"bare onnxruntime forward, batch {args.batch_size} (ceiling)", args.n, bare["onnx"]))
+        sweep = {}
+        for b in (1, 2, 4, 8, 16, 32):  # what DEFAULT_BATCH_SIZE was chosen from
+            sub = features[: min(len(features), 16 * b, 256)]
+            sweep[b] = _rate(len(sub), bare_forward(ckpt, sub, batch_size=b, onnx=raw_logits, torch_n=0)["onnx"])
         same = np.abs(preds.proba - predict_proba(ckpt, features)).max()
         del features
 
@@ -264,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['bare_onnx'] / r['warm']:.2f}x warm cache (target <= 1.3x)")
     print(f"cached features + logits graph vs waveform graph: "
           f"{e2e_onnx / r['waveform']:.1f}x (why the dataset path runs the model part only)")
+    print("bare onnxruntime forward by batch size: "
+          + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items()) + " clips/s")
     print(f"onnx logits graph export + check: {t_export:.1f} s (once per checkpoint, then cached)")
     print(f"max |onnxruntime - torch| probability on the {args.n} clips: {same:.1e}")
     if rss is not None:
