@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="clips for the old torch path, the slowest (default 400; rates are per clip)")
     parser.add_argument("--torch-n", type=int, default=500, help="clips for the new torch path (default 500)")
     parser.add_argument("--waveform-n", type=int, default=200, help="clips for the waveform graph (default 200)")
-    parser.add_argument("--rss-clips", type=int, default=11000, help="paths for the peak-RSS run (0: skip)")
+    parser.add_argument("--rss-clips", type=int, nargs="*", default=[11000],
+                        help="paths for the peak-RSS runs, one subprocess each (none: skip); several sizes "
+                             "show whether memory grows with the dataset")
     parser.add_argument("--tutorial-n", type=int, default=20, help="clips for the tutorial pipeline")
     parser.add_argument("--run", default=None, help="an existing cnn run or checkpoint (default: train one)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the run trained here")
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.old_n, args.torch_n, args.waveform_n, args.rss_clips = 300, 100, 150, 60, 1500
+        args.n, args.old_n, args.torch_n, args.waveform_n, args.rss_clips = 300, 100, 150, 60, [1500]
     args.old_n, args.torch_n, args.waveform_n = (min(v, args.n) for v in (args.old_n, args.torch_n, args.waveform_n))
     if min(args.n, args.old_n, args.torch_n, args.waveform_n, args.tutorial_n, args.n_jobs, args.batch_size) <= 0:
         parser.error("counts must be positive")
@@ -247,9 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         same = np.abs(preds.proba - predict_proba(ckpt, features)).max()
         del features
 
-        rss = None
-        if args.rss_clips > 0:
-            rss = rss_child(str(run), paths, args.rss_clips, "auto", args.n_jobs)
+        make_backend(ckpt, "auto")  # caches the graph in the run folder, as a first predict would
+        rss = {n: rss_child(str(run), paths, n, "auto", args.n_jobs) for n in args.rss_clips if n > 0}
         tut_rate, fast_rate = featurization_ratio(paths[: min(args.n, 600)], tutorial_n=args.tutorial_n,
                                                   n_jobs=args.n_jobs)
         extra = training_overhead(args, run)
@@ -273,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items()) + " clips/s")
     print(f"onnx logits graph export + check: {t_export:.1f} s (once per checkpoint, then cached)")
     print(f"max |onnxruntime - torch| probability on the {args.n} clips: {same:.1e}")
-    if rss is not None:
-        print(f"peak RSS predicting {args.rss_clips} clips (backend auto, no cache): {rss['hwm_mib']:.0f} MiB main "
-              f"process (VmHWM; ru_maxrss {rss['rss_mib']:.0f}, inherited from this process across exec), "
-              f"{rss['workers_mib']:.0f} MiB largest worker; {rss['seconds']:.0f} s, "
-              f"{args.rss_clips / rss['seconds']:.0f} clips/s, {rss['failed']} failed (target < 1 GB)")
+    for n, m in rss.items():
+        print(f"peak RSS predicting {n} clips (backend auto, no cache): {m['hwm_mib']:.0f} MiB main "
+              f"process (VmHWM; ru_maxrss {m['rss_mib']:.0f}, inherited from this process across exec), "
+              f"{m['workers_mib']:.0f} MiB largest worker; {m['seconds']:.0f} s, "
+              f"{n / m['seconds']:.0f} clips/s, {m['failed']} failed (target < 1 GB)")
     print(f"featurization: tutorial {tut_rate:.1f} files/s, extract_many {fast_rate:.1f} files/s: "
           f"{fast_rate / tut_rate:.1f}x (target >= 20x)")
     for label, value in extra or [("training overhead", "not measured yet (issue 9 item 3)")]:
