@@ -11,9 +11,12 @@ from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError
 from soundclass.inference.predictor import (
     _window,
+    available_cores,
+    plan_pieces,
     predict_logits,
     softmax,
     standardize,
+    torch_threads,
     window_starts,
 )
 
@@ -62,23 +65,114 @@ def _clips(seed=0, n=7):
     return [rng.standard_normal((4, int(t))).astype(np.float32) for t in rng.integers(2, 40, n)]
 
 
-def test_windowed_logits_are_mean_over_windows():
-    model = FrameSum()
-    clips = _clips()
-    mean, std = np.arange(4, dtype=np.float32), np.full(4, 2.0, np.float32)
-    got = predict_logits(model, clips, input_kind="sequence", clip_frames=8, norm_mean=mean, norm_std=std)
-    assert got.shape == (7, 3) and got.dtype == np.float32
-    for clip, row in zip(clips, got, strict=True):
-        z = (clip - mean[:, None]) / std[:, None]
+FROZEN = np.array([[-0.9302077, 0.08326247, -0.31976557], [-0.88637674, 0.05534422, -0.30602473]])
+
+
+def _old_logits(model, clips, clip_frames, mean=None, std=None, tta=1):
+    """The predictor before issue 9, frozen: every clip padded to whole windows of ``clip_frames``."""
+    out = []
+    for clip in clips:
+        z = clip if mean is None else (clip - mean[:, None]) / std[:, None]
         wins = []
-        for s in window_starts(z.shape[1], 8):
-            w = np.repeat(z.min(axis=1, keepdims=True), 8, axis=1)  # pad like crop_or_pad
-            lo, hi = max(s, 0), min(s + 8, z.shape[1])
+        for s in window_starts(z.shape[1], clip_frames, tta=tta):
+            w = np.repeat(z.min(axis=1, keepdims=True), clip_frames, axis=1)  # pad like crop_or_pad
+            lo, hi = max(s, 0), min(s + clip_frames, z.shape[1])
             w[:, lo - s : hi - s] = z[:, lo:hi]
             wins.append(w)
         with torch.no_grad():
-            ref = model(torch.from_numpy(np.stack(wins))).numpy().mean(axis=0)
-        np.testing.assert_allclose(row, ref, rtol=1e-5, atol=1e-6)
+            out.append(model(torch.from_numpy(np.stack(wins))).numpy().mean(axis=0))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("tta", [1, 3])
+def test_windowed_logits_equal_old_path_for_clips_that_fill_windows(tta):
+    model = FrameSum()
+    clips = _clips()
+    mean, std = np.arange(4, dtype=np.float32), np.full(4, 2.0, np.float32)
+    got = predict_logits(model, clips, input_kind="sequence", clip_frames=8, norm_mean=mean, norm_std=std, tta=tta)
+    assert got.shape == (7, 3) and got.dtype == np.float32
+    old = _old_logits(model, clips, 8, mean, std, tta=tta)
+    long = [i for i, c in enumerate(clips) if c.shape[1] >= 8]
+    assert 0 < len(long) < len(clips)
+    np.testing.assert_allclose(got[long], old[long], rtol=1e-5, atol=1e-6)
+    for i, clip in enumerate(clips):  # short clips: scored whole, at their own length
+        if clip.shape[1] < 8:
+            z = (clip - mean[:, None]) / std[:, None]
+            with torch.no_grad():
+                want = model(torch.from_numpy(z[None])).numpy()[0]
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
+    padded = predict_logits(model, clips, input_kind="sequence", clip_frames=8, norm_mean=mean,
+                            norm_std=std, tta=tta, pad_to_window=True)
+    np.testing.assert_allclose(padded, old, rtol=1e-5, atol=1e-6)  # the old behaviour, on request
+
+
+def test_frozen_reference_logits():
+    """Inline values computed once with the pre-issue-9 predictor (every clip fills its windows)."""
+    model = FrameSum()
+    x = np.linspace(-1.0, 1.0, 4 * 12, dtype=np.float32).reshape(4, 12)
+    got = predict_logits(model, [x, x[:, :8]], input_kind="sequence", clip_frames=8)
+    want = _old_logits(model, [x, x[:, :8]], 8)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, FROZEN, rtol=1e-5, atol=1e-6)
+
+
+def test_plan_pieces_pads_only_to_min_frames():
+    pieces = plan_pieces([3, 20, 10], clip_frames=10, min_frames=5)
+    assert pieces == [(0, -1, 5), (1, 0, 10), (1, 10, 10), (2, 0, 10)]
+    assert plan_pieces([3], clip_frames=10, pad_to_window=True) == [(0, -3, 10)]
+    assert plan_pieces([3, 7], clip_frames=None, tta=3) == [(0, 0, 3), (1, 0, 7)]
+
+
+class MinFrames(FrameSum):
+    min_frames = 6
+
+    def forward(self, x):
+        assert x.shape[-1] >= self.min_frames
+        return super().forward(x)
+
+
+def test_short_clips_padded_to_model_minimum_like_training():
+    model = MinFrames()
+    clip = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+    got = predict_logits(model, [clip], input_kind="sequence", clip_frames=20)
+    with torch.no_grad():
+        want = model(torch.from_numpy(crop_or_pad(clip, 6, mode="center")[None])).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cnn_batch_equals_singles_for_mixed_lengths():
+    from soundclass.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn", n_classes=3, n_features=64, channels=(8, 8, 16, 16))
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal((64, int(t))).astype(np.float32) for t in (30, 7, 30, 45, 12, 30, 61)]
+    together = predict_logits(model, clips, input_kind="sequence", clip_frames=40, batch_size=16)
+    singles = np.concatenate([predict_logits(model, [c], input_kind="sequence", clip_frames=40) for c in clips])
+    np.testing.assert_allclose(together, singles, rtol=1e-4, atol=1e-5)
+
+
+def test_threads_restored():
+    before = torch.get_num_threads()
+    predict_logits(FrameSum(), _clips(), input_kind="sequence", clip_frames=8, threads=1)
+    assert torch.get_num_threads() == before
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert available_cores() >= 1
+
+
+def test_logits_callable_backend():
+    model = FrameSum()
+    clips = _clips(4)
+
+    def run(batch):
+        with torch.no_grad():
+            return model(torch.from_numpy(batch)).numpy()
+
+    a = predict_logits(run, clips, input_kind="sequence", clip_frames=8)
+    b = predict_logits(model, clips, input_kind="sequence", clip_frames=8)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("n", [1, 3, 7, 8, 12])

@@ -1,6 +1,8 @@
-"""Predictions, top-k labels and checkpoint resolution (submission CSVs: test_submission.py)."""
+"""Predictions, top-k labels, checkpoint resolution and --backend of predict/evaluate (CSVs: test_submission.py)."""
 
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 import pytest
@@ -10,6 +12,11 @@ from soundclass.inference.predict import Predictions, resolve_checkpoint, top_k_
 
 CLASSES = ("aloe", "burger", "chips")
 
+
+
+def _read(path):
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        return list(csv.reader(fh))
 
 def _preds(failures=None):
     paths = ("/data/test/b_2.wav", "/data/test/a_1.wav", "/data/test/sous-dossier/c_ü.wav", "/data/test/d.wav")
@@ -46,3 +53,60 @@ def test_resolve_checkpoint(tmp_path):
     assert resolve_checkpoint(ck / "model.json") == ck
     with pytest.raises(CheckpointError, match="no checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def _tiny_run(root):
+    import torch
+
+    from soundclass.inference.checkpoint import save_checkpoint
+    from soundclass.models import create_model, model_spec
+
+    spec = model_spec("cnn")
+    torch.manual_seed(1)
+    model = create_model("cnn", n_classes=2, n_features=spec.feature.n_features, channels=(8, 8, 16, 16))
+    return save_checkpoint(root / "run" / "checkpoint", model, model_name="cnn",
+                           model_kwargs={"channels": [8, 8, 16, 16]}, feature=spec.feature,
+                           classes=("hum", "hiss"), train_config={}, clip_frames=80)
+
+
+def _labelled_wavs(root, n=3):
+    import soundfile as sf
+
+    from conftest import make_signal
+
+    for k, label in enumerate(("hum", "hiss")):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            y = make_signal(16000, 0.3 + 0.35 * i, seed=10 * k + i)
+            sf.write(root / label / f"{label}_{i}.wav", y, 16000, subtype="PCM_16")
+    return root
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_cli_backends_agree(tmp_path, command):
+    from soundclass.cli import main
+    from soundclass.inference.backends import onnx_available
+
+    ckpt = _tiny_run(tmp_path)
+    data = _labelled_wavs(tmp_path / "data")
+    kinds = ("torch", "onnx") if onnx_available() else ("torch",)
+    results = {}
+    for kind in kinds:
+        out = tmp_path / f"out-{kind}"
+        if command == "predict":
+            args = ["predict", str(ckpt.parent), str(data), "-o", str(out / "sub.csv"), "--proba"]
+        else:
+            args = ["evaluate", str(ckpt.parent), str(data), "-o", str(out)]
+        assert main([*args, "--backend", kind, "--jobs", "1", "--quiet"]) == 0
+        assert (ckpt / "onnx").is_dir() == (kind == "onnx")  # the graph is cached on first onnx use
+        if command == "predict":
+            rows = _read(out / "sub.csv")
+            results[kind] = (sorted(r[0] for r in rows[1:]), np.array([[float(v) for v in r[2:]] for r in rows[1:]]))
+        else:
+            rows = _read(out / "predictions.csv")
+            results[kind] = (sorted(r[0] for r in rows[1:]), np.array([[float(v) for v in r[3:]] for r in rows[1:]]))
+    names, proba = results["torch"]
+    assert len(names) == 6 and np.allclose(proba[:, -2:].sum(axis=1), 1.0, atol=1e-5)
+    if "onnx" in results:
+        assert results["onnx"][0] == names
+        np.testing.assert_allclose(results["onnx"][1], proba, atol=2e-4)  # ONNX_ATOL + 6-decimal rounding

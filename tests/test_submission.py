@@ -191,3 +191,16 @@ def test_excel_safe_cell_and_labels(tmp_path):
 def test_write_csv_quotes_header_and_creates_folder(tmp_path):
     out = write_csv(tmp_path / "sub" / "t.csv", ["a,b", "c"], [["1", 'x"y']])
     assert out.read_text(encoding="utf-8") == '"a,b",c\n1,"x""y"\n'
+
+
+
+def test_predict_cli_has_excel_safe_flag():
+    """``soundclass predict --excel-safe`` is parsed (write_submission's excel_safe is tested above)."""
+    import argparse
+
+    from soundclass.cli import predict as cli_predict
+
+    parser = argparse.ArgumentParser()
+    cli_predict.register(parser.add_subparsers())
+    assert parser.parse_args(["predict", "run", "data", "-o", "s.csv", "--excel-safe"]).excel_safe
+    assert not parser.parse_args(["predict", "run", "data", "-o", "s.csv"]).excel_safe

@@ -14,6 +14,7 @@ from soundclass.cli._args import (
     add_tta_option,
     executor_from_args,
 )
+from soundclass.cli.predict import add_backend_option
 
 
 def register(subparsers) -> None:
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
                         help="CSV with path,label columns (paths relative to DATA_DIR)")
     add_tta_option(parser)
     add_batch_size_option(parser)
+    add_backend_option(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
@@ -50,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from soundclass.data.dataset import discover
     from soundclass.evaluation.evaluate import evaluate_checkpoint
     from soundclass.evaluation.metrics import format_report
+    from soundclass.inference.predict import use_backend
 
     dataset = discover(args.data, manifest=args.manifest)
     out = Path(args.output) if args.output else _default_output(args.model, args.data)
-    with executor_from_args(args) as executor:
+    with executor_from_args(args) as executor, use_backend(args.backend):
         ev = evaluate_checkpoint(
             args.model, dataset, out_dir=out, tta=args.tta, n_jobs=args.jobs,
             cache_dir=args.cache_dir, progress=not args.quiet, executor=executor,

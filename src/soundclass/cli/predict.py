@@ -15,6 +15,17 @@ from soundclass.cli._args import (
 )
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
+_BACKENDS = ("auto", "torch", "onnx")  # soundclass.inference.backends.BACKENDS (not imported: fast --help)
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend auto|torch|onnx`` and make ``--batch-size`` default to the predictor's."""
+    parser.add_argument(
+        "--backend", choices=_BACKENDS, default="auto",
+        help="what runs the model: onnxruntime (onnx), torch, or auto = onnxruntime when it is "
+             "installed and the model exports, else torch (default: %(default)s)",
+    )
+    parser.set_defaults(batch_size=8)  # soundclass.inference.predict.DEFAULT_BATCH_SIZE
 
 
 def collect_paths(inputs: list[str]) -> list[str]:
@@ -39,7 +50,7 @@ def register(subparsers) -> None:
             "Predict every audio file of the given folders (recursively) and files and write a "
             "submission CSV: header 'name,label', one row per file (file name only), in input "
             "order. Files that cannot be decoded are reported on stderr and listed in "
-            "<CSV>.failed.txt; by default they still get a row with the most frequently "
+            "<CSV stem>.failed.csv (path,reason); by default they still get a row with the most frequently "
             "predicted class, so the submission lists every file."
         ),
     )
@@ -52,25 +63,30 @@ def register(subparsers) -> None:
     add_tta_option(parser)
     parser.add_argument("--on-failure", choices=sorted(_POLICIES), default="most-frequent",
                         help="what to write for undecodable files (default: %(default)s)")
+    parser.add_argument("--excel-safe", action="store_true",
+                        help="prefix ' to cells starting with = + - @ (or tab/CR) so spreadsheets "
+                             "show them as text instead of running them as formulas")
     add_batch_size_option(parser)
+    add_backend_option(parser)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import predict_paths, resolve_checkpoint, write_submission
+    from soundclass.inference.backends import make_backend
+    from soundclass.inference.predict import predict_paths, write_submission
 
-    ckpt = load_checkpoint(resolve_checkpoint(args.model))
+    backend = make_backend(args.model, args.backend)
+    ckpt = backend.checkpoint
     paths = collect_paths(args.inputs)
     with executor_from_args(args) as executor:
         preds = predict_paths(
-            ckpt, paths, tta=args.tta, n_jobs=args.jobs, cache_dir=args.cache_dir,
+            backend, paths, tta=args.tta, n_jobs=args.jobs, cache_dir=args.cache_dir,
             progress=not args.quiet, batch_size=args.batch_size, executor=executor,
         )
     out = write_submission(
         preds, args.output, top_k=args.top_k, with_proba=args.proba,
-        failed=_POLICIES[args.on_failure],
+        failed=_POLICIES[args.on_failure], excel_safe=args.excel_safe,
     )
     counts = Counter(ckpt.classes[i] for i in preds.predicted if i >= 0)
     common = ", ".join(f"{c} {n}" for c, n in counts.most_common(5))

@@ -8,13 +8,15 @@ UTF-8, no index column), optionally with top-k or probability columns.
 
 A submission must list every file, so by default a file that could not be
 decoded gets the most likely class a priori (``failed='most_frequent'``), a
-warning on stderr and a line in ``<csv>.failed.txt``.
+warning on stderr and a row in ``<csv stem>.failed.csv``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ __all__ = [
     "FAILED_POLICIES",
     "resolve_checkpoint",
     "predict_paths",
+    "use_backend",
+    "PATHS_PER_CHUNK",
+    "DEFAULT_BATCH_SIZE",
     "top_k_labels",
     "write_submission",
     "failed_list_path",
@@ -111,6 +116,43 @@ def _load(checkpoint: Any) -> Any:
     return checkpoint
 
 
+PATHS_PER_CHUNK = 512
+"""Files whose features are held at once by :func:`predict_paths` (memory bounded by the chunk)."""
+
+DEFAULT_BATCH_SIZE = 8
+"""Pieces per forward pass: small batches of long clips run faster on CPU (cache-sized activations)."""
+
+_default_backend: ContextVar[str] = ContextVar("soundclass_backend", default="auto")
+
+
+@contextmanager
+def use_backend(kind: str) -> Iterator[str]:
+    """Make ``kind`` the backend of :func:`predict_paths` calls that pass ``backend=None``.
+
+    For callers that reach :func:`predict_paths` through a function without a
+    ``backend`` parameter (e.g. ``evaluate_checkpoint``).
+    """
+    from soundclass.inference.backends import BACKENDS
+
+    if kind not in BACKENDS:
+        raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
+    token = _default_backend.set(kind)
+    try:
+        yield kind
+    finally:
+        _default_backend.reset(token)
+
+
+def _backend(checkpoint: Any, backend: Any) -> Any:
+    from soundclass.inference.backends import Backend, make_backend
+
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(checkpoint, Backend):
+        return checkpoint
+    return make_backend(_load(checkpoint), _default_backend.get() if backend is None else backend)
+
+
 def predict_paths(
     checkpoint: Any,
     paths: Sequence[str | os.PathLike],
@@ -119,16 +161,24 @@ def predict_paths(
     n_jobs: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     executor: Any = None,
+    backend: Any = None,
+    chunk_size: int = PATHS_PER_CHUNK,
 ) -> Predictions:
     """Class probabilities of audio files.
 
+    Features are computed (or read from the cache) ``chunk_size`` files at a
+    time, then scored, so memory is bounded by the chunk, not by the number
+    of files; the extraction workers and the model never run at the same
+    time, each uses all cores.
+
     Parameters
     ----------
-    checkpoint : Checkpoint or path
-        A loaded :class:`soundclass.inference.checkpoint.Checkpoint`, a checkpoint folder
-        or a training run folder.
+    checkpoint : Checkpoint, Backend or path
+        A loaded :class:`soundclass.inference.checkpoint.Checkpoint`, a
+        :class:`soundclass.inference.backends.Backend`, a checkpoint folder or
+        a training run folder.
     paths : sequence of path
         Audio files, in the order wanted in the output.
     tta : int
@@ -137,7 +187,12 @@ def predict_paths(
     n_jobs, cache_dir, progress, executor
         Passed to :func:`soundclass.extraction.cache.get_features`.
     batch_size : int
-        Clips per forward pass.
+        Pieces (windows or whole clips) per forward pass.
+    backend : {'auto', 'torch', 'onnx'}, Backend or None
+        See :func:`soundclass.inference.backends.make_backend`; ``None``: the
+        one set by :func:`use_backend` (default ``'auto'``).
+    chunk_size : int
+        Files whose features are held at once.
 
     Returns
     -------
@@ -145,25 +200,41 @@ def predict_paths(
         ``proba`` [shape=(len(paths), n_classes)], NaN rows for files that
         failed (their reasons in ``failures``).
     """
+    from soundclass.errors import check_positive_int
     from soundclass.extraction.cache import get_features
-    from soundclass.inference.predictor import predict_proba
+    from soundclass.util.executors import default_n_jobs, make_executor
 
     if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
         raise ParameterError(f"tta={tta!r} must be a positive integer")
-    ckpt = _load(checkpoint)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+    runner = _backend(checkpoint, backend)
+    ckpt = runner.checkpoint
     paths = tuple(os.fspath(p) for p in paths)
     classes = tuple(ckpt.classes)
     proba = np.full((len(paths), len(classes)), np.nan, dtype=np.float64)
     if not paths:
         return Predictions(paths, proba, {}, classes)
-    features, failures = get_features(
-        list(paths), ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
-        executor=executor, progress=progress,
-    )
-    keep = [i for i, f in enumerate(features) if f is not None]
-    if keep:
-        proba[keep] = predict_proba(ckpt, [features[i] for i in keep], tta=tta, batch_size=batch_size)
-    return Predictions(paths, proba, dict(failures), classes)
+    failures: dict[str, str] = {}
+    own = None
+    if executor is None and len(paths) > chunk_size and default_n_jobs(n_jobs) > 1:
+        own = executor = make_executor("process", n_jobs=n_jobs)  # one pool for every chunk
+    try:
+        for lo in range(0, len(paths), chunk_size):
+            chunk = list(paths[lo : lo + chunk_size])
+            features, failed = get_features(
+                chunk, ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
+                executor=executor, progress=progress,
+            )
+            failures.update(failed)
+            keep = [i for i, f in enumerate(features) if f is not None]
+            if keep:
+                rows = [lo + i for i in keep]
+                proba[rows] = runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size)
+            del features
+    finally:
+        if own is not None:
+            own.shutdown(wait=True, cancel_futures=True)
+    return Predictions(paths, proba, failures, classes)
 
 
 def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[list[str]]:

@@ -1,24 +1,36 @@
-"""Clip-level predictions from cached features.
+"""Clip-level predictions from cached features, doing only each clip's own work.
 
 Vector models (``(B, n_features)``) see each clip once.  Sequence models
-(``(B, n_features, T)``) are trained on windows of ``clip_frames`` frames, so a
-clip is cut into windows of that length that together cover the whole clip
-(evenly spaced, overlapping when needed); short clips are padded to one
-window, centred.  The clip's logits are the mean of its windows' logits.
-Windows of many clips are batched together.  With ``tta=k`` every clip gets
-``k`` times as many, shifted, windows (short clips: the clip is placed at
-``k`` evenly spaced offsets in the padded window).
+(``(B, n_features, T)``) are trained on windows of ``clip_frames`` frames:
 
-Standardization (``(x - mean) / std`` per feature row) happens first; padded
-frames then take each row's minimum over the clip (the silence level of a dB
-feature), exactly as :func:`soundclass.dsp.augment.crop_or_pad` pads training
-windows.
+- a clip of at least ``clip_frames`` frames is cut into windows of that length
+  that together cover the whole clip (evenly spaced, overlapping when needed,
+  :func:`window_starts`); its logits are the mean of its windows' logits.
+  With ``tta=k`` it gets ``k`` times as many, shifted, windows;
+- a shorter clip is scored whole, at its own length: it is never padded to
+  ``clip_frames`` (that only multiplies the work), except up to the model's
+  minimum input ``min_frames`` (centred, see below).  ``tta`` does not change
+  it.  ``pad_to_window=True`` restores the older behaviour (pad to one
+  centred window, ``tta`` placements), kept to measure and compare.
+
+Windows and whole clips are sorted by length and batched with pieces of the
+same length (so padding never enters a batch and a batch gives the same
+result as its pieces one by one); results come back in input order.
+
+Standardization (``(x - mean) / std`` per feature row) is applied per batch;
+padded frames take each row's minimum over the clip (the silence level of a
+dB feature), exactly as :func:`soundclass.dsp.augment.crop_or_pad` pads
+training windows.  The torch forward runs under ``torch.inference_mode`` with
+``torch.set_num_threads(available_cores())`` (features are computed before,
+by the extraction pool, so the two never compete for cores).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,7 +39,17 @@ import torch
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
 
-__all__ = ["window_starts", "standardize", "predict_logits", "predict_proba", "softmax"]
+__all__ = [
+    "window_starts",
+    "standardize",
+    "plan_pieces",
+    "predict_logits",
+    "predict_proba",
+    "softmax",
+    "available_cores",
+    "torch_threads",
+    "TorchLogits",
+]
 
 
 def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarray:
@@ -130,51 +152,159 @@ def _as_list(features: Any, input_kind: str) -> list[np.ndarray]:
     return items
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return torch.device("cpu") if p is None else p.device
+def available_cores() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # not on Linux
+        return max(os.cpu_count() or 1, 1)
 
 
-def _run(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-    out = model(x)
-    if out.ndim != 2 or out.shape[0] != batch.shape[0]:
-        raise ParameterError(f"model returned shape {tuple(out.shape)} for a batch of {batch.shape[0]}")
-    return out.float().cpu().numpy()
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Run torch with ``n`` intra-op threads (default :func:`available_cores`), then restore."""
+    n = available_cores() if n is None else check_positive_int("n", n)
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+class TorchLogits:
+    """``(B, n_features[, T])`` float32 array -> ``(B, n_classes)`` logits of a torch model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Put in eval mode; run under ``torch.inference_mode``.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+        p = next(model.parameters(), None)
+        self.device = torch.device("cpu") if p is None else p.device
+        self.min_frames = max(int(getattr(model, "min_frames", 1)), 1)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            out = self.model(x)
+        if out.ndim != 2 or out.shape[0] != batch.shape[0]:
+            raise ParameterError(f"model returned shape {tuple(out.shape)} for a batch of {batch.shape[0]}")
+        return out.float().cpu().numpy()
+
+
+def _runner(model: Any) -> Any:
+    """A ``batch -> logits`` callable with ``min_frames``: torch models get :class:`TorchLogits`."""
+    if isinstance(model, torch.nn.Module):
+        return TorchLogits(model)
+    if callable(model):
+        return model
+    raise ParameterError(f"model must be a torch.nn.Module or a logits callable, got {type(model).__name__}")
+
+
+def _standardize_batch(batch: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> np.ndarray:
+    if mean is None or std is None:
+        return batch
+    if batch.shape[1] != mean.shape[0]:
+        raise ParameterError(
+            f"feature has {batch.shape[1]} rows but the standardization stats have {mean.shape[0]}"
+        )
+    if batch.ndim == 3:
+        return (batch - mean[:, None]) / std[:, None]
+    return (batch - mean) / std
+
+
+def plan_pieces(
+    lengths: Sequence[int],
+    *,
+    clip_frames: int | None,
+    tta: int = 1,
+    min_frames: int = 1,
+    pad_to_window: bool = False,
+) -> list[tuple[int, int, int]]:
+    """What the model sees of every clip: ``(clip, start, length)`` pieces.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Frames of each clip.
+    clip_frames : int or None
+        Window length; ``None`` scores every clip whole.
+    tta : int
+        Window multiplier for clips of at least ``clip_frames`` frames.
+    min_frames : int
+        Smallest input the model takes: shorter pieces are padded to it, centred.
+    pad_to_window : bool
+        Pad short clips to ``clip_frames`` (``tta`` placements) instead of
+        scoring them at their own length.
+
+    Returns
+    -------
+    list of (int, int, int)
+        ``start`` may be negative (the piece begins before the clip and is
+        padded); ``length`` is the piece's frames.
+    """
+    pieces = []
+    for i, n in enumerate(lengths):
+        n = int(n)
+        if clip_frames is not None and (n >= clip_frames or pad_to_window):
+            length = max(clip_frames, min_frames)
+            pieces += [(i, int(s), length) for s in window_starts(n, length, tta=tta)]
+        else:
+            length = max(n, min_frames)
+            pieces.append((i, -((length - n) // 2), length))
+    return pieces
 
 
 def predict_logits(
-    model: torch.nn.Module,
+    model: Any,
     features: Any,
     *,
     input_kind: str,
     clip_frames: int | None,
     norm_mean: np.ndarray | None = None,
     norm_std: np.ndarray | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     tta: int = 1,
+    pad_to_window: bool = False,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Clip-level logits of a model on cached features.
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Put in eval mode and run under ``torch.inference_mode``.
+    model : torch.nn.Module or callable
+        A torch model (eval mode, ``torch.inference_mode``), or a callable
+        ``batch -> logits`` taking float32 ``(B, n_features[, T])`` and
+        returning ``(B, n_classes)`` (e.g. an onnxruntime backend of
+        :mod:`soundclass.inference.backends`); its ``min_frames`` attribute,
+        if any, is the shortest input it takes.
     features : sequence of np.ndarray
         ``N`` clips: ``(n_features,)`` each for ``input_kind='vector'``,
         ``(n_features, t_i)`` each (lengths may differ) for ``'sequence'``;
         or one stacked array.
     input_kind : {'sequence', 'vector'}
     clip_frames : int or None
-        Window length of sequence models; ``None`` feeds each clip whole
-        (clips of equal length are batched together).
+        Window length of sequence models; ``None`` feeds each clip whole.
     norm_mean, norm_std : np.ndarray [shape=(n_features,)], optional
         Standardization statistics of the training set.
     batch_size : int
-        Windows per forward pass.
+        Pieces (windows or whole clips) per forward pass.
     tta : int
         Test-time augmentation: ``tta`` times as many shifted windows per clip
-        (sequence models; vector models ignore it).
+        of at least ``clip_frames`` frames (vector models ignore it).
+    pad_to_window : bool
+        Pad clips shorter than ``clip_frames`` to one window (``tta``
+        placements), as predictions were made before; default: score them at
+        their own length.
+    threads : int or None
+        Torch intra-op threads during the forward passes (default:
+        :func:`available_cores`); the previous setting is restored.
 
     Returns
     -------
@@ -190,48 +320,48 @@ def predict_logits(
     items = _as_list(features, input_kind)
     if not items:
         raise ParameterError("features is empty: nothing to predict")
-    items = [standardize(f, norm_mean=norm_mean, norm_std=norm_std) for f in items]
-    device = _device(model)
-    model.eval()
-    with torch.inference_mode():
+    mean = None if norm_mean is None or norm_std is None else np.asarray(norm_mean, dtype=np.float32)
+    std = None if mean is None else np.asarray(norm_std, dtype=np.float32)
+    run = _runner(model)
+    with torch_threads(threads):
         if input_kind == "vector":
-            outs = [_run(model, np.stack(items[i : i + batch_size]), device)
-                    for i in range(0, len(items), batch_size)]
+            outs = []
+            for b in range(0, len(items), batch_size):
+                batch = np.stack(items[b : b + batch_size]).astype(np.float32, copy=False)
+                outs.append(_checked(run(_standardize_batch(batch, mean, std)), len(batch)))
             return np.concatenate(outs).astype(np.float32)
-        if clip_frames is None:
-            return _whole_clips(model, items, batch_size, device)
-        return _windowed(model, items, clip_frames, tta, batch_size, device)
+        pieces = plan_pieces(
+            [f.shape[1] for f in items], clip_frames=clip_frames, tta=tta,
+            min_frames=max(int(getattr(run, "min_frames", 1)), 1), pad_to_window=pad_to_window,
+        )
+        return _pieces_logits(run, items, pieces, mean, std, batch_size)
 
 
-def _whole_clips(model, items, batch_size, device) -> np.ndarray:
-    order = sorted(range(len(items)), key=lambda i: items[i].shape[1])
-    out: list[np.ndarray | None] = [None] * len(items)
+def _checked(logits: np.ndarray, n: int) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ParameterError(f"model returned shape {logits.shape} for a batch of {n}")
+    return logits
+
+
+def _pieces_logits(run, items, pieces, mean, std, batch_size) -> np.ndarray:
+    order = sorted(range(len(pieces)), key=lambda k: pieces[k][2])  # stable: by length
+    owners = np.array([pieces[k][0] for k in order], dtype=np.int64)
+    sums: np.ndarray | None = None
     start = 0
     while start < len(order):
-        t = items[order[start]].shape[1]
-        stop = start
-        while stop < len(order) and stop - start < batch_size and items[order[stop]].shape[1] == t:
+        length = pieces[order[start]][2]
+        stop = start + 1
+        while stop < len(order) and stop - start < batch_size and pieces[order[stop]][2] == length:
             stop += 1
-        idx = order[start:stop]
-        logits = _run(model, np.stack([items[i] for i in idx]), device)
-        for i, row in zip(idx, logits, strict=True):
-            out[i] = row
-        start = stop
-    return np.stack(out).astype(np.float32)
-
-
-def _windowed(model, items, clip_frames, tta, batch_size, device) -> np.ndarray:
-    plan = [(i, int(s)) for i, f in enumerate(items)
-            for s in window_starts(f.shape[1], clip_frames, tta=tta)]  # (clip, start) pairs
-    owners = np.array([i for i, _ in plan], dtype=np.int64)
-    sums: np.ndarray | None = None
-    for b in range(0, len(plan), batch_size):
-        chunk = plan[b : b + batch_size]
-        batch = np.stack([_window(items[i], s, clip_frames) for i, s in chunk])  # (B, n_features, L)
-        logits = _run(model, batch, device)  # (B, n_classes)
+        chunk = [pieces[k] for k in order[start:stop]]
+        batch = np.stack([_window(items[i], s, n) for i, s, n in chunk])  # (B, n_features, length)
+        batch = _standardize_batch(batch.astype(np.float32, copy=False), mean, std)
+        logits = _checked(run(batch), len(chunk))  # (B, n_classes)
         if sums is None:
             sums = np.zeros((len(items), logits.shape[1]), dtype=np.float64)
-        np.add.at(sums, owners[b : b + len(chunk)], logits)
+        np.add.at(sums, owners[start:stop], logits)
+        start = stop
     counts = np.bincount(owners, minlength=len(items)).astype(np.float64)
     return (sums / counts[:, None]).astype(np.float32)
 
@@ -244,7 +374,16 @@ def softmax(logits: np.ndarray, *, axis: int = -1) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
-def predict_proba(checkpoint: Any, features: Any, *, tta: int = 1, batch_size: int = 64) -> np.ndarray:
+def predict_proba(
+    checkpoint: Any,
+    features: Any,
+    *,
+    tta: int = 1,
+    batch_size: int = 32,
+    model: Any = None,
+    pad_to_window: bool = False,
+    threads: int | None = None,
+) -> np.ndarray:
     """Class probabilities of a loaded :class:`~soundclass.inference.checkpoint.Checkpoint`.
 
     Parameters
@@ -253,8 +392,11 @@ def predict_proba(checkpoint: Any, features: Any, *, tta: int = 1, batch_size: i
         From :func:`soundclass.inference.checkpoint.load_checkpoint`.
     features : sequence of np.ndarray
         Features computed with ``checkpoint.feature``.
-    tta, batch_size : int
+    tta, batch_size, pad_to_window, threads
         See :func:`predict_logits`.
+    model : torch.nn.Module or callable, optional
+        What computes the logits (default ``checkpoint.model``), e.g. the
+        ``logits`` of an onnxruntime backend.
 
     Returns
     -------
@@ -262,7 +404,7 @@ def predict_proba(checkpoint: Any, features: Any, *, tta: int = 1, batch_size: i
         Softmax of the mean window logits; columns follow ``checkpoint.classes``.
     """
     logits = predict_logits(
-        checkpoint.model,
+        checkpoint.model if model is None else model,
         features,
         input_kind=checkpoint.input,
         clip_frames=checkpoint.clip_frames,
@@ -270,5 +412,7 @@ def predict_proba(checkpoint: Any, features: Any, *, tta: int = 1, batch_size: i
         norm_std=checkpoint.norm_std,
         batch_size=batch_size,
         tta=tta,
+        pad_to_window=pad_to_window,
+        threads=threads,
     )
     return softmax(logits)
