@@ -78,7 +78,7 @@ class Ensemble(nn.Module):
                     f"norm_mean/norm_std must have shape ({len(members)}, n_features), "
                     f"got {tuple(mean.shape)} and {tuple(std.shape)}"
                 )
-            if not bool((std > 0).all()):
+            if not std.is_meta and not bool((std > 0).all()):  # meta: a skeleton (checkpoint check)
                 raise ParameterError("norm_std must be positive")
             self.register_buffer("norm_mean", mean.clone())
             self.register_buffer("norm_std", std.clone())
