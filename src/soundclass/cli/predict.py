@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     parser.add_argument("--on-failure", choices=sorted(_POLICIES), default="most-frequent",
                         help="what to write for undecodable files (default: %(default)s)")
     add_batch_size_option(parser)
+    from soundclass.cli._windows import WINDOWS_HELP  # long recordings (inference/windows.py)
+
+    parser.add_argument("--windows", default=None, metavar="SECONDS[:HOP]", help=WINDOWS_HELP)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
@@ -61,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     from soundclass.inference.checkpoint import load_checkpoint
     from soundclass.inference.predict import predict_paths, resolve_checkpoint, write_submission
 
+    if getattr(args, "windows", None):  # long recordings: one row per window, merged segments
+        from soundclass.cli._windows import run_windows
+
+        return run_windows(args, collect_paths(args.inputs))
     ckpt = load_checkpoint(resolve_checkpoint(args.model))
     paths = collect_paths(args.inputs)
     with executor_from_args(args) as executor:
