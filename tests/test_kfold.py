@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -161,3 +162,35 @@ def test_train_model_choices_exclude_ensembles():
     model_action = next(a for a in train_parser._actions if "--model" in a.option_strings)
     assert "cnn" in model_action.choices
     assert "ensemble" not in model_action.choices and "ensemble-vector" not in model_action.choices
+
+
+def test_evaluate_serve_and_tta_take_the_sequence_ensemble(tmp_path, demo):
+    from soundclass.apps.serve import App, CheckpointPredictor
+    from soundclass.cli import main
+
+    cfg = TrainConfig(model=E2E, n_jobs=1, epochs=1, folds=2, val_size=0, group_pattern=DEMO_GROUP_PATTERN)
+    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert main(["evaluate", str(tmp_path / "run"), demo.root, "-o", str(tmp_path / "ev"), "--quiet",
+                 "--tta", "3"]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["model"] == "ensemble" and metrics["n"] == len(demo.paths) and metrics["tta"] == 3
+    # test-time augmentation on the ensemble is the members' windows averaged as for any model
+    feats = _features(ck, demo.paths[:4])
+    p1, p3 = predict_proba(ck, feats), predict_proba(ck, feats, tta=3)
+    np.testing.assert_allclose(p3.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(p1, p3, atol=1e-6)  # the clips are longer than a window: TTA changes something
+    out = App(CheckpointPredictor(ck)).predict_bytes(Path(demo.paths[0]).read_bytes())
+    assert out["model"] == "ensemble" and abs(sum(t["p"] for t in out["top"]) - 1.0) < 1e-4
+    assert out["top"][0]["p"] == pytest.approx(float(p1[0].max()), abs=1e-4)
+
+
+def test_resume_reuses_finished_members_and_refuses_other_folds(tmp_path, demo):
+    cfg = TrainConfig(model=VEC, n_jobs=1, epochs=2, folds=2, val_size=0, group_pattern=DEMO_GROUP_PATTERN)
+    first = train(demo, cfg, out_dir=tmp_path, progress=False)
+    oof = (tmp_path / "oof.csv").read_text()
+    again = train(demo, cfg, out_dir=tmp_path, progress=False, resume=True)
+    assert (tmp_path / "oof.csv").read_text() == oof
+    np.testing.assert_array_equal(first.val_proba, again.val_proba)
+    with pytest.raises(ParameterError, match="fold assignment differs"):
+        train(demo, cfg.replace(seed=5), out_dir=tmp_path, progress=False, resume=True)
