@@ -25,7 +25,7 @@ from soundclass.plots import (
     save_figure,
 )
 
-__all__ = ["show_file"]
+__all__ = ["show_file", "show_timeline"]
 
 
 def _file_title(path: str, head, *, sr_used: float, offset: float, n: int, silent: bool,
@@ -157,4 +157,104 @@ def show_file(
         ax.set_xlabel("")
     fig.suptitle(_file_title(path, head, sr_used=sr_used, offset=offset, n=n, silent=silent,
                              padded_to=padded_to))
+    return save_figure(fig, out_png, dpi=dpi)
+
+
+def show_timeline(
+    checkpoint: str | os.PathLike | object,
+    path: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+    n_mels: int = 64,
+    top_db: float = 80.0,
+    max_seconds: float = 600.0,
+    tta: int = 1,
+    dpi: int = 110,
+) -> str:
+    """Draw a long recording's mel spectrogram with the model's class probabilities over time under it.
+
+    The file is scored window by window as ``soundclass predict --windows``
+    does (:mod:`soundclass.inference.windows`); the lower panel is
+    :func:`soundclass.plots.plot_timeline` (one line per class, each window's
+    top class as a strip), sharing the time axis with the spectrogram.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint or path
+        A loaded checkpoint, a checkpoint folder or a training run folder.
+    path : str or os.PathLike
+        The recording (any file soundfile reads).
+    out_png : str or os.PathLike
+    window_seconds, hop_seconds : float, optional
+        Default: the model's training window, no overlap.
+    n_fft, hop_length, n_mels, top_db
+        Settings of the spectrogram picture (at the model's sample rate).
+    max_seconds : float
+        Only the first ``max_seconds`` are drawn and scored (the title says so).
+    tta, dpi : int
+
+    Returns
+    -------
+    str
+        ``out_png``.
+
+    Raises
+    ------
+    AudioDecodeError
+        The file cannot be decoded.
+    ParameterError
+        Invalid settings, or no window to score.
+    """
+    import itertools
+
+    from soundclass.inference.predict import _load
+    from soundclass.inference.timeline import iter_windows, score_windows
+    from soundclass.inference.windows import default_window_seconds, window_proba_fn
+    from soundclass.plots.timeline import plot_timeline
+
+    for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("n_mels", n_mels)):
+        check_positive_int(name, value)
+    check_positive("max_seconds", max_seconds)
+    ckpt = _load(checkpoint)
+    path = os.fspath(path)
+    head = audio.info(path)
+    sr = int(ckpt.feature.sr)
+    window = default_window_seconds(ckpt) if window_seconds is None else float(window_seconds)
+    windows = itertools.takewhile(lambda w: w.start < max_seconds,
+                                  iter_windows(path, sr=sr, window_seconds=window, hop_seconds=hop_seconds))
+    starts, ends, proba = score_windows(windows, window_proba_fn(ckpt, tta=tta))
+    if starts.size == 0:
+        raise ParameterError(f"{path}: no window to score (empty file?)")
+    shown = min(float(ends[-1]), max_seconds)
+    y, _ = audio.load(path, sr=sr, duration=shown)
+    mono = audio.to_mono(y)
+    if mono.size < n_fft:
+        mono = np.pad(mono, (0, n_fft - mono.size))
+    mel = features.melspectrogram(y=mono, sr=sr, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+    silent = audio.is_silent(y)
+    mel_db = features.power_to_db(mel, ref=1.0 if silent else float(np.max(mel)), top_db=top_db)
+
+    fig = Figure(figsize=(12.0, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 2, width_ratios=(60, 1), height_ratios=(1, 1))
+    ax_mel, ax_tl = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[1, 0])
+    cax = fig.add_subplot(grid[0, 1])
+    fig.add_subplot(grid[1, 1]).set_axis_off()
+    ax_tl.sharex(ax_mel)
+    mesh = plot_mel(mel_db, sr=sr, hop_length=hop_length, ax=ax_mel, colorbar=False, vmin=-top_db, vmax=0.0)
+    fig.colorbar(mesh, cax=cax, format=DB_FORMAT)
+    ax_mel.set_title(f"Mel spectrogram (n_mels={n_mels})", loc="left", fontsize="medium")
+    ax_mel.set_xlabel("")
+    plot_timeline(0.5 * (starts + ends), proba, ckpt.classes, ax=ax_tl)
+    ax_tl.set_xlim(float(starts[0]), shown)
+    hop = window if hop_seconds is None else float(hop_seconds)
+    title = (f"{os.path.basename(path)}  -  {head.duration:.1f} s; {ckpt.model_name}, "
+             f"{starts.size} windows of {window:g} s every {hop:g} s")
+    if head.duration > max_seconds:
+        title += f"\nfirst {max_seconds:g} s shown"
+    fig.suptitle(title)
     return save_figure(fig, out_png, dpi=dpi)

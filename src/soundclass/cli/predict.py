@@ -13,6 +13,7 @@ from soundclass.cli._args import (
     executor_from_args,
     positive_int,
 )
+from soundclass.cli._windows import WINDOWS_HELP
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
 _BACKENDS = ("auto", "torch", "onnx")  # soundclass.inference.backends.BACKENDS (not imported: fast --help)
@@ -68,6 +69,7 @@ def register(subparsers) -> None:
                              "show them as text instead of running them as formulas")
     add_batch_size_option(parser)
     add_backend_option(parser)
+    parser.add_argument("--windows", default=None, metavar="SECONDS[:HOP]", help=WINDOWS_HELP)
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from soundclass.inference.backends import make_backend
     from soundclass.inference.predict import predict_paths, write_submission
 
+    if getattr(args, "windows", None):  # long recordings: one row per window, merged segments
+        from soundclass.cli._windows import run_windows
+
+        return run_windows(args, collect_paths(args.inputs))
     backend = make_backend(args.model, args.backend)
     ckpt = backend.checkpoint
     paths = collect_paths(args.inputs)

@@ -1,4 +1,5 @@
-"""``soundclass show``: the 4-panel picture of one audio file."""
+"""``soundclass show``: the 4-panel picture of one audio file, or (``--timeline RUN``) a long
+recording's mel spectrogram with the model's class probabilities over time."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def register(subparsers) -> None:
             "power spectrogram in dB with a colour bar, mel spectrogram on a mel-spaced axis "
             "labelled in Hz, and MFCCs. The title gives the file name, native sample rate, "
             "duration, channels and encoding. Spectrograms are in dB relative to the clip's "
-            "maximum; silent clips are marked in the title."
+            "maximum; silent clips are marked in the title. With --timeline RUN: the mel "
+            "spectrogram with RUN's class probabilities over time under it (the windows of "
+            "'soundclass predict --windows')."
         ),
     )
     parser.add_argument("file", metavar="FILE", help="audio file (any format soundfile reads)")
@@ -37,13 +40,29 @@ def register(subparsers) -> None:
                         help="start this many seconds into the file (default: 0)")
     parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="show at most this many seconds (default: to the end)")
+    parser.add_argument("--timeline", default=None, metavar="RUN",
+                        help="draw the class probabilities over time of this model (checkpoint or "
+                             "training run folder) under the mel spectrogram")
+    parser.add_argument("--windows", default="auto", metavar="SECONDS[:HOP]",
+                        help="with --timeline: window length and hop (default: the model's training "
+                             "window, no overlap)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.apps.show import show_file
 
-    out = args.output or f"{Path(args.file).stem}.png"
+    out = args.output or f"{Path(args.file).stem}{'.timeline' if args.timeline else ''}.png"
+    if args.timeline:
+        from soundclass.apps.show import show_timeline
+        from soundclass.inference.windows import parse_windows
+
+        window, hop = parse_windows(args.windows)
+        written = show_timeline(args.timeline, args.file, out, window_seconds=window, hop_seconds=hop,
+                                n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
+                                **({"max_seconds": args.duration} if args.duration else {}))
+        print(f"wrote {written}")
+        return 0
     written = show_file(args.file, out, sr=args.sr, n_fft=args.n_fft, hop_length=args.hop_length,
                         n_mels=args.n_mels, n_mfcc=args.n_mfcc, offset=args.offset,
                         duration=args.duration)

@@ -115,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate_training(result, out_dir=out, title=title)
     m = ev.metrics
     print()
-    print(f"best epoch {result.best_epoch + 1} of {len(result.history)}: validation ({m['n']} clips) accuracy {m['accuracy']:.3f}, "
+    if result.oof:  # --folds: K members averaged; with --val-size 0 the out-of-fold clips are the evaluation
+        head, split = f"ensemble of {result.oof['n_folds']} fold models", (
+            "out-of-fold" if result.oof.get("is_validation") else "validation")
+    else:
+        head, split = f"best epoch {result.best_epoch + 1} of {len(result.history)}", "validation"
+    print(f"{head}: {split} ({m['n']} clips) accuracy {m['accuracy']:.3f}, "
           f"macro-F1 {m['macro_f1']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}, "
           f"log loss {m['log_loss']:.3f}")
     if m["n_failed"]:

@@ -44,6 +44,7 @@ __all__ = [
     "load_history",
     "misclassified_rows",
     "history_columns",
+    "oof_summary",
 ]
 
 
@@ -186,6 +187,7 @@ def evaluate_run(
     warnings: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    oof: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Write every evaluation file of labelled clips with known probabilities.
 
@@ -216,6 +218,9 @@ def evaluate_run(
         The configuration shown in the report.
     extra : mapping, optional
         More JSON-ready entries for ``metrics.json`` (e.g. checkpoint, tta).
+    oof : mapping, optional
+        Out-of-fold metrics of a k-fold run (:func:`oof_summary`): stored as
+        ``metrics.json`` ``oof`` and shown in their own report section.
 
     Returns
     -------
@@ -240,6 +245,8 @@ def evaluate_run(
         "warnings": list(warnings),
         **dict(extra or {}),
     })
+    if oof:
+        metrics["oof"] = dict(oof)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -275,7 +282,7 @@ def evaluate_run(
         out, title=title, metrics=metrics, classes=classes,
         history_png=files.get("history"), confusion_png=files["confusion"],
         misclassified=wrong, dataset_summary=summary, config=config,
-        warnings=warnings, failures=failures,
+        warnings=warnings, failures=failures, oof=oof,
     )
     return Evaluation(out, metrics, files)
 
@@ -382,19 +389,38 @@ def evaluate_training(
     failures = dict(result.failures)  # (path, reason) pairs
     if config is None:
         config = _load_run_json(ckpt_dir.parent, "config.json")
+    oof = oof_summary(getattr(result, "oof", None))
+    split = "out-of-fold" if oof and oof.get("is_validation") else "validation"
     return evaluate_run(
         [it.path for it in items],
         [it.label for it in items],
         np.asarray(result.val_proba),
         classes=result.classes,
         out_dir=out,
-        title=title or f"soundclass training run: validation ({len(items)} clips)",
+        title=title or f"soundclass training run: {split} ({len(items)} clips)",
         history=result.history,
         monitor=_monitor_key(config),
         failures=failures,
         warnings=list(result.warnings),
         config=config,
-        extra={"checkpoint": os.fspath(ckpt_dir), "split": "validation",
+        extra={"checkpoint": os.fspath(ckpt_dir), "split": split,
                "best_epoch": result.best_epoch},
+        oof=oof,
     )
+
+
+def oof_summary(oof: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The out-of-fold entry of ``metrics.json`` from a k-fold run's ``TrainResult.oof``.
+
+    Keeps the scalar scores (``accuracy``, ``macro_f1``, ``balanced_accuracy``,
+    ``log_loss``, ``n``, ``n_folds``, ...), ``per_class``, the ``oof.csv``
+    path (``file``), ``is_validation`` (the OOF predictions are the run's
+    evaluation, ``val_size=0``) and the members' ``best_epochs``; ``None``
+    without folds.
+    """
+    if not oof:
+        return None
+    keep = ("per_class", "file", "is_validation", "best_epochs", "classes")
+    return {k: v for k, v in oof.items()
+            if k in keep or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 

@@ -174,6 +174,22 @@ def _failures_section(failures: Mapping[str, str] | Sequence[tuple[str, str]]) -
     return "".join(f'<div class="fail"><b>{_e(p)}</b>: {_e(r)}</div>' for p, r in items)
 
 
+def _oof_section(oof: Mapping[str, Any], classes: Sequence[str]) -> str:
+    """Out-of-fold scores of a k-fold ensemble run: cards, per-class table, where the predictions are."""
+    n_folds = oof.get("n_folds", "?")
+    what = ("These are the evaluation above (no held-out validation part)." if oof.get("is_validation")
+            else "The evaluation above is the ensemble on the held-out validation part.")
+    best = oof.get("best_epochs")
+    epochs = (f" Best epoch of each member: {', '.join(str(int(b) + 1) for b in best)}." if best else "")
+    return "\n".join([
+        f"<h2>Out-of-fold predictions ({_e(n_folds)} folds)</h2>",
+        f"<p>Every training clip predicted by the fold member that did not train on it. {_e(what)}"
+        f"{_e(epochs)} File: {_e(os.path.basename(str(oof.get('file', 'oof.csv'))))}.</p>",
+        _cards(oof),
+        _per_class_table(oof, classes),
+    ])
+
+
 def write_html_report(
     run_dir: str | os.PathLike,
     *,
@@ -188,6 +204,7 @@ def write_html_report(
     warnings: Sequence[str] = (),
     failures: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     max_audio: int = MAX_AUDIO_PLAYERS,
+    oof: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html``.
 
@@ -216,6 +233,9 @@ def write_html_report(
         E.g. group leakage between train and validation.
     failures : mapping or sequence of (path, reason)
         Skipped files and why.
+    oof : mapping, optional
+        Out-of-fold scores of a k-fold run (``metrics.json`` ``oof``), shown
+        in their own section (:func:`_oof_section`).
 
     Returns
     -------
@@ -237,6 +257,8 @@ def write_html_report(
     if warnings:
         parts.append("<h2>Warnings</h2>")
         parts.extend(f'<div class="warn">{_e(w)}</div>' for w in warnings)
+    if oof:
+        parts.append(_oof_section(oof, classes))
     parts += [
         "<h2>Per-class results</h2>",
         _per_class_table(metrics, classes),

@@ -1,10 +1,11 @@
-"""Models: a registry of builders plus the seed baselines and the PANNs CNN family.
+"""Models: a registry of builders plus the seed baselines, the PANNs CNN family and their k-fold ensemble.
 
 Importing this package registers every model, so ``create_model('cnn', ...)``
 works after ``import soundclass.models``.
 """
 
-from soundclass.models import panns, seed  # noqa: F401  (registers the models)
+from soundclass.models import ensemble, panns, seed  # noqa: F401  (registers the models)
+from soundclass.models.ensemble import Ensemble
 from soundclass.models.pretrained import PretrainedReport, load_pretrained
 from soundclass.models.registry import (
     ModelSpec,
@@ -16,6 +17,7 @@ from soundclass.models.registry import (
 )
 
 __all__ = [
+    "Ensemble",
     "ModelSpec",
     "PretrainedReport",
     "create_model",

@@ -151,9 +151,11 @@ def _val_size_ok(v: Any) -> bool:
 
 
 def _registered_models() -> list[str]:
+    """Models ``train`` can train: every registered one but the ensembles (``--folds`` builds those)."""
     from soundclass.models import list_models
+    from soundclass.models.ensemble import ENSEMBLE_NAMES
 
-    return list_models()
+    return [m for m in list_models() if m not in ENSEMBLE_NAMES.values()]
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,14 @@ class TrainConfig:
         trains on everything (the last epoch is the checkpoint).
     group_pattern : str or None
         Regex giving each file's group (``dataset.assign_groups``).
+    folds : int
+        ``K >= 2``: train ``K`` models on grouped stratified folds of the
+        training part, write their out-of-fold predictions (``oof.csv``) and
+        save their mean-probability ensemble as the checkpoint
+        (:func:`soundclass.training.kfold.train_folds`); the ``val_size``
+        part is still held out first and scored by the ensemble (with
+        ``val_size=0`` the out-of-fold predictions are the evaluation).
+        0 or 1: one model, no folds.
     feature : dict
         Overrides of the model's FeatureConfig fields, e.g. ``{'n_mels': 64}``.
     grad_clip : float or None
@@ -282,6 +292,12 @@ class TrainConfig:
     group_pattern: str | None = field(default=None, metadata=_text(
         r"regex on file names giving each clip's group (speaker, recording), kept on one side of "
         r"the split, e.g. '^\d+_(?P<group>[a-z]+)_'", "a regex or None", metavar="REGEX"))
+    folds: int = field(default=0, metadata={"setting": Setting(
+        "train K models on grouped folds, write out-of-fold predictions (oof.csv) and save their "
+        "probability-averaging ensemble as the checkpoint; --val-size is still held out first and "
+        "scored by the ensemble (--val-size 0: the out-of-fold predictions are the evaluation). "
+        "0 or 1: one model", int, lambda v: _is_int(v) and v >= 0, "a non-negative integer (0/1: no folds)",
+        metavar="K")})
     feature: Mapping[str, Any] = field(default_factory=dict, metadata=_mapping(
         "override of the model's FeatureConfig, e.g. n_mels=64 (VALUE read as JSON; repeatable)"))
     grad_clip: float | None = field(default=None, metadata=_number(

@@ -6,7 +6,8 @@ The pieces, in order::
     feature_config     the model's FeatureConfig with the user's overrides
     get_features       through the feature cache; failed files are reported and skipped
     holdout            grouped when groups exist; a leakage warning otherwise
-    fit                the loop (soundclass.training.fitting)
+    fit                the loop (soundclass.training.fitting), or with ``config.folds >= 2``
+    train_folds        K members on grouped folds and their ensemble (soundclass.training.kfold)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class TrainResult:
     failures: list[Failure]
     warnings: list[str]
     pretrained_from: Mapping[str, Any] | None = None
+    oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
 
 
 def train(
@@ -155,6 +157,12 @@ def train(
     if ctx.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "split.json", split, allow_nan=True)
+    if config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
+        from soundclass.training.kfold import train_run_folds
+
+        return train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
+                               groups=groups if have_groups else None, failures=failures, warnings=notes,
+                               progress=progress, resume=resume)
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
     return TrainResult(

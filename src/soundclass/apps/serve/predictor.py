@@ -27,6 +27,8 @@ class Predictor(Protocol):
     ``feature`` says at which rate the model listens (``feature.sr``) and how
     the mel picture is drawn; ``predict_proba`` maps a mono signal
     [shape=(n,)] at ``feature.sr`` to class probabilities [shape=(len(classes),)].
+    A predictor may also have ``window_seconds`` (its training window): the
+    demo then adds a timeline of an upload longer than one window.
     """
 
     model_name: str
@@ -53,6 +55,9 @@ class CheckpointPredictor:
         self.classes = tuple(checkpoint.classes)
         self.feature = checkpoint.feature
         self.tta = tta
+        from soundclass.inference.windows import default_window_seconds
+
+        self.window_seconds = default_window_seconds(checkpoint)  # the timeline's window
 
     def predict_proba(self, y: np.ndarray) -> np.ndarray:
         """Class probabilities [shape=(n_classes,)] of ``y`` [shape=(n,)] at ``feature.sr``."""

@@ -21,6 +21,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 8
 TOP_K = 5
+#: A timeline of a long upload has at most this many windows (the hop grows beyond).
+MAX_TIMELINE_WINDOWS = 400
 
 
 class RequestError(SoundclassError):
@@ -49,6 +51,11 @@ class App:
         Largest request body accepted.
     max_seconds : float
         Longer clips are analysed on their first ``max_seconds`` only.
+    window_seconds : float, optional
+        Window of the timeline (class probabilities over time) added to the
+        answer for clips longer than one window; default the predictor's
+        ``window_seconds`` (a checkpoint's training window), and no timeline
+        for a predictor without one.
 
     Notes
     -----
@@ -62,9 +69,15 @@ class App:
         *,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_seconds: float = DEFAULT_MAX_SECONDS,
+        window_seconds: float | None = None,
     ):
         _positive("max_upload_bytes", max_upload_bytes)
         _positive("max_seconds", max_seconds)
+        if window_seconds is None:
+            window_seconds = getattr(predictor, "window_seconds", None)
+        if window_seconds is not None:
+            _positive("window_seconds", window_seconds)
+        self.window_seconds = None if window_seconds is None else float(window_seconds)
         if len(predictor.classes) == 0:
             raise ParameterError("the model has no classes")
         self.predictor = predictor
@@ -92,7 +105,9 @@ class App:
         -------
         dict
             ``{model, top: [{label, p}] * TOP_K, duration, analysed_seconds,
-            truncated, sr, channels, waveform_png, mel_png}``.
+            truncated, sr, channels, waveform_png, mel_png, timeline}``;
+            ``timeline`` is ``None`` for a clip of at most one window, else
+            :meth:`timeline` of it.
 
         Raises
         ------
@@ -122,6 +137,7 @@ class App:
                 f"the model returned probabilities of shape {proba.shape} (expected ({n_classes},), finite)"
             )
         order = np.argsort(-proba, kind="stable")[:TOP_K]
+        timeline = self.timeline(y, sr=sr)
         with self._plot_lock:
             waveform_png, mel_png = render_pictures(y, sr=sr, feature=self.predictor.feature)
         return {
@@ -134,7 +150,42 @@ class App:
             "channels": clip.channels,
             "waveform_png": waveform_png,
             "mel_png": mel_png,
+            "timeline": timeline,
         }
+
+    def timeline(self, y: np.ndarray, *, sr: int) -> dict[str, Any] | None:
+        """Class probabilities over time of ``y`` [shape=(n,)] at ``sr``, or ``None`` if one window holds it.
+
+        Windows of ``window_seconds`` every half window (wider hops past
+        :data:`MAX_TIMELINE_WINDOWS` windows), scored by the predictor one by
+        one; the same windows and segments as ``soundclass predict --windows``
+        (:mod:`soundclass.inference.windows`).
+
+        Returns
+        -------
+        dict or None
+            ``{window_seconds, hop_seconds, classes, starts, ends, proba,
+            labels, segments: [{start, end, label, p}]}``.
+        """
+        from soundclass.inference.windows import score_array
+
+        window = self.window_seconds
+        duration = y.size / sr
+        if window is None or duration <= window:
+            return None
+        hop = max(0.5 * window, (duration - window) / (MAX_TIMELINE_WINDOWS - 1))
+        predictor = self.predictor
+
+        def proba_fn(waveforms: list[np.ndarray]) -> np.ndarray:
+            return np.stack([np.asarray(predictor.predict_proba(w), dtype=np.float64) for w in waveforms])
+
+        with self._model_lock:
+            try:
+                tl = score_array(y, proba_fn, sr=sr, classes=predictor.classes, window_seconds=window,
+                                 hop_seconds=hop)
+            except ParameterError as exc:
+                raise RequestError(422, f"this clip cannot be analysed window by window: {exc}") from None
+        return {"window_seconds": window, "hop_seconds": hop, **tl.to_json()}
 
 
 def _too_large(n: int | str, limit: int) -> str:

@@ -1,5 +1,6 @@
 // soundclass demo page: upload or record a clip, POST it to /api/predict,
-// show the top classes, the waveform and the mel spectrogram.
+// show the top classes, the waveform, the mel spectrogram and, for a clip
+// longer than the model's window, the class probabilities over time.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -143,12 +144,89 @@ function showResult(result, blob, what) {
 
   $("waveform").src = `data:image/png;base64,${result.waveform_png}`;
   $("mel").src = `data:image/png;base64,${result.mel_png}`;
+  drawTimeline(result.timeline);
 
   if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
   state.audioUrl = URL.createObjectURL(blob);
   $("player").src = state.audioUrl;
 
   $("results").hidden = false;
+}
+
+// ------------------------------------------------------------------ timeline
+
+const TIMELINE_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+
+// Class probabilities against time on the canvas under the mel picture (hidden
+// for a clip of one window: result.timeline is null). At most six classes, those
+// with the highest peak; the strip at the bottom is each window's top class.
+function drawTimeline(timeline) {
+  const figure = $("timeline-figure");
+  if (!timeline || !timeline.starts || timeline.starts.length === 0) {
+    figure.hidden = true;
+    return;
+  }
+  const canvas = $("timeline");
+  const ctx = canvas.getContext("2d");
+  const { starts, ends, proba, classes } = timeline;
+  const n = starts.length;
+  const w = canvas.width, h = canvas.height;
+  const left = 34, right = 8, top = 8, bottom = 28;
+  const t0 = starts[0], t1 = ends[n - 1];
+  const x = (t) => left + ((t - t0) / Math.max(t1 - t0, 1e-9)) * (w - left - right);
+  const y = (p) => top + (1 - p) * (h - top - bottom);
+  const centres = starts.map((s, i) => 0.5 * (s + ends[i]));
+  const peak = classes.map((_, c) => Math.max(...proba.map((row) => row[c])));
+  const shown = classes.map((_, c) => c).sort((a, b) => peak[b] - peak[a]).slice(0, TIMELINE_COLOURS.length);
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, w, h);
+  ctx.strokeStyle = "#ddd";
+  ctx.fillStyle = "#666";
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.lineWidth = 1;
+  for (const p of [0, 0.5, 1]) {
+    ctx.beginPath();
+    ctx.moveTo(left, y(p));
+    ctx.lineTo(w - right, y(p));
+    ctx.stroke();
+    ctx.fillText(p.toFixed(1), 4, y(p) + 4);
+  }
+  ctx.fillText(`${t0.toFixed(1)} s`, left, h - 4);
+  const endLabel = `${t1.toFixed(1)} s`;
+  ctx.fillText(endLabel, w - right - ctx.measureText(endLabel).width, h - 4);
+  shown.forEach((c, rank) => {
+    const colour = TIMELINE_COLOURS[rank];
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 1.6;
+    ctx.beginPath();
+    centres.forEach((t, i) => (i === 0 ? ctx.moveTo(x(t), y(proba[i][c])) : ctx.lineTo(x(t), y(proba[i][c]))));
+    ctx.stroke();
+    for (let i = 0; i < n; i++) {
+      const best = proba[i].indexOf(Math.max(...proba[i]));
+      if (best !== c) continue;
+      const a = i === 0 ? starts[0] : 0.5 * (centres[i - 1] + centres[i]);
+      const b = i === n - 1 ? ends[n - 1] : 0.5 * (centres[i] + centres[i + 1]);
+      ctx.fillStyle = colour;
+      ctx.fillRect(x(a), h - bottom + 4, Math.max(1, x(b) - x(a)), 6);
+    }
+  });
+  const caption = $("timeline-caption");
+  caption.replaceChildren();
+  caption.append(`Class probabilities over time (${n} windows of ${formatSeconds(timeline.window_seconds)}): `);
+  shown.forEach((c, rank) => {
+    const key = document.createElement("span");
+    key.className = "timeline-key";
+    key.style.color = TIMELINE_COLOURS[rank];
+    key.textContent = `■ ${classes[c]} `;
+    caption.append(key);
+  });
+  const segments = timeline.segments || [];
+  if (segments.length > 0) {
+    caption.append(` · segments: ${segments.slice(0, 8).map((s) =>
+      `${s.label} ${s.start.toFixed(1)}–${s.end.toFixed(1)} s`).join(", ")}${segments.length > 8 ? ", …" : ""}`);
+  }
+  figure.hidden = false;
 }
 
 // ------------------------------------------------------------------ upload
