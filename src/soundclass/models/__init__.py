@@ -1,10 +1,11 @@
-"""Models: a registry of builders plus the seed baselines and the PANNs CNN family.
+"""Models: a registry of builders: the seed baselines, the PANNs CNN family, the classical
+small-data models and the aiSFX pretrained network.
 
 Importing this package registers every model, so ``create_model('cnn', ...)``
 works after ``import soundclass.models``.
 """
 
-from soundclass.models import panns, seed  # noqa: F401  (registers the models)
+from soundclass.models import aisfx, classical, panns, seed  # noqa: F401  (registers the models)
 from soundclass.models.pretrained import PretrainedReport, load_pretrained
 from soundclass.models.registry import (
     ModelSpec,
