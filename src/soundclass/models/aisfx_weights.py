@@ -101,8 +101,9 @@ def load_aisfx_state(path: str | os.PathLike | None = None) -> dict[str, torch.T
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to unpickle ({first})") from exc
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
+        why = lines[0] if lines else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to unpickle ({why})") from exc
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
     state = obj[0] if isinstance(obj, tuple) and len(obj) == 2 else None

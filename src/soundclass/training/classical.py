@@ -30,7 +30,6 @@ from torch import nn
 
 from soundclass.dsp.stats import stack_stats
 from soundclass.errors import ParameterError
-from soundclass.models import create_model
 from soundclass.models.classical import StatsLinear, StatsSVM
 
 __all__ = ["CLASSICAL_SETTINGS", "SklearnFit", "fit_sklearn", "fit_classical", "to_module"]
@@ -209,20 +208,22 @@ def _set(param: torch.Tensor, value: np.ndarray) -> None:
 
 
 def to_module(fit: SklearnFit) -> nn.Module:
-    """The registered torch module with the fitted arrays of ``fit``, in eval mode."""
+    """The torch module with the fitted arrays of ``fit``, in eval mode.
+
+    The class the registered builder of ``fit.name`` makes (:class:`StatsSVM` or
+    :class:`StatsLinear`), so ``create_model(fit.name, n_classes=..., n_features=...,
+    **module.model_kwargs)`` rebuilds it from a checkpoint.
+    """
     if fit.calibrator is None:
-        model = create_model(fit.name, n_classes=fit.n_classes, n_features=fit.n_features,
-                             stats=fit.stats)
-        assert isinstance(model, StatsLinear)
+        model = StatsLinear(n_classes=fit.n_classes, n_features=fit.n_features, stats=fit.stats)
         W, b = _linear_rows(fit.estimator, fit.n_classes)
         _set(model.linear.weight, W)
         _set(model.linear.bias, b)
     else:
         svc = fit.estimator
         ovo = _ovo_matrix(svc)
-        model = create_model(fit.name, n_classes=fit.n_classes, n_features=fit.n_features,
-                             n_support=ovo.shape[1], n_pairs=ovo.shape[0], stats=fit.stats)
-        assert isinstance(model, StatsSVM)
+        model = StatsSVM(n_classes=fit.n_classes, n_features=fit.n_features,
+                         n_support=ovo.shape[1], n_pairs=ovo.shape[0], stats=fit.stats)
         _set(model.support_vectors, svc.support_vectors_)
         _set(model.gamma, np.float32(svc._gamma))
         _set(model.ovo.weight, ovo)
