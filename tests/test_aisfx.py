@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_signal
 from soundclass.audio import load, resample
 from soundclass.dsp.aisfx import AISFX_SR, aisfx_blocks, aisfx_logmel, frames_to_blocks
 from soundclass.errors import CheckpointError, ParameterError
@@ -29,9 +30,6 @@ from soundclass.models.aisfx import (
     pool_embeddings,
 )
 from soundclass.models.aisfx_weights import INSTALL_COMMAND, checkpoint_path, load_aisfx_state
-
-from conftest import make_signal
-
 
 # float32 STFTs summed in a different order; log10(1e4 S + 1) magnifies the rounding of
 # the quietest bands to a few 1e-6

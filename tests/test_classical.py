@@ -146,3 +146,16 @@ def test_unfitted_builds_are_distinct_per_seed():
     b = create_model("mfcc-svm", n_classes=3, n_features=60, n_support=10)
     assert isinstance(a, StatsSVM) and not torch.equal(a.support_vectors, b.support_vectors)
     assert FeatureConfig(kind="mfcc", n_mfcc=20, deltas=2).n_features == model_spec("mfcc-svm").feature.n_features
+
+
+@pytest.mark.parametrize("name", ["mfcc-svm", "logmel-logreg"])
+def test_waveform_export_of_fitted_model(name, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from soundclass.inference.export import export_model
+
+    spec = model_spec(name)
+    feats, labels = _toy(2, rows=spec.feature.n_features, n=12)
+    model = fit_classical(name, feats, labels)
+    path = export_model(model, spec.feature, ["a", "b"], tmp_path / f"{name}.onnx",
+                        input_kind=spec.input, check=True)
+    assert path.is_file()

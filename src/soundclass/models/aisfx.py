@@ -35,13 +35,18 @@ registry, the classes and functions here work regardless):
 
 from __future__ import annotations
 
+import csv
+import os
+from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from soundclass.audio import load
 from soundclass.config import FEATURE_KINDS, FeatureConfig
 from soundclass.dsp.aisfx import (
     AISFX_FMAX,
@@ -53,7 +58,8 @@ from soundclass.dsp.aisfx import (
     BLOCK_HOP,
     aisfx_blocks,
 )
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError, check_positive_int
+from soundclass.extraction.extract import ExtractResult
 from soundclass.models.aisfx_weights import EMBEDDING_PREFIX, pretrained_state
 from soundclass.models.classical import StatsLinear
 from soundclass.models.registry import ModelSpec, register_model
@@ -69,6 +75,8 @@ __all__ = [
     "pool_embeddings",
     "clip_embedding",
     "aisfx_embedding",
+    "embed_files",
+    "write_embeddings",
     "param_groups",
 ]
 
@@ -195,6 +203,96 @@ def aisfx_embedding(y: np.ndarray, sr: float) -> np.ndarray:
     ``extraction.extract.compute_feature`` calls it for ``kind='aisfx'``.
     """
     return np.ascontiguousarray(embed_clip(y, sr=sr).T)
+
+
+def _embed_file(path: str) -> ExtractResult:
+    try:
+        y, sr = load(path, sr=AISFX_SR, mono=True)
+        return ExtractResult(path, clip_embedding(y, sr=sr))
+    except AudioDecodeError as exc:
+        return ExtractResult(path, None, exc.reason)
+    except MemoryError:
+        return ExtractResult(path, None, "out of memory while decoding or embedding")
+    except SoundclassError as exc:
+        return ExtractResult(path, None, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
+        return ExtractResult(path, None, f"{type(exc).__name__}: {exc}")
+
+
+def embed_files(paths: Sequence[str | os.PathLike], *, progress: bool = False) -> list[ExtractResult]:
+    """Clip embeddings (1024 values, :func:`clip_embedding`) of audio files, never raising for one.
+
+    Parameters
+    ----------
+    paths : sequence of path
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    list of ExtractResult
+        In input order; ``feature`` [shape=(1024,)] float32, or ``None`` with
+        ``error`` set for a file that cannot be decoded.
+    """
+    paths = [os.fspath(p) for p in paths]
+    pretrained_embedding_net()  # a missing aisfx install fails once, before any file
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(paths), unit="file", desc="aiSFX embeddings")
+    results = []
+    for p in paths:
+        results.append(_embed_file(p))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def write_embeddings(
+    out: str | os.PathLike,
+    paths: Sequence[str],
+    labels: Sequence[str | None],
+    embeddings: np.ndarray,
+) -> Path:
+    """Write one row per clip to a ``.csv`` or ``.npz`` file (atomically).
+
+    Parameters
+    ----------
+    out : path
+        ``.csv``: columns ``path, label, e0 ... e{d-1}`` (an empty label when
+        unlabelled); ``.npz``: arrays ``path`` (str), ``label`` (str, ``''`` when
+        unlabelled) and ``embedding`` [shape=(n_clips, d)] float32.
+    paths, labels : sequence
+        One entry per row.
+    embeddings : np.ndarray [shape=(n_clips, d)]
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    out = Path(out)
+    E = np.asarray(embeddings, dtype=np.float32).reshape(len(paths), -1)
+    if len(labels) != len(paths):
+        raise ParameterError(f"{len(labels)} labels for {len(paths)} paths")
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise ParameterError(f"{out}: the output must end in .csv or .npz")
+    labels = ["" if lab is None else str(lab) for lab in labels]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{suffix}")
+    if suffix == ".npz":
+        np.savez(tmp, path=np.array(paths, dtype=str), label=np.array(labels, dtype=str), embedding=E)
+    else:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", *(f"e{i}" for i in range(E.shape[1]))])
+            for p, lab, row in zip(paths, labels, E, strict=True):
+                writer.writerow([p, lab, *(repr(float(v)) for v in row)])
+    os.replace(tmp, out)
+    return out
 
 
 class AisfxClassifier(nn.Module):
