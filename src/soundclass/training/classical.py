@@ -16,6 +16,10 @@ smallest class)``; the training decisions themselves when a class has a single
 clip), and the SVM used at prediction is fitted on all clips.  The module's
 logits are that calibrator's decision function, so ``softmax(logits)`` is its
 ``predict_proba``.
+
+Every estimator weighs the classes inversely to their frequency
+(``class_weight='balanced'``): small, imbalanced datasets are the point of
+these models, and their model selection is by macro-F1.
 """
 
 from __future__ import annotations
@@ -98,19 +102,31 @@ def _check(features, labels, n_classes) -> tuple[np.ndarray, int]:
     return labels.astype(np.int64), n_classes
 
 
+def _svc(C: float):
+    from sklearn.svm import SVC
+
+    return SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovo",
+               class_weight="balanced")
+
+
+def _logreg(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=_LOGREG_ITER, class_weight="balanced", random_state=seed)
+
+
 def _calibration_inputs(X, y, *, C, seed) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.svm import SVC
 
     k = min(5, int(np.bincount(y)[np.unique(y)].min()))
     if k < 2:
-        return _ovo(SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(X, y), X)
+        return _ovo(_svc(C).fit(X, y), X)
     out = np.zeros((len(X), len(np.unique(y)) * (len(np.unique(y)) - 1) // 2))
     folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     for train, test in folds.split(X, y):
         if len(np.unique(y[train])) < len(np.unique(y)):  # a fold lost a class: use training fit
-            return _ovo(SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(X, y), X)
-        svc = SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(X[train], y[train])
+            return _ovo(_svc(C).fit(X, y), X)
+        svc = _svc(C).fit(X[train], y[train])
         out[test] = _ovo(svc, X[test])
     return out
 
@@ -144,9 +160,7 @@ def fit_sklearn(
     -------
     SklearnFit
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
 
     if name not in CLASSICAL_SETTINGS:
         raise ParameterError(f"unknown classical model {name!r}; choose from {sorted(CLASSICAL_SETTINGS)}")
@@ -161,11 +175,11 @@ def fit_sklearn(
     Xs = scaler.transform(X)
     n_features = int(np.shape(features[0])[0])
     if settings["estimator"] == "logreg":
-        est = LogisticRegression(C=C, max_iter=_LOGREG_ITER, random_state=seed).fit(Xs, y)
+        est = _logreg(C, seed).fit(Xs, y)
         return SklearnFit(name, n_classes, n_features, stats, scaler, est)
     calib_in = _calibration_inputs(Xs, y, C=C, seed=seed)
-    svc = SVC(C=C, kernel="rbf", gamma="scale", decision_function_shape="ovo").fit(Xs, y)
-    calibrator = LogisticRegression(C=1.0, max_iter=_LOGREG_ITER, random_state=seed).fit(calib_in, y)
+    svc = _svc(C).fit(Xs, y)
+    calibrator = _logreg(1.0, seed).fit(calib_in, y)
     return SklearnFit(name, n_classes, n_features, stats, scaler, svc, calibrator)
 
 
