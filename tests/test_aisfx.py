@@ -239,3 +239,11 @@ def test_classifier_trains_end_to_end():
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1])).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_allow_list_is_exactly_the_four_numpy_globals():
+    names = []
+    for g in aisfx_weights.ALLOWED_GLOBALS:
+        names.append(g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}")
+    assert sorted(names) == ["numpy.core.multiarray.scalar", "numpy.dtype",
+                             "numpy.dtypes.Float64DType", "numpy.dtypes.Int64DType"]

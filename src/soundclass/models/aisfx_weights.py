@@ -44,7 +44,8 @@ _CHECKPOINT = "aisfx/models/checkpoint.pth"
 #: ``numpy._core`` on numpy 2), ``numpy.dtype`` and the two dtype classes of the
 #: ``np.int64`` values in ``ds_dict``.
 ALLOWED_GLOBALS = [
-    (np._core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+    ((np._core if hasattr(np, "_core") else np.core).multiarray.scalar,
+     "numpy.core.multiarray.scalar"),
     np.dtype,
     np.dtypes.Float64DType,
     np.dtypes.Int64DType,
