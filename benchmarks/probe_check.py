@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 
@@ -49,13 +50,27 @@ def _groups(paths: list[str], pattern: str) -> list[str]:
     return out
 
 
-def _features(name: str, paths: list[str], n_jobs: int) -> list[np.ndarray]:
-    if name == "aisfx-probe":
-        feats = []
-        for p in paths:
+def _embeddings(paths: list[str], cache: str | None) -> list[np.ndarray]:
+    """aiSFX block embeddings (512, n_blocks) per clip, kept in an optional .npz keyed by path."""
+    stored = {}
+    if cache and os.path.exists(cache):
+        with np.load(cache) as data:
+            stored = {k: data[k] for k in data.files}
+    feats = []
+    for p in paths:
+        key = p.replace("/", "|")
+        if key not in stored:
             y, sr = load(p, sr=AISFX_SR)
-            feats.append(aisfx_embedding(y, sr))  # (512, n_blocks)
-        return feats
+            stored[key] = aisfx_embedding(y, sr)
+        feats.append(stored[key])
+    if cache:
+        np.savez(cache, **stored)
+    return feats
+
+
+def _features(name: str, paths: list[str], n_jobs: int, cache: str | None) -> list[np.ndarray]:
+    if name == "aisfx-probe":
+        return _embeddings(paths, cache)
     results = extract_many(paths, model_spec(name).feature, n_jobs=n_jobs)
     bad = [r for r in results if not r.ok]
     if bad:
@@ -72,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--embedding-cache", default=None, metavar="NPZ",
+                        help="keep the aiSFX block embeddings in this .npz between runs")
     args = parser.parse_args(argv)
 
     ds = discover(args.data)
@@ -87,7 +104,7 @@ def main(argv=None) -> int:
     print(f"{'model':<14} {'accuracy':>8} {'macro_f1':>8} {'feat_s':>7} {'fit_s':>6}")
     for name in args.models:
         t0 = time.perf_counter()
-        feats = _features(name, paths, args.jobs)
+        feats = _features(name, paths, args.jobs, args.embedding_cache)
         t1 = time.perf_counter()
         tr = [i for i in train_idx if feats[i] is not None]
         te = [i for i in test_idx if feats[i] is not None]
