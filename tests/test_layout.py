@@ -22,8 +22,8 @@ STAGES = [
     ("dsp",),
     ("plots",),
     ("data",),
+    ("models",),  # pure nn.Modules (dsp below them): extraction may run a pretrained network
     ("extraction",),
-    ("models",),
     ("inference",),
     ("evaluation",),
     ("training",),

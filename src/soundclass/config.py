@@ -19,7 +19,14 @@ __all__ = ["FeatureConfig", "config_from_dict", "config_to_dict"]
 
 T = TypeVar("T")
 
-FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc")
+FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc", "aisfx-logmel", "aisfx")
+#: Kinds whose recipe is fixed by a pretrained network (soundclass.dsp.aisfx):
+#: 44.1 kHz, n_fft 2048, hop 1024, 96 HTK mels 0-22050 Hz, no deltas, no pooling.
+#: ``aisfx-logmel`` is the network's log-mel input (96, t); ``aisfx`` its block
+#: embeddings (512, n_blocks).
+AISFX_KINDS = ("aisfx-logmel", "aisfx")
+_AISFX_FIXED = {"sr": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 96, "fmin": 0.0,
+                "htk": True, "deltas": 0, "pooling": "none"}
 POOLINGS = ("none", "mean")
 
 
@@ -106,10 +113,19 @@ class FeatureConfig:
             raise ParameterError(f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels}")
         if self.max_duration is not None and self.max_duration <= 0:
             raise ParameterError(f"max_duration={self.max_duration!r} must be positive")
+        if self.kind in AISFX_KINDS:
+            wrong = [f"{k}={getattr(self, k)!r} (must be {v!r})" for k, v in _AISFX_FIXED.items()
+                     if getattr(self, k) != v]
+            if self.fmax not in (None, 22050.0):
+                wrong.append(f"fmax={self.fmax!r} (must be 22050 or None)")
+            if wrong:
+                raise ParameterError(f"kind={self.kind!r} has a fixed recipe: " + ", ".join(wrong))
 
     @property
     def n_features(self) -> int:
-        """Rows of the feature matrix: ``n_mels`` or ``n_mfcc``, times ``1 + deltas``."""
+        """Rows of the feature matrix: ``n_mels`` or ``n_mfcc``, times ``1 + deltas``; 512 for ``aisfx``."""
+        if self.kind == "aisfx":
+            return 512
         base = self.n_mfcc if self.kind == "mfcc" else self.n_mels
         return base * (1 + self.deltas)
 

@@ -22,8 +22,10 @@ import numpy as np
 
 from soundclass.audio import check_audio, load
 from soundclass.config import FeatureConfig
+from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import ParameterError, check_positive_int
+from soundclass.models.aisfx import aisfx_embedding
 from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
 from soundclass.util.pool import run_chunked
 from soundclass.util.progress import progress_bar
@@ -96,6 +98,10 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
         ``DELTA_WIDTH`` frames (as librosa does).
     """
     check_audio(y, max_ndim=1)
+    if config.kind == "aisfx-logmel":  # the pretrained network's own front end
+        return np.ascontiguousarray(aisfx_logmel(y, sr=config.sr), dtype=np.float32)
+    if config.kind == "aisfx":  # its frozen block embeddings (512, n_blocks)
+        return np.ascontiguousarray(aisfx_embedding(y, config.sr), dtype=np.float32)
     S = melspectrogram(
         y=y, sr=config.sr, n_fft=config.n_fft, hop_length=config.hop_length,
         win_length=config.win_length, window=config.window, center=config.center,

@@ -1,10 +1,11 @@
-"""Models: a registry of builders plus the seed baselines, the PANNs CNN family and their k-fold ensemble.
+"""Models: a registry of builders: the seed baselines, the PANNs CNN family, the classical
+small-data models, the aiSFX pretrained network and the k-fold ensemble.
 
 Importing this package registers every model, so ``create_model('cnn', ...)``
 works after ``import soundclass.models``.
 """
 
-from soundclass.models import ensemble, panns, seed  # noqa: F401  (registers the models)
+from soundclass.models import aisfx, classical, ensemble, panns, seed  # noqa: F401  (registers the models)
 from soundclass.models.ensemble import Ensemble
 from soundclass.models.pretrained import PretrainedReport, load_pretrained
 from soundclass.models.registry import (

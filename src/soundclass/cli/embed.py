@@ -1,0 +1,74 @@
+"""``soundclass embed``: the aiSFX clip embedding of every clip, for other tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from soundclass.cli._args import add_runtime_options, executor_from_args
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "embed",
+        help="write the pretrained aiSFX embedding of every clip to a CSV or .npz file",
+        description=(
+            "Compute the pretrained aiSFX embedding (Ma and Lerch, ISMIR 2022) of every clip "
+            "of a dataset: blocks of ~2.3 s, 512 values each, pooled by mean and max into 1024 "
+            "values per clip. Writes one row per clip with its path and label: a CSV "
+            "(path, label, e0..e1023) or an .npz (arrays path, label, embedding) depending on "
+            "the extension of FILE. Files that cannot be decoded are listed and skipped; the "
+            "exit code is 0 unless no clip could be embedded. Needs `pip install --no-deps "
+            "aisfx==0.1.2` (the weights)."
+        ),
+    )
+    parser.add_argument("data", metavar="DATA",
+                        help="folder with one sub-folder per class, a flat folder of clips, "
+                             "or a CSV manifest")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="output file, .csv or .npz")
+    parser.add_argument("--manifest", default=None, metavar="CSV",
+                        help="CSV with path and label columns; relative paths are resolved "
+                             "against DATA")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _clips(data: str, manifest: str | None) -> tuple[list[str], list[str | None]]:
+    from soundclass.data.dataset import discover, list_audio
+    from soundclass.errors import DatasetError
+
+    try:
+        dataset = discover(data, manifest=manifest)
+        return dataset.paths, dataset.labels
+    except DatasetError:
+        root = Path(data)
+        paths = [str(p) for p in list_audio(root)] if manifest is None and root.is_dir() else []
+        if not paths:
+            raise
+        return paths, [None] * len(paths)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from soundclass.errors import ParameterError, SoundclassError
+    from soundclass.extraction.embed import EMBED_FORMATS, embed_paths, write_embeddings
+
+    if Path(args.output).suffix.lower() not in EMBED_FORMATS:
+        raise ParameterError(f"{args.output}: the output must end in .csv or .npz")
+    paths, labels = _clips(args.data, args.manifest)
+    with executor_from_args(args) as executor:
+        vectors, bad = embed_paths(paths, cache_dir=args.cache_dir, n_jobs=args.jobs,
+                                   executor=executor, progress=not args.quiet)
+    good = [i for i, v in enumerate(vectors) if v is not None]
+    for f in bad:
+        print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
+    if not good:
+        raise SoundclassError(f"{args.data}: none of the {len(paths)} clips could be embedded")
+    out = write_embeddings(args.output, [paths[i] for i in good], [labels[i] for i in good],
+                           np.stack([vectors[i] for i in good]))
+    print(f"{out}: {len(good)} clips x {vectors[good[0]].shape[0]} values"
+          + (f"; {len(bad)} bad file(s) skipped" if bad else ""))
+    return 0
