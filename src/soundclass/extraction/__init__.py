@@ -1,1 +1,8 @@
-"""extraction"""
+"""From audio files to cached features, in parallel, never stopped by one bad file.
+
+Stage 7 (imports everything up to models: a pretrained network can be a
+feature extractor).  ``extract`` (``compute_feature`` / ``extract_file`` /
+``extract_many``), ``cache`` (content-addressed, checksummed, resumable
+feature cache; ``get_features``), ``embed`` (``soundclass embed``: aiSFX clip
+embeddings for other tools).
+"""
