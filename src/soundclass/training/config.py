@@ -189,8 +189,15 @@ class TrainConfig:
         Seeds every random draw (init, order, crops, augmentation, split).
     clip_seconds : float or None
         Training window of sequence models; ``None``: the model spec's value,
-        else the 90th percentile of the training clips' durations clamped to
-        [0.5 s, 10 s].
+        else the ``clip_percentile`` of the training clips' durations clamped
+        to [0.5 s, 10 s] (longer clips are randomly cropped).
+    clip_percentile : float or None
+        Percentile of the durations that gives ``clip_seconds`` when that is
+        unset, in [0, 100]; ``None``: 50 (the median; before: 90).
+    bucket : bool or None
+        Length-bucketed batches, each cropped/padded to its own longest clip
+        (at most ``clip_seconds``); ``False`` pads every batch to
+        ``clip_seconds``.  ``None``: ``True``.
     mixup_alpha : float or None
         Beta(alpha, alpha) mixup; 0 disables.
     spec_augment : bool or None
@@ -258,6 +265,14 @@ class TrainConfig:
         lambda v: _is_int(v) and v >= 0, "a non-negative integer")})
     clip_seconds: float | None = field(default=None, metadata=_number(
         "training crop length in seconds", "a positive number or None", lambda v: v > 0))
+    clip_percentile: float | None = field(default=None, metadata=_number(
+        "percentile of the training clips' durations giving the crop length when --clip-seconds is "
+        "not set (default 50, the median; longer clips are randomly cropped)", "in [0, 100] or None",
+        lambda v: 0 <= v <= 100))
+    bucket: bool | None = field(default=None, metadata={"setting": Setting(
+        "length-bucketed batches, each cropped/padded to its own longest clip (default); "
+        "--no-bucket pads every batch to the crop length", bool,
+        lambda v: isinstance(v, bool), "True or False")})
     mixup_alpha: float | None = field(default=None, metadata=_number(
         "mixup Beta(alpha, alpha)", "a non-negative number", lambda v: v >= 0, default=0.0,
         off=("--no-mixup", 0.0, "disable mixup")))
@@ -390,6 +405,8 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
         filled[key] = user if user is not None else spec.train.get(key, default)
     if config.clip_seconds is None and spec.clip_seconds is not None:
         filled["clip_seconds"] = float(spec.clip_seconds)
+    if config.bucket is None:
+        filled["bucket"] = True
     resolved = config.replace(**filled)
     feature_config(resolved)  # validates the feature overrides
     check_pretrained(resolved)

@@ -37,6 +37,7 @@ from soundclass.training.config import (
     resolve_config,
 )
 from soundclass.training.data import (
+    CLIP_PERCENTILE,
     class_weights,
     clip_seconds_from_data,
     derive_seed,
@@ -182,8 +183,9 @@ class _FitData:
         clip_frames = None
         if spec.input == "sequence":
             if config.clip_seconds is None:
+                pct = CLIP_PERCENTILE if config.clip_percentile is None else config.clip_percentile
                 config = config.replace(clip_seconds=clip_seconds_from_data(
-                    [f.shape[1] for f in train_features], frame_rate=feature.frame_rate))
+                    [f.shape[1] for f in train_features], frame_rate=feature.frame_rate, percentile=pct))
             clip_frames = max(1, int(round(config.clip_seconds * feature.frame_rate)))
         norm_mean, norm_std = norm_stats(train_features) if spec.standardize else (None, None)
         return cls(config, classes, spec.input, spec.standardize, train_features, train_targets,
@@ -220,7 +222,8 @@ class _Run:
         std_train = [standardize(f, norm_mean=data.norm_mean, norm_std=data.norm_std)
                      for f in data.train_features]
         self.loader = make_loaders(std_train, data.train_targets, config=config, n_classes=n_classes,
-                                   clip_frames=data.clip_frames)
+                                   clip_frames=data.clip_frames,
+                                   pin_memory=torch.device(self.device).type == "cuda")
         self.optimizer = make_optimizer(model, config)
         self.scheduler = make_scheduler(self.optimizer, config, total_steps=config.epochs * len(self.loader))
         self.augment = loop.BatchAugment.from_config(config, n_classes=n_classes)

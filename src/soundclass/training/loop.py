@@ -161,7 +161,8 @@ def train_one_epoch(
     weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     total, n, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
     for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
-        x, y = x.to(device), y.to(device)  # (B, n_features, L) or (B, n_features); (B,)
+        # (B, n_features, L) or (B, n_features); (B,); a no-op on the CPU
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x, target, smoothing = transform(x, y)
         logits = model(x)  # (B, n_classes)
         loss = _loss(logits, target, weight=weight, label_smoothing=smoothing)
