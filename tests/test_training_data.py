@@ -20,7 +20,7 @@ from soundclass.training import (
     resolve_config,
     sample_weights,
 )
-from soundclass.training.data import BucketBatchSampler, set_epoch
+from soundclass.training.data import BucketBatchSampler, loss_weights, set_epoch
 
 
 def test_class_weights_match_sklearn():
@@ -31,6 +31,10 @@ def test_class_weights_match_sklearn():
     np.testing.assert_allclose(class_weights(y, n_classes=3), ref, rtol=1e-6)
     w = class_weights(np.array([0, 0, 2]), n_classes=4)  # absent classes get 0
     np.testing.assert_allclose(w, [0.75, 0, 1.5, 0])
+    np.testing.assert_allclose(loss_weights(y, n_classes=3, balance="sqrt"), np.sqrt(ref), rtol=1e-6)
+    np.testing.assert_allclose(loss_weights(y, n_classes=3, balance="weights"), ref, rtol=1e-6)
+    assert loss_weights(y, n_classes=3, balance="none") is None
+    assert loss_weights(y, n_classes=3, balance="sampler") is None
     s = sample_weights(y, n_classes=3)
     np.testing.assert_allclose([s[y == c].sum() for c in range(3)], [1, 1, 1])
 

@@ -50,7 +50,7 @@ __all__ = [
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
-BALANCES = ("weights", "sampler", "none")
+BALANCES = ("weights", "sqrt", "sampler", "none")
 MONITORS = ("macro_f1", "loss")
 
 # Fields that only say how to run, not what is trained; a resumed run may change them.
@@ -210,8 +210,9 @@ class TrainConfig:
         (:func:`soundclass.dsp.augment.time_stretch`), in [0, 1); 0 disables.
     label_smoothing : float or None
         In [0, 1).
-    balance : {'weights', 'sampler', 'none'} or None
-        Class-weighted loss, a ``WeightedRandomSampler``, or nothing.
+    balance : {'weights', 'sqrt', 'sampler', 'none'} or None
+        Class-weighted loss (scikit-learn's "balanced" weights, or their
+        square roots), a ``WeightedRandomSampler``, or nothing.
     val_size : float
         Validation fraction in [0, 1), or a whole number of clips >= 1; 0
         trains on everything (the last epoch is the checkpoint).
@@ -289,7 +290,8 @@ class TrainConfig:
         "label smoothing, in [0, 1)", default=0.0))
     balance: str | None = field(default=None, metadata=_choice(
         "imbalanced classes: 'sampler' (default when given without a value) draws classes evenly, "
-        "'weights' weights the loss (the trainer's default), 'none' does nothing",
+        "'weights' weights the loss by inverse class frequency (the trainer's default), 'sqrt' by its "
+        "square root (milder for very imbalanced data), 'none' does nothing",
         BALANCES, default="weights", const="sampler"))
     val_size: float = field(default=0.2, metadata={"setting": Setting(
         "validation fraction in [0, 1), or a whole number of clips (default 0.2; 0 trains on everything)",

@@ -36,6 +36,7 @@ __all__ = [
     "class_weights",
     "clip_seconds_from_data",
     "derive_seed",
+    "loss_weights",
     "make_loaders",
     "norm_stats",
     "sample_weights",
@@ -81,6 +82,18 @@ def class_weights(targets: Sequence[int], *, n_classes: int) -> np.ndarray:
     w = np.zeros(n_classes, dtype=np.float64)
     w[present] = t.size / (present.sum() * counts[present])
     return w.astype(np.float32)
+
+
+def loss_weights(targets: Sequence[int], *, n_classes: int, balance: str) -> np.ndarray | None:
+    """The class weights of the loss for ``balance``: :func:`class_weights`, their square roots or ``None``.
+
+    ``'sqrt'`` keeps the order of the "balanced" weights but shrinks their
+    spread (a 50:1 ratio becomes 7:1), so one rare clip does not dominate a batch.
+    """
+    if balance not in ("weights", "sqrt"):
+        return None
+    w = class_weights(targets, n_classes=n_classes)
+    return np.sqrt(w) if balance == "sqrt" else w
 
 
 def sample_weights(targets: Sequence[int], *, n_classes: int) -> np.ndarray:

@@ -38,9 +38,9 @@ from soundclass.training.config import (
 )
 from soundclass.training.data import (
     CLIP_PERCENTILE,
-    class_weights,
     clip_seconds_from_data,
     derive_seed,
+    loss_weights,
     make_loaders,
     norm_stats,
 )
@@ -227,8 +227,7 @@ class _Run:
         self.optimizer = make_optimizer(model, config)
         self.scheduler = make_scheduler(self.optimizer, config, total_steps=config.epochs * len(self.loader))
         self.augment = loop.BatchAugment.from_config(config, n_classes=n_classes)
-        self.class_weight = (class_weights(data.train_targets, n_classes=n_classes)
-                             if config.balance == "weights" else None)
+        self.class_weight = loss_weights(data.train_targets, n_classes=n_classes, balance=config.balance)
         self.has_val = len(data.val_features) > 0
         self.stopper = loop.EarlyStopping(
             config.patience if self.has_val else 0,
