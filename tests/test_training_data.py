@@ -51,10 +51,12 @@ def test_norm_stats_and_clip_seconds():
     assert clip_seconds_from_data([10] * 19 + [1000], frame_rate=10.0) == pytest.approx(1.0)
     assert clip_seconds_from_data([1, 2], frame_rate=10.0) == 0.5
     assert clip_seconds_from_data([10_000], frame_rate=10.0) == 10.0
-    # the median by default (long clips are cropped); the old rule is percentile=90
+    # the 90th percentile, at most twice the median (a long tail is cropped)
     frames = [20] * 6 + [40] * 3 + [400]
-    assert clip_seconds_from_data(frames, frame_rate=10.0) == pytest.approx(2.0)
-    assert clip_seconds_from_data(frames, frame_rate=10.0, percentile=90) == pytest.approx(7.6)
+    assert clip_seconds_from_data(frames, frame_rate=10.0) == pytest.approx(4.0)
+    assert clip_seconds_from_data(frames, frame_rate=10.0, median_ratio=None) == pytest.approx(7.6)
+    assert clip_seconds_from_data(frames, frame_rate=10.0, percentile=50) == pytest.approx(2.0)
+    assert clip_seconds_from_data([20] * 8 + [30] * 2, frame_rate=10.0) == pytest.approx(3.0)
     with pytest.raises(ParameterError, match="percentile=101"):
         clip_seconds_from_data(frames, frame_rate=10.0, percentile=101)
 

@@ -189,11 +189,12 @@ class TrainConfig:
         Seeds every random draw (init, order, crops, augmentation, split).
     clip_seconds : float or None
         Training window of sequence models; ``None``: the model spec's value,
-        else the ``clip_percentile`` of the training clips' durations clamped
-        to [0.5 s, 10 s] (longer clips are randomly cropped).
+        else the ``clip_percentile`` of the training clips' durations, at most
+        twice their median, clamped to [0.5 s, 10 s] (longer clips are
+        randomly cropped; :func:`~soundclass.training.data.clip_seconds_from_data`).
     clip_percentile : float or None
         Percentile of the durations that gives ``clip_seconds`` when that is
-        unset, in [0, 100]; ``None``: 50 (the median; before: 90).
+        unset, in [0, 100]; ``None``: 90.
     bucket : bool or None
         Length-bucketed batches, each cropped/padded to its own longest clip
         (at most ``clip_seconds``); ``False`` pads every batch to
@@ -268,7 +269,7 @@ class TrainConfig:
         "training crop length in seconds", "a positive number or None", lambda v: v > 0))
     clip_percentile: float | None = field(default=None, metadata=_number(
         "percentile of the training clips' durations giving the crop length when --clip-seconds is "
-        "not set (default 50, the median; longer clips are randomly cropped)", "in [0, 100] or None",
+        "not set, at most twice the median (default 90; longer clips are randomly cropped)", "in [0, 100] or None",
         lambda v: 0 <= v <= 100))
     bucket: bool | None = field(default=None, metadata={"setting": Setting(
         "length-bucketed batches, each cropped/padded to its own longest clip (default); "

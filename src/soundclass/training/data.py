@@ -5,8 +5,9 @@ Every random draw is seeded from ``(config.seed, epoch, ...)`` through
 on neither the worker nor the process that draws it, nor on a resume.
 
 Sequence batches are built without padding waste: the crop length is the
-median clip duration (:func:`clip_seconds_from_data`; longer clips are
-randomly cropped), :class:`BucketBatchSampler` groups clips of similar
+90th percentile of the clip durations but at most twice the median
+(:func:`clip_seconds_from_data`; longer clips are randomly cropped),
+:class:`BucketBatchSampler` groups clips of similar
 length, and :class:`ClipDataset` crops/pads each batch to its own longest
 clip (at most the crop length).  The clips are torch tensors made once;
 a batch is one preallocated tensor filled by slice copies.
@@ -29,6 +30,7 @@ from soundclass.training.config import TrainConfig
 
 __all__ = [
     "BUCKET_POOL",
+    "CLIP_MEDIAN_RATIO",
     "CLIP_PERCENTILE",
     "BucketBatchSampler",
     "CLIP_SECONDS_RANGE",
@@ -44,11 +46,14 @@ __all__ = [
 ]
 
 CLIP_SECONDS_RANGE = (0.5, 10.0)
-# The median: half the clips are cropped (randomly, a new window each epoch), and with
-# bucketed batches the others are padded only up to the longest clip of their batch.
-# (Until 0.x it was the 90th percentile with every batch padded to it: config
-# clip_percentile=90, bucket=False.)
-CLIP_PERCENTILE = 50.0
+# The crop holds a typical clip whole (the 90th percentile: short events such as
+# spoken digits are not cut), but a long tail does not set it for everyone: at
+# most twice the median duration (longer clips are randomly cropped, a new window
+# each epoch).  With bucketed batches the shorter clips are padded only up to the
+# longest clip of their batch.  (Until this change: the 90th percentile alone, every
+# batch padded to it; clip_seconds_from_data(..., median_ratio=None), bucket=False.)
+CLIP_PERCENTILE = 90.0
+CLIP_MEDIAN_RATIO = 2.0
 # Batches sorted by length together: a pool of this many batches is drawn in the
 # sampler's order, sorted by (jittered) length, cut into batches; batch order is shuffled.
 BUCKET_POOL = 50
@@ -128,13 +133,36 @@ def norm_stats(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_seconds_from_data(n_frames: Sequence[int], *, frame_rate: float,
-                           percentile: float = CLIP_PERCENTILE) -> float:
-    """The ``percentile`` (default: the median) of clip durations, clamped to [0.5 s, 10 s]."""
+                           percentile: float = CLIP_PERCENTILE,
+                           median_ratio: float | None = CLIP_MEDIAN_RATIO) -> float:
+    """The training crop length: a percentile of the clip durations, at most ``median_ratio`` x the median.
+
+    Parameters
+    ----------
+    n_frames : sequence of int
+        Frames of every training clip.
+    frame_rate : float
+        Frames per second.
+    percentile : float
+        In [0, 100]; default 90.
+    median_ratio : float or None
+        Cap relative to the median duration (default 2); ``None``: no cap.
+
+    Returns
+    -------
+    float
+        Seconds, clamped to [0.5 s, 10 s].
+    """
     if len(n_frames) == 0:
         raise ParameterError("cannot choose clip_seconds from zero clips")
     if not 0 <= percentile <= 100:
         raise ParameterError(f"percentile={percentile!r} must be in [0, 100]")
-    seconds = np.percentile(np.asarray(n_frames, dtype=np.float64) / frame_rate, percentile)
+    if median_ratio is not None and not median_ratio > 0:
+        raise ParameterError(f"median_ratio={median_ratio!r} must be positive or None")
+    durations = np.asarray(n_frames, dtype=np.float64) / frame_rate
+    seconds = np.percentile(durations, percentile)
+    if median_ratio is not None:
+        seconds = min(seconds, median_ratio * np.median(durations))
     return float(np.clip(seconds, *CLIP_SECONDS_RANGE))
 
 
