@@ -16,8 +16,8 @@ default ``cnn`` computed once, in memory, with soundclass's own extractor):
    time for ``--epochs`` epochs and validation accuracy of the old crop rule
    (the 90th percentile of the durations clamped to [0.5 s, 10 s], every batch
    padded to it: ``clip_seconds`` set to that value, ``bucket=False``) and of
-   the default (the 90th percentile but at most twice the median,
-   length-bucketed batches each cropped/padded to its own longest clip),
+   the default (the 90th percentile but at most twice the median; with this
+   much padding, length-bucketed batches each cropped/padded to its own longest clip),
    plus the share of padding in the training inputs and the user/sys CPU time.
 
 Usage::
@@ -122,7 +122,8 @@ def fit_seconds(feats, y, val_feats, val_y, config: TrainConfig) -> tuple[float,
         res = fit(feats, y, val_feats, val_y, classes=CLASSES, config=config, out_dir=tmp, progress=False)
         seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     best = max(res.history, key=lambda r: r["val_macro_f1"] if val_y.size else r["epoch"])
-    return seconds, {**best, "clip_seconds": res.config.clip_seconds, "user": r1.ru_utime - r0.ru_utime,
+    return seconds, {**best, "clip_seconds": res.config.clip_seconds, "bucket": res.config.bucket,
+                     "user": r1.ru_utime - r0.ru_utime,
                      "sys": r1.ru_stime - r0.ru_stime, "train_seconds": sum(r["seconds"] for r in res.history)}
 
 
@@ -178,7 +179,7 @@ def mixed(args) -> None:
         cfg = TrainConfig(seed=args.seed, epochs=args.epochs, patience=0, **changes)
         seconds, best = fit_seconds(tr_f, y[tr], va_f, y[va], cfg)
         clip_frames = int(round(best["clip_seconds"] * frame_rate))
-        share = padding_share(tr_f, cfg, clip_frames)
+        share = padding_share(tr_f, cfg.replace(bucket=best["bucket"]), clip_frames)
         print(f"| {name} | {best['clip_seconds']:.2f} | {share:.0%} | {best['train_seconds']:.1f} | "
               f"{seconds:.1f} | {best['user']:.0f} / {best['sys']:.0f} | {best['val_accuracy']:.3f} | "
               f"{best['val_macro_f1']:.3f} |", flush=True)

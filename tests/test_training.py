@@ -82,7 +82,7 @@ def test_sequence_model_trains(tmp_path):
     assert ck.input == "sequence" and ck.clip_frames == res.clip_frames
 
 
-@pytest.mark.parametrize("changes", [{}, {"bucket": False, "clip_percentile": 50.0}])
+@pytest.mark.parametrize("changes", [{}, {"bucket": True}, {"bucket": False, "clip_percentile": 50.0}])
 def test_crop_rule_and_bucketing_train_mixed_lengths(tmp_path, changes):
     from soundclass.training import clip_seconds_from_data
 
@@ -91,8 +91,11 @@ def test_crop_rule_and_bucketing_train_mixed_lengths(tmp_path, changes):
     want = clip_seconds_from_data([x.shape[1] for x in data[0]], frame_rate=8000 / 128,
                                   percentile=changes.get("clip_percentile", 90.0))
     assert res.config.clip_seconds == pytest.approx(want)
+    from soundclass.training.data import bucket_from_data
+
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["bucket"] is changes.get("bucket", True) and saved["clip_seconds"] == pytest.approx(want)
+    auto = bucket_from_data([x.shape[1] for x in data[0]], clip_frames=res.clip_frames)
+    assert saved["bucket"] is changes.get("bucket", auto) and saved["clip_seconds"] == pytest.approx(want)
     assert max(r["val_accuracy"] for r in res.history) >= 0.8
 
 

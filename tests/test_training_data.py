@@ -20,7 +20,13 @@ from soundclass.training import (
     resolve_config,
     sample_weights,
 )
-from soundclass.training.data import BucketBatchSampler, loss_weights, set_epoch
+from soundclass.training.data import (
+    BucketBatchSampler,
+    bucket_from_data,
+    loss_weights,
+    padding_share,
+    set_epoch,
+)
 
 
 def test_class_weights_match_sklearn():
@@ -63,8 +69,11 @@ def test_norm_stats_and_clip_seconds():
 
 def test_crop_percentile_and_bucket_settings_resolve():
     cfg = resolve_config(TrainConfig())
-    assert cfg.bucket is True and cfg.clip_percentile is None
+    assert cfg.bucket is None and cfg.clip_percentile is None  # decided from the data by fit
     assert resolve_config(TrainConfig(bucket=False, clip_percentile=90)).bucket is False
+    assert padding_share([10, 10, 20, 40], clip_frames=20) == pytest.approx(0.25)
+    assert not bucket_from_data([10, 10, 20, 40], clip_frames=20)  # 25 %: padding is an augmentation
+    assert bucket_from_data([2, 5, 20, 40], clip_frames=20)  # 41 %
     with pytest.raises(ParameterError, match="clip_percentile=120"):
         TrainConfig(clip_percentile=120)
 
@@ -183,7 +192,8 @@ def test_loader_crops_each_bucketed_batch_to_its_longest_clip():
         cfg = resolve_config(TrainConfig(model=VEC, batch_size=4, seed=2))
     lengths = [3, 4, 5, 30, 31, 32, 60, 61, 200, 3, 4, 31]
     feats = _clips(lengths)
-    loader = make_loaders(feats, [i % 2 for i in range(12)], config=cfg, n_classes=2, clip_frames=40)
+    loader = make_loaders(feats, [i % 2 for i in range(12)], config=cfg.replace(bucket=True), n_classes=2,
+                          clip_frames=40)
     set_epoch(loader, 0, cfg.seed)
     shapes = [x.shape[2] for x, _ in loader]
     assert len(shapes) == 3 and max(shapes) == 40 and min(shapes) <= 5

@@ -198,7 +198,9 @@ class TrainConfig:
     bucket : bool or None
         Length-bucketed batches, each cropped/padded to its own longest clip
         (at most ``clip_seconds``); ``False`` pads every batch to
-        ``clip_seconds``.  ``None``: ``True``.
+        ``clip_seconds``.  ``None``: decided from the data by
+        :func:`~soundclass.training.fit` (on when padding every clip to
+        ``clip_seconds`` would make more than a third of the input padding).
     mixup_alpha : float or None
         Beta(alpha, alpha) mixup; 0 disables.
     spec_augment : bool or None
@@ -272,7 +274,8 @@ class TrainConfig:
         "not set, at most twice the median (default 90; longer clips are randomly cropped)", "in [0, 100] or None",
         lambda v: 0 <= v <= 100))
     bucket: bool | None = field(default=None, metadata={"setting": Setting(
-        "length-bucketed batches, each cropped/padded to its own longest clip (default); "
+        "length-bucketed batches, each cropped/padded to its own longest clip (default: on when "
+        "padding every clip to the crop length would be over a third of the input); "
         "--no-bucket pads every batch to the crop length", bool,
         lambda v: isinstance(v, bool), "True or False")})
     mixup_alpha: float | None = field(default=None, metadata=_number(
@@ -386,7 +389,8 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
     TrainConfig
         Validated, with no ``None`` left among the keys of :data:`DEFAULTS`.
         ``clip_seconds`` stays ``None`` when neither the user nor the spec
-        sets it (:func:`~soundclass.training.fit` decides from the data).
+        sets it, and ``bucket`` when the user does not (:func:`~soundclass.training.fit`
+        decides both from the data).
 
     Raises
     ------
@@ -408,8 +412,6 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
         filled[key] = user if user is not None else spec.train.get(key, default)
     if config.clip_seconds is None and spec.clip_seconds is not None:
         filled["clip_seconds"] = float(spec.clip_seconds)
-    if config.bucket is None:
-        filled["bucket"] = True
     resolved = config.replace(**filled)
     feature_config(resolved)  # validates the feature overrides
     check_pretrained(resolved)

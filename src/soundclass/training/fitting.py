@@ -38,6 +38,7 @@ from soundclass.training.config import (
 )
 from soundclass.training.data import (
     CLIP_PERCENTILE,
+    bucket_from_data,
     clip_seconds_from_data,
     derive_seed,
     loss_weights,
@@ -187,6 +188,9 @@ class _FitData:
                 config = config.replace(clip_seconds=clip_seconds_from_data(
                     [f.shape[1] for f in train_features], frame_rate=feature.frame_rate, percentile=pct))
             clip_frames = max(1, int(round(config.clip_seconds * feature.frame_rate)))
+            if config.bucket is None:
+                config = config.replace(bucket=bucket_from_data(
+                    [f.shape[1] for f in train_features], clip_frames=clip_frames))
         norm_mean, norm_std = norm_stats(train_features) if spec.standardize else (None, None)
         return cls(config, classes, spec.input, spec.standardize, train_features, train_targets,
                    val_features, val_targets, clip_frames, norm_mean, norm_std)
@@ -270,7 +274,7 @@ class _Run:
         return loop.validate(self.model, d.val_features, d.val_targets, classes=d.classes,
                              input_kind=d.input_kind, clip_frames=d.clip_frames, norm_mean=d.norm_mean,
                              norm_std=d.norm_std, batch_size=max(64, self.config.batch_size),
-                             pad_short=not self.config.bucket)
+                             pad_short=self.config.bucket is not True)
 
     def _end_epoch(self, epoch: int, tr: Mapping[str, Any]) -> None:
         """Validate, step early stopping, write checkpoint/, last/ and history.json."""
@@ -332,7 +336,7 @@ class _Run:
             val_proba = softmax(loop.clip_logits(
                 best.model, d.val_features, input_kind=best.input, clip_frames=best.clip_frames,
                 norm_mean=best.norm_mean, norm_std=best.norm_std, batch_size=max(64, self.config.batch_size),
-                pad_short=not self.config.bucket))
+                pad_short=self.config.bucket is not True))
         best_epoch = self.stopper.best_epoch
         return FitResult(
             checkpoint_dir=self.ckpt_dir, last_dir=self.last_dir, history=self.history,
