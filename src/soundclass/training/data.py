@@ -60,7 +60,7 @@ CLIP_MEDIAN_RATIO = 2.0
 # Bucketed batches by default only when padding every clip to the crop length would
 # make more than this share of the input padding.  Below it the random placement of
 # short clips in the crop is a useful time-shift augmentation: speaker-held-out FSDD
-# (6 epochs, lucas) 0.896 padded to the crop vs 0.786 bucketed, 25 % padding.
+# (6 epochs, lucas) 0.896 padded to the crop vs 0.786 bucketed, at 28 % padding.
 BUCKET_PADDING_SHARE = 1 / 3
 # Batches sorted by length together: a pool of this many batches is drawn in the
 # sampler's order, sorted by (jittered) length, cut into batches; batch order is shuffled.
