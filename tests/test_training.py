@@ -82,6 +82,23 @@ def test_sequence_model_trains(tmp_path):
     assert ck.input == "sequence" and ck.clip_frames == res.clip_frames
 
 
+@pytest.mark.parametrize("changes", [{}, {"bucket": True}, {"bucket": False, "clip_percentile": 50.0}])
+def test_crop_rule_and_bucketing_train_mixed_lengths(tmp_path, changes):
+    from soundclass.training import clip_seconds_from_data
+
+    data = split(*sequence_data())  # 8-59 frames at 62.5 frames/s
+    res = run(tmp_path, TrainConfig(model=SEQ, epochs=6, spec_augment=False, **changes), data=data)
+    want = clip_seconds_from_data([x.shape[1] for x in data[0]], frame_rate=8000 / 128,
+                                  percentile=changes.get("clip_percentile", 90.0))
+    assert res.config.clip_seconds == pytest.approx(want)
+    from soundclass.training.data import bucket_from_data
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    auto = bucket_from_data([x.shape[1] for x in data[0]], clip_frames=res.clip_frames)
+    assert saved["bucket"] is changes.get("bucket", auto) and saved["clip_seconds"] == pytest.approx(want)
+    assert max(r["val_accuracy"] for r in res.history) >= 0.8
+
+
 @pytest.mark.parametrize("extra", [{}, {"balance": "sampler", "scheduler": "cosine", "optimizer": "adamw"}])
 def test_same_seed_same_result_other_seed_differs(tmp_path, extra):
     a = run(tmp_path / "a", TrainConfig(model=VEC, epochs=3, seed=5, **extra))

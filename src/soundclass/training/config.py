@@ -50,7 +50,7 @@ __all__ = [
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
-BALANCES = ("weights", "sampler", "none")
+BALANCES = ("weights", "sqrt", "sampler", "none")
 MONITORS = ("macro_f1", "loss")
 
 # Fields that only say how to run, not what is trained; a resumed run may change them.
@@ -191,8 +191,18 @@ class TrainConfig:
         Seeds every random draw (init, order, crops, augmentation, split).
     clip_seconds : float or None
         Training window of sequence models; ``None``: the model spec's value,
-        else the 90th percentile of the training clips' durations clamped to
-        [0.5 s, 10 s].
+        else the ``clip_percentile`` of the training clips' durations, at most
+        twice their median, clamped to [0.5 s, 10 s] (longer clips are
+        randomly cropped; :func:`~soundclass.training.data.clip_seconds_from_data`).
+    clip_percentile : float or None
+        Percentile of the durations that gives ``clip_seconds`` when that is
+        unset, in [0, 100]; ``None``: 90.
+    bucket : bool or None
+        Length-bucketed batches, each cropped/padded to its own longest clip
+        (at most ``clip_seconds``); ``False`` pads every batch to
+        ``clip_seconds``.  ``None``: decided from the data by
+        :func:`~soundclass.training.fit` (on when padding every clip to
+        ``clip_seconds`` would make more than a third of the input padding).
     mixup_alpha : float or None
         Beta(alpha, alpha) mixup; 0 disables.
     spec_augment : bool or None
@@ -205,8 +215,9 @@ class TrainConfig:
         (:func:`soundclass.dsp.augment.time_stretch`), in [0, 1); 0 disables.
     label_smoothing : float or None
         In [0, 1).
-    balance : {'weights', 'sampler', 'none'} or None
-        Class-weighted loss, a ``WeightedRandomSampler``, or nothing.
+    balance : {'weights', 'sqrt', 'sampler', 'none'} or None
+        Class-weighted loss (scikit-learn's "balanced" weights, or their
+        square roots), a ``WeightedRandomSampler``, or nothing.
     val_size : float
         Validation fraction in [0, 1), or a whole number of clips >= 1; 0
         trains on everything (the last epoch is the checkpoint).
@@ -268,6 +279,15 @@ class TrainConfig:
         lambda v: _is_int(v) and v >= 0, "a non-negative integer")})
     clip_seconds: float | None = field(default=None, metadata=_number(
         "training crop length in seconds", "a positive number or None", lambda v: v > 0))
+    clip_percentile: float | None = field(default=None, metadata=_number(
+        "percentile of the training clips' durations giving the crop length when --clip-seconds is "
+        "not set, at most twice the median (default 90; longer clips are randomly cropped)", "in [0, 100] or None",
+        lambda v: 0 <= v <= 100))
+    bucket: bool | None = field(default=None, metadata={"setting": Setting(
+        "length-bucketed batches, each cropped/padded to its own longest clip (default: on when "
+        "padding every clip to the crop length would be over a third of the input); "
+        "--no-bucket pads every batch to the crop length", bool,
+        lambda v: isinstance(v, bool), "True or False")})
     mixup_alpha: float | None = field(default=None, metadata=_number(
         "mixup Beta(alpha, alpha)", "a non-negative number", lambda v: v >= 0, default=0.0,
         off=("--no-mixup", 0.0, "disable mixup")))
@@ -284,7 +304,8 @@ class TrainConfig:
         "label smoothing, in [0, 1)", default=0.0))
     balance: str | None = field(default=None, metadata=_choice(
         "imbalanced classes: 'sampler' (default when given without a value) draws classes evenly, "
-        "'weights' weights the loss (the trainer's default), 'none' does nothing",
+        "'weights' weights the loss by inverse class frequency (the trainer's default), 'sqrt' by its "
+        "square root (milder for very imbalanced data), 'none' does nothing",
         BALANCES, default="weights", const="sampler"))
     val_size: float = field(default=0.2, metadata={"setting": Setting(
         "validation fraction in [0, 1), or a whole number of clips (default 0.2; 0 trains on everything)",
@@ -384,7 +405,8 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
     TrainConfig
         Validated, with no ``None`` left among the keys of :data:`DEFAULTS`.
         ``clip_seconds`` stays ``None`` when neither the user nor the spec
-        sets it (:func:`~soundclass.training.fit` decides from the data).
+        sets it, and ``bucket`` when the user does not (:func:`~soundclass.training.fit`
+        decides both from the data).
 
     Raises
     ------

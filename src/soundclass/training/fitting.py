@@ -25,7 +25,7 @@ import torch
 
 from soundclass.errors import ParameterError
 from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, standardize
+from soundclass.inference.predictor import softmax, standardize
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -36,9 +36,11 @@ from soundclass.training.config import (
     resolve_config,
 )
 from soundclass.training.data import (
-    class_weights,
+    CLIP_PERCENTILE,
+    bucket_from_data,
     clip_seconds_from_data,
     derive_seed,
+    loss_weights,
     make_loaders,
     norm_stats,
 )
@@ -182,9 +184,13 @@ class _FitData:
         clip_frames = None
         if spec.input == "sequence":
             if config.clip_seconds is None:
+                pct = CLIP_PERCENTILE if config.clip_percentile is None else config.clip_percentile
                 config = config.replace(clip_seconds=clip_seconds_from_data(
-                    [f.shape[1] for f in train_features], frame_rate=feature.frame_rate))
+                    [f.shape[1] for f in train_features], frame_rate=feature.frame_rate, percentile=pct))
             clip_frames = max(1, int(round(config.clip_seconds * feature.frame_rate)))
+            if config.bucket is None:
+                config = config.replace(bucket=bucket_from_data(
+                    [f.shape[1] for f in train_features], clip_frames=clip_frames))
         norm_mean, norm_std = norm_stats(train_features) if spec.standardize else (None, None)
         return cls(config, classes, spec.input, spec.standardize, train_features, train_targets,
                    val_features, val_targets, clip_frames, norm_mean, norm_std)
@@ -220,12 +226,12 @@ class _Run:
         std_train = [standardize(f, norm_mean=data.norm_mean, norm_std=data.norm_std)
                      for f in data.train_features]
         self.loader = make_loaders(std_train, data.train_targets, config=config, n_classes=n_classes,
-                                   clip_frames=data.clip_frames)
+                                   clip_frames=data.clip_frames,
+                                   pin_memory=torch.device(self.device).type == "cuda")
         self.optimizer = make_optimizer(model, config)
         self.scheduler = make_scheduler(self.optimizer, config, total_steps=config.epochs * len(self.loader))
         self.augment = loop.BatchAugment.from_config(config, n_classes=n_classes)
-        self.class_weight = (class_weights(data.train_targets, n_classes=n_classes)
-                             if config.balance == "weights" else None)
+        self.class_weight = loss_weights(data.train_targets, n_classes=n_classes, balance=config.balance)
         self.has_val = len(data.val_features) > 0
         self.stopper = loop.EarlyStopping(
             config.patience if self.has_val else 0,
@@ -267,7 +273,8 @@ class _Run:
             return None
         return loop.validate(self.model, d.val_features, d.val_targets, classes=d.classes,
                              input_kind=d.input_kind, clip_frames=d.clip_frames, norm_mean=d.norm_mean,
-                             norm_std=d.norm_std, batch_size=max(64, self.config.batch_size))
+                             norm_std=d.norm_std, batch_size=max(64, self.config.batch_size),
+                             pad_short=self.config.bucket is not True)
 
     def _end_epoch(self, epoch: int, tr: Mapping[str, Any]) -> None:
         """Validate, step early stopping, write checkpoint/, last/ and history.json."""
@@ -326,9 +333,10 @@ class _Run:
         val_proba = None
         if self.is_main and self.has_val and (self.ckpt_dir / META_NAME).is_file():
             best = load_checkpoint(self.ckpt_dir, device=self.device)
-            val_proba = softmax(predict_logits(best.model, d.val_features, input_kind=best.input,
-                                               clip_frames=best.clip_frames, norm_mean=best.norm_mean,
-                                               norm_std=best.norm_std, batch_size=max(64, self.config.batch_size)))
+            val_proba = softmax(loop.clip_logits(
+                best.model, d.val_features, input_kind=best.input, clip_frames=best.clip_frames,
+                norm_mean=best.norm_mean, norm_std=best.norm_std, batch_size=max(64, self.config.batch_size),
+                pad_short=self.config.bucket is not True))
         best_epoch = self.stopper.best_epoch
         return FitResult(
             checkpoint_dir=self.ckpt_dir, last_dir=self.last_dir, history=self.history,
