@@ -88,22 +88,3 @@ def test_train_one_epoch_clips_gradients():
     assert out["n"] == 8 and seen and seen[0] == pytest.approx(0.5, rel=1e-4)
 
 
-def test_clip_logits_feeds_short_clips_whole_without_padding():
-    import numpy as np
-
-    from soundclass.inference.predictor import predict_logits
-
-    class LengthModel(nn.Module):  # logits (mean of the input, number of frames)
-        def forward(self, x):  # (B, F, T) -> (B, 2)
-            return torch.stack([x.mean(dim=(1, 2)), torch.full((x.shape[0],), float(x.shape[2]))], dim=1)
-
-    rng = np.random.default_rng(0)
-    feats = [rng.standard_normal((3, t)).astype(np.float32) for t in (4, 10, 25)]
-    kw = {"input_kind": "sequence", "clip_frames": 10}
-    padded = loop.clip_logits(LengthModel(), feats, **kw)
-    np.testing.assert_allclose(padded, predict_logits(LengthModel(), feats, **kw))
-    own = loop.clip_logits(LengthModel(), feats, pad_short=False, **kw)
-    assert own[:, 1].tolist() == [4.0, 10.0, 10.0]  # the short clip whole; the others in windows of 10
-    np.testing.assert_allclose(own[0, 0], feats[0].mean(), rtol=1e-5)
-    np.testing.assert_allclose(own[1:], padded[1:])
-    assert padded[0, 1] == 10.0

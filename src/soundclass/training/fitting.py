@@ -25,7 +25,7 @@ import torch
 
 from soundclass.errors import ParameterError
 from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import softmax, standardize
+from soundclass.inference.predictor import predict_logits, softmax, standardize
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -274,7 +274,7 @@ class _Run:
         return loop.validate(self.model, d.val_features, d.val_targets, classes=d.classes,
                              input_kind=d.input_kind, clip_frames=d.clip_frames, norm_mean=d.norm_mean,
                              norm_std=d.norm_std, batch_size=max(64, self.config.batch_size),
-                             pad_short=self.config.bucket is not True)
+                             threads=self.config.threads)
 
     def _end_epoch(self, epoch: int, tr: Mapping[str, Any]) -> None:
         """Validate, step early stopping, write checkpoint/, last/ and history.json."""
@@ -333,10 +333,10 @@ class _Run:
         val_proba = None
         if self.is_main and self.has_val and (self.ckpt_dir / META_NAME).is_file():
             best = load_checkpoint(self.ckpt_dir, device=self.device)
-            val_proba = softmax(loop.clip_logits(
+            val_proba = softmax(predict_logits(
                 best.model, d.val_features, input_kind=best.input, clip_frames=best.clip_frames,
                 norm_mean=best.norm_mean, norm_std=best.norm_std, batch_size=max(64, self.config.batch_size),
-                pad_short=self.config.bucket is not True))
+                threads=self.config.threads))
         best_epoch = self.stopper.best_epoch
         return FitResult(
             checkpoint_dir=self.ckpt_dir, last_dir=self.last_dir, history=self.history,

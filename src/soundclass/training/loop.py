@@ -25,7 +25,7 @@ from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig, _is_int
 from soundclass.training.data import derive_seed, set_epoch
 
-__all__ = ["BatchAugment", "EarlyStopping", "clip_logits", "train_one_epoch", "validate"]
+__all__ = ["BatchAugment", "EarlyStopping", "train_one_epoch", "validate"]
 
 # (x, y) -> (x, target, label_smoothing) with x (B, n_features, L) or (B, n_features),
 # target (B,) class indices or (B, n_classes) soft labels.
@@ -193,12 +193,12 @@ def validate(
     norm_mean: np.ndarray | None = None,
     norm_std: np.ndarray | None = None,
     batch_size: int = 64,
-    pad_short: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Clip-level validation through :func:`soundclass.inference.predictor.predict_logits`.
 
-    ``pad_short=False`` feeds clips shorter than ``clip_frames`` whole, at
-    their own length (as bucketed training shows them; :func:`clip_logits`).
+    Exactly what ``predict`` computes: a clip shorter than ``clip_frames`` is
+    scored whole at its own length, longer clips by the windowed average.
 
     Returns
     -------
@@ -210,8 +210,8 @@ def validate(
     """
     from soundclass.evaluation.metrics import evaluate_predictions
 
-    logits = clip_logits(unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
-                         norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, pad_short=pad_short)
+    logits = predict_logits(unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
+                            norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, threads=threads)
     t = np.asarray(targets, dtype=np.int64)
     loss = float(F.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(t)))
     proba = softmax(logits)
@@ -224,44 +224,6 @@ def validate(
         "metrics": metrics,
         "proba": proba,
     }
-
-
-def clip_logits(
-    model: torch.nn.Module,
-    features: Sequence[np.ndarray],
-    *,
-    input_kind: str,
-    clip_frames: int | None,
-    norm_mean: np.ndarray | None = None,
-    norm_std: np.ndarray | None = None,
-    batch_size: int = 64,
-    pad_short: bool = True,
-) -> np.ndarray:
-    """:func:`~soundclass.inference.predictor.predict_logits`, optionally without padding short clips.
-
-    With ``pad_short=False`` (a run trained on length-bucketed batches, which
-    sees short clips at about their own length) a sequence clip shorter than
-    ``clip_frames`` is fed whole instead of padded to ``clip_frames``; longer
-    clips get the usual windowed average.
-
-    Returns
-    -------
-    np.ndarray [shape=(N, n_classes)], float32
-    """
-    kw = {"input_kind": input_kind, "norm_mean": norm_mean, "norm_std": norm_std, "batch_size": batch_size}
-    if pad_short or input_kind != "sequence" or clip_frames is None:
-        return predict_logits(model, features, clip_frames=clip_frames, **kw)
-    short = np.array([np.shape(f)[-1] < clip_frames for f in features], dtype=bool)
-    out: np.ndarray | None = None
-    for mask, frames in ((short, None), (~short, clip_frames)):
-        if not mask.any():
-            continue
-        part = predict_logits(model, [features[i] for i in np.flatnonzero(mask)], clip_frames=frames, **kw)
-        if out is None:
-            out = np.zeros((len(features), part.shape[1]), dtype=np.float32)
-        out[mask] = part
-    return out
-
 
 class EarlyStopping:
     """Stop after ``patience`` epochs without improvement; remembers the best epoch.
