@@ -5,7 +5,9 @@ The pieces, in order::
     resolve_config     DEFAULTS < model_spec(name).train < user values, validated
     feature_config     the model's FeatureConfig with the user's overrides
     get_features       through the feature cache; failed files are reported and skipped
+    tie_duplicates     exact and near duplicates tied into groups (soundclass.training.grouping)
     holdout            grouped when groups exist; a leakage warning otherwise
+    calibrate          temperature and "unknown" threshold on the validation split
     fit                the loop (soundclass.training.fitting)
 """
 
@@ -27,6 +29,7 @@ from soundclass.training import distributed as dist
 from soundclass.training._io import write_json
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
+from soundclass.training.grouping import split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
 from soundclass.training.state import has_training_state
 
@@ -92,7 +95,7 @@ def train(
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    from soundclass.data.splits import holdout, leakage_warning
+    from soundclass.data.splits import holdout
     from soundclass.extraction.cache import get_features
 
     config = resolve_config(config)
@@ -123,16 +126,14 @@ def train(
     items = [dataset.items[i] for i in ok]
     y = np.asarray([targets_all[i] for i in ok], dtype=np.int64)
     feats = [features[i] for i in ok]
-    groups = [it.group for it in items]
-    have_groups = all(g is not None for g in groups)
+    user_groups = [it.group for it in items]
+    user_groups = user_groups if any(g is not None for g in user_groups) else None
+    ties = tie_duplicates([it.path for it in items], groups=user_groups, near_duplicates=config.near_duplicates,
+                          cache_dir=config.cache_dir, n_jobs=config.n_jobs, executor=executor)
     test_size = _test_fraction(config.val_size, len(items))
     if test_size > 0:
-        tr_idx, va_idx = holdout(y, test_size=test_size,
-                                 groups=groups if have_groups else None, seed=config.seed)
-        if not have_groups:
-            msg = leakage_warning([it.path for it in items], tr_idx, va_idx, labels=y.tolist())
-            if msg:
-                notes.append(msg)
+        tr_idx, va_idx = holdout(y, test_size=test_size, groups=ties.groups, seed=config.seed)
+        notes += split_notes(ties, [it.path for it in items], tr_idx, va_idx, y, guessed=user_groups is None)
     else:
         tr_idx, va_idx = np.arange(len(items)), np.arange(0)
     if ctx.is_main:
@@ -143,6 +144,7 @@ def train(
     split = {
         "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
         "failed": [{"path": _failure_path(f), "reason": _failure_reason(f)} for f in failures],
+        "duplicates": ties.summary([it.path for it in items]),
     }
     if resume and (out / "split.json").is_file():
         before = json.loads((out / "split.json").read_text(encoding="utf-8"))
