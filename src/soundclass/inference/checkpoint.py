@@ -6,8 +6,10 @@ A checkpoint is a folder with two files:
   standardization statistics (``norm.mean``, ``norm.std``) as tensors;
 - ``model.json``: the format version, the soundclass version, the model name
   and keyword arguments, the input kind, the :class:`~soundclass.config.FeatureConfig`,
-  the class names, the training config, ``clip_frames``, metrics and the
-  creation time.
+  the class names, the training config, ``clip_frames``, metrics, the
+  creation time and, optionally, ``calibration`` (the temperature and the
+  "unknown" threshold fitted on the validation split; older checkpoints
+  without it load as ``temperature = 1``).
 
 So a checkpoint alone says how to compute its inputs and how to rebuild its
 model from the registry.  (The resumable training state is
@@ -43,6 +45,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "unwrap_model",
+    "check_calibration",
+    "write_calibration",
+    "calibration_of",
 ]
 
 FORMAT_VERSION = 1
@@ -195,6 +200,7 @@ def save_checkpoint(
     norm_std: np.ndarray | None = None,
     clip_frames: int | None = None,
     metrics: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/model.json``.
 
@@ -222,6 +228,9 @@ def save_checkpoint(
         Window length in frames for sequence models.
     metrics : dict, optional
         Metrics to record (JSON-able).
+    calibration : dict, optional
+        ``{"temperature": T, "unknown_threshold": thr or None, ...}`` (see
+        :func:`check_calibration`); without it the checkpoint loads with ``T = 1``.
 
     Returns
     -------
@@ -266,6 +275,8 @@ def save_checkpoint(
         "has_norm": mean is not None,
         "metrics": _json_safe(dict(metrics or {}), "metrics"),
     }
+    if calibration is not None:
+        meta["calibration"] = check_calibration(calibration, out / META_NAME)
     _atomic_save_tensors(out / WEIGHTS_NAME, tensors, {"format": "pt", "soundclass": __version__})
     _atomic_write_json(out / META_NAME, meta)
     return out
@@ -469,7 +480,92 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
             f"({MAX_CLIP_SECONDS:g} s at {feature.frame_rate:g} frames/s)"
         )
     _check_feature_fits_model(meta, feature, meta_path)
+    if meta.get("calibration") is not None:
+        check_calibration(meta["calibration"], meta_path)
     return meta
+
+
+# --------------------------------------------------------------------------- calibration
+
+_CALIBRATION_NUMBERS = ("ece", "ece_calibrated", "log_loss", "log_loss_calibrated")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_calibration(calibration: Mapping[str, Any], where: str | os.PathLike = "calibration") -> dict:
+    """A validated copy of a checkpoint's ``calibration`` entry.
+
+    Keys: ``temperature`` (required, in (0, 100]), ``unknown_threshold``
+    (``None`` or in [0, 1 + 1e-9]), ``target_precision`` (``None`` or in (0,
+    1]), ``precision_thresholds`` (``{"0.90": thr, ...}``), and the numbers
+    ``ece``, ``ece_calibrated``, ``log_loss``, ``log_loss_calibrated``,
+    ``n`` (the validation clips they were measured on).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``where`` and the field.
+    """
+    if not isinstance(calibration, Mapping):
+        raise CheckpointError(f"{where}: 'calibration' must be a mapping")
+    cal = dict(calibration)
+    t = cal.get("temperature")
+    if not (_is_number(t) and 0 < t <= 100):
+        raise CheckpointError(f"{where}: calibration temperature={t!r} must be a number in (0, 100]")
+    thr = cal.get("unknown_threshold")
+    if thr is not None and not (_is_number(thr) and 0 <= thr <= 1 + 1e-9):
+        raise CheckpointError(f"{where}: calibration unknown_threshold={thr!r} must be in [0, 1] or null")
+    q = cal.get("target_precision")
+    if q is not None and not (_is_number(q) and 0 < q <= 1):
+        raise CheckpointError(f"{where}: calibration target_precision={q!r} must be in (0, 1] or null")
+    table = cal.get("precision_thresholds") or {}
+    if not isinstance(table, Mapping) or len(table) > 1000 or not all(
+        _is_number(v) and 0 <= v <= 1 + 1e-9 for v in table.values()
+    ):
+        raise CheckpointError(f"{where}: calibration precision_thresholds must map precisions to thresholds")
+    try:
+        cal["precision_thresholds"] = {f"{float(k):.2f}": float(v) for k, v in table.items()}
+    except ValueError:
+        raise CheckpointError(f"{where}: calibration precision_thresholds keys must be numbers") from None
+    for key in _CALIBRATION_NUMBERS:
+        if cal.get(key) is not None and not _is_number(cal[key]):
+            raise CheckpointError(f"{where}: calibration {key}={cal[key]!r} must be a finite number or null")
+    cal["temperature"] = float(t)
+    return cal
+
+
+def write_calibration(path: str | os.PathLike, calibration: Mapping[str, Any]) -> Path:
+    """Add (or replace) the ``calibration`` entry of an existing checkpoint's ``model.json``.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint folder (or its ``model.json``).
+    calibration : mapping
+        See :func:`check_calibration`.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``model.json`` written.
+    """
+    meta_path = _checkpoint_dir(path) / META_NAME
+    meta = read_checkpoint_meta(meta_path)
+    meta["calibration"] = check_calibration(calibration, meta_path)
+    _atomic_write_json(meta_path, meta)
+    return meta_path
+
+
+def calibration_of(checkpoint: Any) -> dict:
+    """The calibration of a loaded checkpoint (``{"temperature": 1.0, ...}`` when it has none)."""
+    meta = getattr(checkpoint, "meta", None) or {}
+    cal = meta.get("calibration") if isinstance(meta, Mapping) else None
+    if not cal:
+        return {"temperature": 1.0, "unknown_threshold": None, "target_precision": None,
+                "precision_thresholds": {}}
+    return dict(cal)
 
 
 def _read_header(path: Path) -> dict[str, tuple[int, ...]]:

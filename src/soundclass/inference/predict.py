@@ -146,6 +146,7 @@ def predict_paths(
         failed (their reasons in ``failures``).
     """
     from soundclass.extraction.cache import get_features
+    from soundclass.inference.calibrated import apply_checkpoint_calibration
     from soundclass.inference.predictor import predict_proba
 
     if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
@@ -162,7 +163,8 @@ def predict_paths(
     )
     keep = [i for i, f in enumerate(features) if f is not None]
     if keep:
-        proba[keep] = predict_proba(ckpt, [features[i] for i in keep], tta=tta, batch_size=batch_size)
+        proba[keep] = apply_checkpoint_calibration(  # the checkpoint's temperature (T = 1 if none)
+            ckpt, predict_proba(ckpt, [features[i] for i in keep], tta=tta, batch_size=batch_size))
     return Predictions(paths, proba, dict(failures), classes)
 
 

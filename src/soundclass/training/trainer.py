@@ -27,6 +27,7 @@ from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.training import distributed as dist
 from soundclass.training._io import write_json
+from soundclass.training.calibrate import calibrate_run
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import split_notes, tie_duplicates
@@ -44,6 +45,10 @@ class TrainResult:
 
     ``pretrained_from`` says where the initial backbone came from
     (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
+    ``val_proba`` are the uncalibrated validation probabilities; ``calibration``
+    is what :func:`soundclass.training.calibrate.calibrate_run` stored in the
+    checkpoint (``None`` without validation clips); ``duplicates`` the counts
+    of :class:`soundclass.training.grouping.DuplicateTies` (as in ``split.json``).
     """
 
     checkpoint_dir: Path
@@ -55,6 +60,8 @@ class TrainResult:
     failures: list[Any]
     warnings: list[str]
     pretrained_from: Mapping[str, Any] | None = None
+    calibration: Mapping[str, Any] | None = None
+    duplicates: Mapping[str, Any] | None = None
 
 
 def train(
@@ -158,10 +165,12 @@ def train(
         write_json(out / "split.json", split)
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
+    calibration = calibrate_run(result, y[va_idx], config) if ctx.rank == 0 else None
     return TrainResult(
         checkpoint_dir=result.checkpoint_dir, history=result.history, best_epoch=result.best_epoch,
         classes=classes, val_items=tuple(items[i] for i in va_idx), val_proba=result.val_proba,
         failures=list(failures), warnings=notes, pretrained_from=result.pretrained_from,
+        calibration=calibration, duplicates=split["duplicates"],
     )
 
 

@@ -53,6 +53,10 @@ class CheckpointPredictor:
         self.classes = tuple(checkpoint.classes)
         self.feature = checkpoint.feature
         self.tta = tta
+        from soundclass.inference.calibrated import unknown_threshold
+
+        #: Top calibrated probability below which the demo answers "unknown" (None: never).
+        self.unknown_threshold = unknown_threshold(checkpoint)
 
     def predict_proba(self, y: np.ndarray) -> np.ndarray:
         """Class probabilities [shape=(n_classes,)] of ``y`` [shape=(n,)] at ``feature.sr``."""
@@ -62,7 +66,10 @@ class CheckpointPredictor:
         if self.feature.max_duration is not None:  # as extraction reads files
             y = y[: int(self.feature.max_duration * self.feature.sr)]
         feature = compute_feature(y, self.feature)
-        return np.asarray(predict_proba(self.checkpoint, [feature], tta=self.tta))[0]
+        from soundclass.inference.calibrated import apply_checkpoint_calibration
+
+        proba = predict_proba(self.checkpoint, [feature], tta=self.tta)
+        return np.asarray(apply_checkpoint_calibration(self.checkpoint, proba))[0]  # temperature
 
 
 _OS_REASONS = {
