@@ -30,8 +30,10 @@ from soundclass.data.fingerprint import (
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.pool import run_chunked
 
-__all__ = ["FINGERPRINT_FOLDER", "fingerprint_file", "fingerprint_files", "find_near_duplicates"]
+__all__ = ["MAX_FINGERPRINT_SECONDS", "FINGERPRINT_FOLDER", "fingerprint_file", "fingerprint_files", "find_near_duplicates"]
 
+#: Only the first this many seconds of a file are fingerprinted (near duplicates are clips, not recordings).
+MAX_FINGERPRINT_SECONDS = 60.0
 #: Sub-folder of a feature cache holding fingerprints (versioned with the fingerprint's settings).
 FINGERPRINT_FOLDER = f"fingerprints/v1-sr{FP_SR}-b{FP_BANDS}"
 
@@ -41,7 +43,7 @@ def fingerprint_file(path: str | os.PathLike) -> np.ndarray | None:
     from soundclass.audio import load
 
     try:
-        y, sr = load(path, sr=FP_SR)
+        y, sr = load(path, sr=FP_SR, duration=MAX_FINGERPRINT_SECONDS)
         return fingerprint(y, sr=sr)
     except Exception:  # noqa: BLE001 - an undecodable file has no fingerprint; the trainer reports it
         return None
