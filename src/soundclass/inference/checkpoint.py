@@ -532,6 +532,8 @@ def check_calibration(calibration: Mapping[str, Any], where: str | os.PathLike =
     for key in _CALIBRATION_NUMBERS:
         if cal.get(key) is not None and not _is_number(cal[key]):
             raise CheckpointError(f"{where}: calibration {key}={cal[key]!r} must be a finite number or null")
+    if cal.get("note") is not None and not isinstance(cal["note"], str):
+        raise CheckpointError(f"{where}: calibration note must be a string or null")
     cal["temperature"] = float(t)
     return cal
 

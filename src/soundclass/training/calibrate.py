@@ -33,7 +33,11 @@ from soundclass.evaluation.calibration import (
 from soundclass.inference.calibrated import calibrate_proba
 from soundclass.inference.checkpoint import write_calibration
 
-__all__ = ["PRECISION_GRID", "calibration_from_validation", "calibrate_run"]
+__all__ = ["MIN_CALIBRATION_CLIPS", "PRECISION_GRID", "calibration_from_validation", "calibrate_run"]
+
+#: Fewer validation clips than this keep ``T = 1`` (the fit would follow noise).
+MIN_CALIBRATION_CLIPS = 20
+_T_RANGE = (0.051, 19.9)  # inside fit_temperature's bounds [0.05, 20]
 
 #: Target precisions whose thresholds every calibrated checkpoint stores (``--unknown-precision Q``).
 PRECISION_GRID = tuple(round(0.5 + 0.01 * k, 2) for k in range(51))
@@ -61,11 +65,18 @@ def calibration_from_validation(
     dict
         ``temperature``, ``unknown_threshold``, ``target_precision``,
         ``precision_thresholds``, ``ece``, ``ece_calibrated``, ``log_loss``,
-        ``log_loss_calibrated``, ``n``.
+        ``log_loss_calibrated``, ``n``, ``note`` (why ``T = 1`` was kept:
+        fewer than :data:`MIN_CALIBRATION_CLIPS` clips, or a fit at the search
+        bound, as a perfectly separated validation set gives).
     """
     y = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba, dtype=np.float64)
     t = fit_temperature(_logits(proba), y)
+    note = None
+    if y.size < MIN_CALIBRATION_CLIPS:
+        t, note = 1.0, f"not calibrated: {y.size} validation clips (fewer than {MIN_CALIBRATION_CLIPS})"
+    elif not _T_RANGE[0] < t < _T_RANGE[1]:  # e.g. a perfectly separated validation set wants T -> 0
+        t, note = 1.0, f"not calibrated: the fitted temperature {t:.3g} is at the search bound"
     cal = calibrate_proba(proba, temperature=t)
     table = {f"{q:.2f}": threshold_for_precision(cal, y, target_precision=q) for q in PRECISION_GRID}
     thr = None if target_precision is None else threshold_for_precision(cal, y, target_precision=target_precision)
@@ -79,6 +90,7 @@ def calibration_from_validation(
         "log_loss": log_loss(proba, y),
         "log_loss_calibrated": log_loss(cal, y),
         "n": int(y.size),
+        "note": note,
     }
 
 

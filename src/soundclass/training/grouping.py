@@ -139,7 +139,9 @@ def tie_duplicates(
     sizes = np.bincount(merged, minlength=int(merged.max()) + 1 if n else 0)
     tied = sizes[merged] > 1 if n else np.zeros(0, dtype=bool)
     have_user = groups is not None and any(g is not None for g in groups)
-    if have_user:
+    if have_user and not tied.any():
+        out = np.asarray(groups, dtype=object)  # nothing tied: the user's groups, as before
+    elif have_user:
         out, _ = tie_groups([None if g is None else f"g:{g}" for g in groups], [exact, near])
     elif tied.any():
         out = merged
