@@ -287,7 +287,7 @@ def test_errors(tmp_path):
 
 def test_write_report_and_text_summary(report, tmp_path):
     paths = write_scan_report(report, tmp_path / "out")
-    assert set(paths) == {"files", "bad_files", "summary", "class_counts", "durations"}
+    assert set(paths) == {"files", "bad_files", "summary", "class_counts", "durations", "near_duplicates"}
     with open(paths["files"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 16 and set(rows[0]) == {f for f in ScanRow.__dataclass_fields__}

@@ -13,6 +13,7 @@ from soundclass.cli._args import (
     executor_from_args,
     positive_int,
 )
+from soundclass.cli._unknown import add_unknown_options, apply_unknown_options
 from soundclass.cli._windows import WINDOWS_HELP
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
@@ -71,6 +72,7 @@ def register(subparsers) -> None:
     add_backend_option(parser)
     parser.add_argument("--windows", default=None, metavar="SECONDS[:HOP]", help=WINDOWS_HELP)
     add_runtime_options(parser)
+    add_unknown_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -90,11 +92,12 @@ def run(args: argparse.Namespace) -> int:
             backend, paths, tta=args.tta, n_jobs=args.jobs, cache_dir=args.cache_dir,
             progress=not args.quiet, batch_size=args.batch_size, executor=executor,
         )
+    preds = apply_unknown_options(args, ckpt, preds)  # label 'unknown' below the threshold
     out = write_submission(
         preds, args.output, top_k=args.top_k, with_proba=args.proba,
         failed=_POLICIES[args.on_failure], excel_safe=args.excel_safe,
     )
-    counts = Counter(ckpt.classes[i] for i in preds.predicted if i >= 0)
+    counts = Counter(preds.classes[i] for i in preds.predicted if i >= 0)
     common = ", ".join(f"{c} {n}" for c, n in counts.most_common(5))
     print(f"{len(paths)} file(s), {len(preds.failures)} failed; predicted: {common}")
     print(f"submission: {out}")

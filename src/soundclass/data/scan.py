@@ -23,6 +23,7 @@ import numpy as np
 
 from soundclass import audio
 from soundclass.data.dataset import Dataset, Item, discover, list_audio
+from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 from soundclass.data.scan_report import FLAGS, UNLABELLED, ScanReport, ScanRow, format_summary
 from soundclass.data.scan_writers import write_scan_report
 from soundclass.errors import AudioDecodeError, DatasetError, check_positive_int
@@ -98,12 +99,56 @@ def scan_file(
     -------
     ScanRow
     """
+    return _scan_one(path, label=label, n_fft=n_fft, clip_level=clip_level, clip_run=clip_run)[0]
+
+
+def _fingerprint(y: np.ndarray, sr: float) -> np.ndarray | None:
+    """The near-duplicate fingerprint of a decoded clip (``None`` for long recordings or odd input)."""
+    from soundclass.data.fingerprint import fingerprint
+    from soundclass.data.near_duplicates import MAX_FINGERPRINT_SECONDS
+
+    if y.shape[-1] > MAX_FINGERPRINT_SECONDS * sr:
+        return None
+    try:
+        return fingerprint(y, sr=sr)
+    except Exception:  # noqa: BLE001 - no fingerprint only means no near-duplicate check
+        return None
+
+
+def _scan_one(
+    path: str | os.PathLike,
+    *,
+    label: str | None = None,
+    n_fft: int = 2048,
+    clip_level: float | None = None,
+    clip_run: int = 3,
+    want_fingerprint: bool = False,
+) -> tuple[ScanRow, np.ndarray | None]:
+    """:func:`scan_file` and, with ``want_fingerprint``, the clip's fingerprint.
+
+    Scanning one file never raises for a bad file (the reason goes into ``error``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    label : str, optional
+    n_fft : int
+        Files with fewer native samples are flagged ``very_short``.
+    clip_level, clip_run
+        A run of ``clip_run`` samples at ``|y| >= clip_level`` counts as
+        clipping; the default level is 0.999 of full scale (0.99 for 8-bit
+        files, whose largest positive sample is 127/128).
+
+    Returns
+    -------
+    ScanRow
+    """
     path = os.fspath(path)
     fields_: dict = {"path": path, "label": label, "name": os.path.basename(path)}
     try:
         fields_["size_bytes"], fields_["sha256"] = file_digest(path)
     except OSError as exc:
-        return ScanRow(**fields_, error=f"cannot read file ({exc.strerror or exc})")
+        return ScanRow(**fields_, error=f"cannot read file ({exc.strerror or exc})"), None
     try:
         out = audio.decode(path, sr=None, mono=False)
     except Exception as exc:  # one odd file must never stop a scan
@@ -130,25 +175,26 @@ def scan_file(
         over = peak > 1.0 and out.subtype in _FLOAT_SUBTYPES
         level = clip_level if clip_level is not None else _CLIP_LEVELS.get(out.subtype, 0.999)
         clipped = over or _longest_run(np.abs(y2) >= level) >= clip_run
+        fp = _fingerprint(y, out.sr_native) if want_fingerprint else None
         return ScanRow(**fields_, peak_dbfs=_db(peak), rms_dbfs=_db(rms),
-                       silent=audio.is_silent(y), clipped=bool(clipped))
+                       silent=audio.is_silent(y), clipped=bool(clipped)), fp
     nonfinite = False
     if fields_.get("subtype") in _FLOAT_SUBTYPES:
         try:
             nonfinite = _count_nonfinite(path) > 0
         except Exception:  # the reason above already says why it is unusable
             nonfinite = False
-    return ScanRow(**fields_, nonfinite=nonfinite, error=error)
+    return ScanRow(**fields_, nonfinite=nonfinite, error=error), None
 
 
-def _scan_job(job: tuple[str, str | None], *, n_fft: int) -> ScanRow:
+def _scan_job(job: tuple[str, str | None], *, n_fft: int, fingerprints: bool) -> tuple[ScanRow, np.ndarray | None]:
     path, label = job
-    return scan_file(path, label=label, n_fft=n_fft)
+    return _scan_one(path, label=label, n_fft=n_fft, want_fingerprint=fingerprints)
 
 
-def _lost_row(job: tuple[str, str | None], reason: str, kind: str) -> ScanRow:
+def _lost_row(job: tuple[str, str | None], reason: str, kind: str) -> tuple[ScanRow, None]:
     path, label = job
-    return ScanRow(path, label, os.path.basename(path), error=reason)
+    return ScanRow(path, label, os.path.basename(path), error=reason), None
 
 
 def _dataset(root: str | os.PathLike, manifest: str | os.PathLike | None) -> Dataset:
@@ -175,6 +221,7 @@ def scan(
     progress: bool = True,
     executor: cf.Executor | None = None,
     n_fft: int = 2048,
+    near_duplicates: float | None = DEFAULT_THRESHOLD,
 ) -> ScanReport:
     """Scan every clip of a dataset.
 
@@ -194,6 +241,11 @@ def scan(
         ``n_jobs`` then only sets the chunk size.
     n_fft : int
         Threshold of the ``very_short`` flag (native samples).
+    near_duplicates : float or None
+        Fingerprint similarity at which two different files are listed as near
+        duplicates (:mod:`soundclass.data.fingerprint`; clips up to
+        :data:`~soundclass.data.near_duplicates.MAX_FINGERPRINT_SECONDS`);
+        ``None`` or 0: not looked for.
 
     Returns
     -------
@@ -213,11 +265,20 @@ def scan(
     jobs = [(it.path, it.label) for it in dataset.items]
     bar = progress_bar(len(jobs), desc="scan", enabled=progress)
     try:
-        rows = run_chunked(functools.partial(_scan_job, n_fft=n_fft), jobs, on_failure=_lost_row,
-                           executor=executor, n_jobs=workers, max_chunksize=64,
-                           progress=bar.update)
+        done = run_chunked(functools.partial(_scan_job, n_fft=n_fft, fingerprints=bool(near_duplicates)),
+                           jobs, on_failure=_lost_row, executor=executor, n_jobs=workers,
+                           max_chunksize=64, progress=bar.update)
     finally:
         bar.close()
-    rows.sort(key=lambda r: r.path)
+    done.sort(key=lambda rf: rf[0].path)
+    rows = [r for r, _ in done]
+    pairs: tuple = ()
+    if near_duplicates:
+        from soundclass.data.near_duplicates import find_near_duplicates
+
+        found = find_near_duplicates([fp for _, fp in done], threshold=float(near_duplicates),
+                                     hashes=[r.sha256 or None for r in rows])
+        pairs = tuple((rows[i].path, rows[j].path, float(score)) for i, j, score in found)
     return ScanReport(tuple(rows), root=str(manifest or root), classes=dataset.classes,
-                      seconds=time.perf_counter() - start, n_fft=n_fft)
+                      seconds=time.perf_counter() - start, n_fft=n_fft, near_duplicates=pairs,
+                      near_duplicate_threshold=float(near_duplicates or 0.0))

@@ -119,6 +119,10 @@ class ScanReport:
         Wall-clock time of the scan.
     n_fft : int
         The ``very_short`` threshold used.
+    near_duplicates : tuple of (path_a, path_b, score)
+        Different files of one recording (re-encoded, trimmed, resampled,
+        gain-changed), found by fingerprint similarity >= ``near_duplicate_threshold``
+        (0: not looked for).
     """
 
     rows: tuple[ScanRow, ...]
@@ -126,6 +130,8 @@ class ScanReport:
     classes: tuple[str, ...] = ()
     seconds: float = 0.0
     n_fft: int = 2048
+    near_duplicates: tuple[tuple[str, str, float], ...] = ()
+    near_duplicate_threshold: float = 0.0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -175,6 +181,10 @@ class ScanReport:
         groups.sort(key=lambda g: (not g["cross_class"], g["paths"][0]))
         return groups
 
+    def _near_cross_class(self) -> int:
+        label = {r.path: r.label for r in self.rows}
+        return sum(1 for a, b, _ in self.near_duplicates if label.get(a) != label.get(b))
+
     def summary(self) -> dict:
         """A JSON-ready summary of the scan."""
         ok = self.ok_rows
@@ -216,6 +226,9 @@ class ScanReport:
             "duplicate_groups": len(dups),
             "duplicate_groups_cross_class": sum(g["cross_class"] for g in dups),
             "duplicates": dups,
+            "near_duplicate_threshold": self.near_duplicate_threshold or None,
+            "near_duplicate_pairs": len(self.near_duplicates),
+            "near_duplicates_cross_class": self._near_cross_class(),
             "seconds": round(self.seconds, 3),
         }
 
@@ -297,4 +310,14 @@ def format_summary(report: ScanReport, *, max_listed: int = 10) -> str:
             lines.append(f"  ... and {len(dups) - max_listed} more (see summary.json)")
     else:
         lines.append("Duplicate contents: none")
+    if s["near_duplicate_threshold"]:
+        near = report.near_duplicates
+        cross = s["near_duplicates_cross_class"]
+        warn = f", {cross} ACROSS CLASSES" if cross else ""
+        lines.append(f"Near duplicates (fingerprint similarity >= {s['near_duplicate_threshold']:g}): "
+                     f"{len(near)} pair(s){warn}" + (":" if near else ""))
+        for a, b, score in near[:max_listed]:
+            lines.append(f"  {score:.3f}  {a}  ~  {b}")
+        if len(near) > max_listed:
+            lines.append(f"  ... and {len(near) - max_listed} more (see near_duplicates.csv)")
     return "\n".join(lines)

@@ -37,12 +37,14 @@ def write_scan_report(report: ScanReport, out_dir: str | os.PathLike) -> dict[st
 
     Files: ``files.csv`` (one row per file, every :class:`ScanRow` field),
     ``bad_files.csv`` (``path,label,reason``), ``summary.json``,
-    ``class_counts.png`` and ``durations.png``.
+    ``near_duplicates.csv`` (``path_a,path_b,score``), ``class_counts.png`` and
+    ``durations.png``.
 
     Returns
     -------
     dict of {name: path}
-        Keys ``files``, ``bad_files``, ``summary``, ``class_counts``, ``durations``.
+        Keys ``files``, ``bad_files``, ``summary``, ``class_counts``, ``durations``,
+        ``near_duplicates``.
     """
     from soundclass import plots
 
@@ -50,12 +52,15 @@ def write_scan_report(report: ScanReport, out_dir: str | os.PathLike) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: str(out / fname) for name, fname in (
         ("files", "files.csv"), ("bad_files", "bad_files.csv"), ("summary", "summary.json"),
-        ("class_counts", "class_counts.png"), ("durations", "durations.png"))}
+        ("class_counts", "class_counts.png"), ("durations", "durations.png"),
+        ("near_duplicates", "near_duplicates.csv"))}
     write_csv(paths["files"], CSV_FIELDS,
               ([_csv_value(getattr(r, f)) for f in CSV_FIELDS] for r in report.rows))
     write_csv(paths["bad_files"], ["path", "label", "reason"],
               ([r.path, r.label or "", r.error] for r in report.rows if not r.ok))
     write_json_atomic(paths["summary"], report.summary(), indent=2, allow_nan=False)
+    write_csv(paths["near_duplicates"], ["path_a", "path_b", "score"],
+              ([a, b, f"{score:.4f}"] for a, b, score in report.near_duplicates))
 
     counts = report.class_counts
     fig, ax = plots.new_figure(figsize=(8.0, 1.2 + 0.32 * max(len(counts), 3)))

@@ -9,6 +9,7 @@ probabilities into the evaluation files:
 - ``misclassified.csv``: ``path,true,predicted,confidence,top3``, most
   confident mistakes first;
 - ``confusion.png``, ``history.png`` (learning curves, when a history is known);
+- ``reliability.png``: reliability diagrams before and after temperature scaling;
 - ``report.html`` (see :mod:`soundclass.evaluation.report`).
 
 :func:`evaluate_checkpoint` computes the probabilities of a labelled dataset
@@ -30,8 +31,10 @@ import numpy as np
 
 from soundclass.data.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
+from soundclass.inference.calibrated import calibrate_proba
 from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
@@ -188,6 +191,7 @@ def evaluate_run(
     config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     oof: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Write every evaluation file of labelled clips with known probabilities.
 
@@ -221,6 +225,10 @@ def evaluate_run(
     oof : mapping, optional
         Out-of-fold metrics of a k-fold run (:func:`oof_summary`): stored as
         ``metrics.json`` ``oof`` and shown in their own report section.
+    calibration : mapping, optional
+        The checkpoint's calibration (``proba`` are calibrated with its
+        temperature): ``metrics.json`` ``calibration`` gets ECE and log loss
+        before/after and the "unknown" rate, ``reliability.png`` the diagram.
 
     Returns
     -------
@@ -265,6 +273,8 @@ def evaluate_run(
         ["path", "true", "predicted", "confidence", "top3"],
         [[r["path"], r["true"], r["predicted"], f"{r['confidence']:.6f}", r["top3"]] for r in wrong],
     )
+    cal_summary, files["reliability"] = calibration_summary(proba, y_true, calibration=calibration, out_dir=out)
+    metrics["calibration"] = cal_summary
     files["confusion"] = _plot_confusion_png(np.asarray(metrics["confusion_matrix"]), classes, out / "confusion.png")
     if history:
         files["history"] = _plot_history_png(history, out / "history.png", monitor=monitor)
@@ -278,11 +288,17 @@ def evaluate_run(
         "classes": len(classes),
         "clips per class": {c: counts.get(c, 0) for c in classes},
     }
+    dup = dict(extra or {}).get("duplicates")
+    if dup:
+        summary["duplicates tied before the split"] = (
+            f"{dup.get('tied_clips', 0)} clips in {dup.get('duplicate_sets', 0)} sets "
+            f"({dup.get('exact_duplicate_sets', 0)} byte-identical, {dup.get('near_duplicate_sets', 0)} near)")
     files["report"] = write_html_report(
         out, title=title, metrics=metrics, classes=classes,
         history_png=files.get("history"), confusion_png=files["confusion"],
         misclassified=wrong, dataset_summary=summary, config=config,
         warnings=warnings, failures=failures, oof=oof,
+        calibration=cal_summary, reliability_png=files["reliability"],
     )
     return Evaluation(out, metrics, files)
 
@@ -352,6 +368,7 @@ def evaluate_checkpoint(
                 "train_config": ckpt.train_config},
         extra={"checkpoint": os.fspath(ckpt_dir), "model": ckpt.model_name, "tta": tta,
                "split": "evaluation", "data": os.fspath(dataset.root)},
+        calibration=ckpt.meta.get("calibration"),
     )
 
 
@@ -391,10 +408,15 @@ def evaluate_training(
         config = _load_run_json(ckpt_dir.parent, "config.json")
     oof = oof_summary(getattr(result, "oof", None))
     split = "out-of-fold" if oof and oof.get("is_validation") else "validation"
+    calibration = getattr(result, "calibration", None)
+    proba = np.asarray(result.val_proba)
+    if calibration:  # shown as predict gives them: with the fitted temperature
+        proba = calibrate_proba(proba, temperature=float(calibration["temperature"]))
+    duplicates = getattr(result, "duplicates", None)
     return evaluate_run(
         [it.path for it in items],
         [it.label for it in items],
-        np.asarray(result.val_proba),
+        proba,
         classes=result.classes,
         out_dir=out,
         title=title or f"soundclass training run: {split} ({len(items)} clips)",
@@ -404,8 +426,11 @@ def evaluate_training(
         warnings=list(result.warnings),
         config=config,
         extra={"checkpoint": os.fspath(ckpt_dir), "split": split,
-               "best_epoch": result.best_epoch},
+               "best_epoch": result.best_epoch,
+               **({"duplicates": {k: v for k, v in duplicates.items() if k != "near_duplicates"}}
+                  if duplicates else {})},
         oof=oof,
+        calibration=calibration,
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from soundclass.evaluation.calibration_report import calibration_html
 from soundclass.util.atomic import write_text_atomic
 
 __all__ = ["write_html_report", "copy_error_clips", "MAX_AUDIO_PLAYERS", "MAX_TABLE_ROWS"]
@@ -205,6 +206,8 @@ def write_html_report(
     failures: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     max_audio: int = MAX_AUDIO_PLAYERS,
     oof: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    reliability_png: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``run_dir/report.html``.
 
@@ -236,6 +239,11 @@ def write_html_report(
     oof : mapping, optional
         Out-of-fold scores of a k-fold run (``metrics.json`` ``oof``), shown
         in their own section (:func:`_oof_section`).
+    calibration : mapping, optional
+        ECE/log loss before and after temperature scaling and the "unknown"
+        threshold (:func:`soundclass.evaluation.calibration_report.calibration_summary`).
+    reliability_png : path, optional
+        The reliability diagram, embedded next to the calibration table.
 
     Returns
     -------
@@ -266,6 +274,11 @@ def write_html_report(
         _image(confusion_png, "confusion matrix") or "<p>Not available.</p>",
         "<h2>Learning curves</h2>",
         _image(history_png, "learning curves") or "<p>Not available.</p>",
+    ]
+    if calibration or reliability_png:
+        parts += ["<h2>Calibration</h2>", calibration_html(calibration),
+                  _image(reliability_png, "reliability diagram")]
+    parts += [
         f"<h2>Misclassified clips ({len(misclassified)})</h2>",
         _misclassified_table(list(misclassified)[:MAX_TABLE_ROWS], clips),
         (f"<p>First {MAX_TABLE_ROWS} shown; all are in misclassified.csv.</p>"

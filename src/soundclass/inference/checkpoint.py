@@ -6,8 +6,10 @@ A checkpoint is a folder with two files:
   standardization statistics (``norm.mean``, ``norm.std``) as tensors;
 - ``model.json``: the format version, the soundclass version, the model name
   and keyword arguments, the input kind, the :class:`~soundclass.config.FeatureConfig`,
-  the class names, the training config, ``clip_frames``, metrics and the
-  creation time.
+  the class names, the training config, ``clip_frames``, metrics, the
+  creation time and, optionally, ``calibration`` (the temperature and the
+  "unknown" threshold fitted on the validation split; older checkpoints
+  without it load as ``temperature = 1``).
 
 So a checkpoint alone says how to compute its inputs and how to rebuild its
 model from the registry.  (The resumable training state is
@@ -39,6 +41,7 @@ from soundclass.inference.checkpoint_checks import (
     MAX_N_CLASSES,
     MODEL_PREFIX,
     check_architecture,
+    check_calibration,
     check_feature_fits_model,
     check_finite,
     check_kwargs,
@@ -55,6 +58,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "unwrap_model",
+    "check_calibration",
 ]
 
 FORMAT_VERSION = 1
@@ -182,6 +186,7 @@ def save_checkpoint(
     norm_std: np.ndarray | None = None,
     clip_frames: int | None = None,
     metrics: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/model.json``.
 
@@ -209,6 +214,9 @@ def save_checkpoint(
         Window length in frames for sequence models.
     metrics : dict, optional
         Metrics to record (JSON-able).
+    calibration : dict, optional
+        ``{"temperature": T, "unknown_threshold": thr or None, ...}`` (see
+        :func:`check_calibration`); without it the checkpoint loads with ``T = 1``.
 
     Returns
     -------
@@ -253,6 +261,8 @@ def save_checkpoint(
         "has_norm": mean is not None,
         "metrics": _json_safe(dict(metrics or {}), "metrics"),
     }
+    if calibration is not None:
+        meta["calibration"] = check_calibration(calibration, out / META_NAME)
     _atomic_save_tensors(out / WEIGHTS_NAME, tensors, {"format": "pt", "soundclass": __version__})
     _atomic_write_json(out / META_NAME, meta)
     return out
@@ -268,7 +278,8 @@ def _input_kind(model_name: str, feature: FeatureConfig) -> str:
         return "vector" if feature.pooling == "mean" else "sequence"
 
 
-def _checkpoint_dir(path: str | os.PathLike) -> Path:
+def checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The checkpoint folder of ``path`` (the folder itself, or the folder of its ``model.json``/weights)."""
     p = Path(path)
     if p.name in (WEIGHTS_NAME, META_NAME):
         return p.parent
@@ -324,7 +335,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
     CheckpointError
         Naming ``model.json`` and the offending field.
     """
-    meta_path = _checkpoint_dir(path) / META_NAME
+    meta_path = checkpoint_dir(path) / META_NAME
     meta = _read_json(meta_path)
     if meta.get("format") != "soundclass-checkpoint":
         raise CheckpointError(f"{meta_path}: not a soundclass checkpoint (format={meta.get('format')!r})")
@@ -355,6 +366,8 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
             f"({MAX_CLIP_SECONDS:g} s at {feature.frame_rate:g} frames/s)"
         )
     check_feature_fits_model(meta, feature, meta_path)
+    if meta.get("calibration") is not None:
+        check_calibration(meta["calibration"], meta_path)
     return meta
 
 
@@ -383,7 +396,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         values), or a weight is NaN/Inf; the message names the file (and the
         field or tensor).
     """
-    folder = _checkpoint_dir(path)
+    folder = checkpoint_dir(path)
     meta = read_checkpoint_meta(folder)
     meta_path, weights_path = folder / META_NAME, folder / WEIGHTS_NAME
     feature = feature_of(meta, meta_path)

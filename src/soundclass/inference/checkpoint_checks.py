@@ -13,6 +13,7 @@ naming the file.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,54 @@ def check_finite(tensors: Mapping[str, torch.Tensor], where: Path) -> None:
             raise CheckpointError(f"{where}: tensor {key!r} holds {bad} NaN/Inf value(s)")
 
 
+# --------------------------------------------------------------------------- calibration
+
+_CALIBRATION_NUMBERS = ("ece", "ece_calibrated", "log_loss", "log_loss_calibrated")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_calibration(calibration: Mapping[str, Any], where: str | os.PathLike = "calibration") -> dict:
+    """A validated copy of a checkpoint's ``calibration`` entry.
+
+    Keys: ``temperature`` (required, in (0, 100]), ``unknown_threshold``
+    (``None`` or in [0, 1 + 1e-9]), ``target_precision`` (``None`` or in (0,
+    1]), ``precision_thresholds`` (``{"0.90": thr, ...}``), and the numbers
+    ``ece``, ``ece_calibrated``, ``log_loss``, ``log_loss_calibrated``,
+    ``n`` (the validation clips they were measured on).
+
+    Raises
+    ------
+    CheckpointError
+        Naming ``where`` and the field.
+    """
+    if not isinstance(calibration, Mapping):
+        raise CheckpointError(f"{where}: 'calibration' must be a mapping")
+    cal = dict(calibration)
+    t = cal.get("temperature")
+    if not (_is_number(t) and 0 < t <= 100):
+        raise CheckpointError(f"{where}: calibration temperature={t!r} must be a number in (0, 100]")
+    thr = cal.get("unknown_threshold")
+    if thr is not None and not (_is_number(thr) and 0 <= thr <= 1 + 1e-9):
+        raise CheckpointError(f"{where}: calibration unknown_threshold={thr!r} must be in [0, 1] or null")
+    q = cal.get("target_precision")
+    if q is not None and not (_is_number(q) and 0 < q <= 1):
+        raise CheckpointError(f"{where}: calibration target_precision={q!r} must be in (0, 1] or null")
+    table = cal.get("precision_thresholds") or {}
+    if not isinstance(table, Mapping) or len(table) > 1000 or not all(
+        _is_number(v) and 0 <= v <= 1 + 1e-9 for v in table.values()
+    ):
+        raise CheckpointError(f"{where}: calibration precision_thresholds must map precisions to thresholds")
+    try:
+        cal["precision_thresholds"] = {f"{float(k):.2f}": float(v) for k, v in table.items()}
+    except ValueError:
+        raise CheckpointError(f"{where}: calibration precision_thresholds keys must be numbers") from None
+    for key in _CALIBRATION_NUMBERS:
+        if cal.get(key) is not None and not _is_number(cal[key]):
+            raise CheckpointError(f"{where}: calibration {key}={cal[key]!r} must be a finite number or null")
+    if cal.get("note") is not None and not isinstance(cal["note"], str):
+        raise CheckpointError(f"{where}: calibration note must be a string or null")
+    cal["temperature"] = float(t)
+    return cal

@@ -7,7 +7,11 @@ returns ``probabilities`` of shape ``(batch, n_classes)``:
 ``compute_feature``), the training-set standardization (if any), the model and
 a softmax.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
 column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``input``,
-``min_samples`` and, from a checkpoint, ``model_name`` and ``clip_frames``;
+``min_samples`` and, from a checkpoint, ``model_name``, ``clip_frames``,
+``temperature`` and ``unknown_threshold`` (the checkpoint's calibration: the
+graph outputs the uncalibrated softmax ``p``; calibrated is
+``softmax(log(p) / temperature)``, and ``"unknown"`` is the answer when its top
+value is below ``unknown_threshold``, ``""`` meaning none);
 :func:`read_metadata` returns them.
 
 What the graph scores
@@ -38,6 +42,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -435,8 +440,25 @@ def export_onnx(
             "model_name": ckpt.model_name,
             # the torch predictor's window; the graph itself scores whole waveforms
             "clip_frames": "" if ckpt.clip_frames is None else str(ckpt.clip_frames),
+            **_calibration_metadata(ckpt),
         },
     )
+
+
+def _calibration_metadata(ckpt: Any) -> dict[str, str]:
+    """``temperature`` and ``unknown_threshold`` (``""``: none) of a checkpoint, for ``metadata_props``.
+
+    The graph's ``probabilities`` are the model's softmax; a consumer calibrates
+    them as ``softmax(log(p) / temperature)`` and answers ``"unknown"`` when the
+    top calibrated probability is below ``unknown_threshold``.
+    """
+    from soundclass.inference.calibrated import calibration_of
+
+    cal = calibration_of(ckpt)
+    thr = cal.get("unknown_threshold")
+    return {"temperature": repr(float(cal["temperature"])),
+            "unknown_threshold": "" if thr is None else repr(float(thr)),
+            "calibration": json.dumps({k: v for k, v in cal.items() if k != "precision_thresholds"})}
 
 
 def read_metadata(onnx_path: str | os.PathLike) -> dict:

@@ -202,6 +202,7 @@ def predict_paths(
     """
     from soundclass.errors import check_positive_int
     from soundclass.extraction.cache import get_features
+    from soundclass.inference.calibrated import apply_checkpoint_calibration
     from soundclass.util.executors import default_n_jobs, make_executor
 
     if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
@@ -229,7 +230,8 @@ def predict_paths(
             keep = [i for i, f in enumerate(features) if f is not None]
             if keep:
                 rows = [lo + i for i in keep]
-                proba[rows] = runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size)
+                proba[rows] = apply_checkpoint_calibration(  # the checkpoint's temperature (T = 1 if none)
+                    ckpt, runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size))
             del features
     finally:
         if own is not None:

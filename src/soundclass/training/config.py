@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
+from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 from soundclass.errors import ParameterError
 from soundclass.models.panns import PANNS_MODELS
 from soundclass.models.registry import TRAIN_KEYS
@@ -231,6 +232,13 @@ class TrainConfig:
         part is still held out first and scored by the ensemble (with
         ``val_size=0`` the out-of-fold predictions are the evaluation).
         0 or 1: one model, no folds.
+    near_duplicates : float
+        Fingerprint similarity at which two clips are near duplicates and
+        tied into one split group (:mod:`soundclass.training.grouping`); 0
+        turns detection off.  Byte-identical clips are always tied.
+    unknown_precision : float or None
+        Target precision of the "unknown" threshold chosen on the validation
+        split (:mod:`soundclass.training.calibrate`).
     feature : dict
         Overrides of the model's FeatureConfig fields, e.g. ``{'n_mels': 64}``.
     grad_clip : float or None
@@ -319,6 +327,15 @@ class TrainConfig:
         "scored by the ensemble (--val-size 0: the out-of-fold predictions are the evaluation). "
         "0 or 1: one model", int, lambda v: _is_int(v) and v >= 0, "a non-negative integer (0/1: no folds)",
         metavar="K")})
+    near_duplicates: float = field(default=DEFAULT_THRESHOLD, metadata=_number(
+        "tie near duplicates (re-encoded, trimmed, resampled or gain-changed copies) into one split "
+        f"group at this fingerprint similarity (default {DEFAULT_THRESHOLD}; exact copies are always tied)",
+        "in [0, 1] (0 turns near-duplicate detection off)", lambda v: 0 <= v <= 1, metavar="SCORE",
+        off=("--no-near-duplicates", 0.0, "do not look for near duplicates (exact copies are still tied)")))
+    unknown_precision: float | None = field(default=None, metadata=_number(
+        "choose on the validation split the lowest calibrated top-probability threshold at which the "
+        "accepted answers reach this precision; predict then answers 'unknown' below it",
+        "in (0, 1] or None", lambda v: 0 < v <= 1, metavar="Q"))
     feature: Mapping[str, Any] = field(default_factory=dict, metadata=_mapping(
         "override of the model's FeatureConfig, e.g. n_mels=64 (VALUE read as JSON; repeatable)"))
     grad_clip: float | None = field(default=None, metadata=_number(

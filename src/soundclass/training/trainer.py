@@ -5,9 +5,11 @@ The pieces, in order::
     resolve_config     DEFAULTS < model_spec(name).train < user values, validated
     feature_config     the model's FeatureConfig with the user's overrides
     get_features       through the feature cache; failed files are reported and skipped
+    tie_duplicates     exact and near duplicates tied into groups (soundclass.training.grouping)
     holdout            grouped when groups exist; a leakage warning otherwise
     fit                the loop (soundclass.training.fitting), or with ``config.folds >= 2``
     train_folds        K members on grouped folds and their ensemble (soundclass.training.kfold)
+    calibrate          temperature and "unknown" threshold on the validation split
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import numpy as np
 from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.training import distributed as dist
+from soundclass.training.calibrate import calibrate_run
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
+from soundclass.training.grouping import split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
 from soundclass.training.state import has_training_state
 from soundclass.util.atomic import write_json_atomic
@@ -43,6 +47,10 @@ class TrainResult:
 
     ``pretrained_from`` says where the initial backbone came from
     (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
+    ``val_proba`` are the uncalibrated validation probabilities; ``calibration``
+    is what :func:`soundclass.training.calibrate.calibrate_run` stored in the
+    checkpoint (``None`` without validation clips); ``duplicates`` the counts
+    of :class:`soundclass.training.grouping.DuplicateTies` (as in ``split.json``).
     """
 
     checkpoint_dir: Path
@@ -55,6 +63,8 @@ class TrainResult:
     warnings: list[str]
     pretrained_from: Mapping[str, Any] | None = None
     oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
+    calibration: Mapping[str, Any] | None = None
+    duplicates: Mapping[str, Any] | None = None
 
 
 def train(
@@ -95,7 +105,7 @@ def train(
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    from soundclass.data.splits import holdout, leakage_warning
+    from soundclass.data.splits import holdout
     from soundclass.extraction.cache import get_features
 
     config = resolve_config(config)
@@ -126,16 +136,14 @@ def train(
     items = [dataset.items[i] for i in ok]
     y = np.asarray([targets_all[i] for i in ok], dtype=np.int64)
     feats = [features[i] for i in ok]
-    groups = [it.group for it in items]
-    have_groups = all(g is not None for g in groups)
+    user_groups = [it.group for it in items]
+    user_groups = user_groups if any(g is not None for g in user_groups) else None
+    ties = tie_duplicates([it.path for it in items], groups=user_groups, near_duplicates=config.near_duplicates,
+                          cache_dir=config.cache_dir, n_jobs=config.n_jobs, executor=executor)
     test_size = _test_fraction(config.val_size, len(items))
     if test_size > 0:
-        tr_idx, va_idx = holdout(y, test_size=test_size,
-                                 groups=groups if have_groups else None, seed=config.seed)
-        if not have_groups:
-            msg = leakage_warning([it.path for it in items], tr_idx, va_idx, labels=y.tolist())
-            if msg:
-                notes.append(msg)
+        tr_idx, va_idx = holdout(y, test_size=test_size, groups=ties.groups, seed=config.seed)
+        notes += split_notes(ties, [it.path for it in items], tr_idx, va_idx, y, guessed=user_groups is None)
     else:
         tr_idx, va_idx = np.arange(len(items)), np.arange(0)
     if ctx.is_main:
@@ -146,6 +154,7 @@ def train(
     split = {
         "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
         "failed": [{"path": f.path, "reason": f.reason} for f in failures],
+        "duplicates": ties.summary([it.path for it in items]),
     }
     if resume and (out / "split.json").is_file():
         before = json.loads((out / "split.json").read_text(encoding="utf-8"))
@@ -161,14 +170,16 @@ def train(
         from soundclass.training.kfold import train_run_folds
 
         return train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
-                               groups=groups if have_groups else None, failures=failures, warnings=notes,
+                               groups=ties.groups, failures=failures, warnings=notes,
                                progress=progress, resume=resume)
     result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                  classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
+    calibration = calibrate_run(result, y[va_idx], config) if ctx.rank == 0 else None
     return TrainResult(
         checkpoint_dir=result.checkpoint_dir, history=result.history, best_epoch=result.best_epoch,
         classes=classes, val_items=tuple(items[i] for i in va_idx), val_proba=result.val_proba,
         failures=list(failures), warnings=notes, pretrained_from=result.pretrained_from,
+        calibration=calibration, duplicates=split["duplicates"],
     )
 
 

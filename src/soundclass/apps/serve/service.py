@@ -140,9 +140,12 @@ class App:
         timeline = self.timeline(y, sr=sr)
         with self._plot_lock:
             waveform_png, mel_png = render_pictures(y, sr=sr, feature=self.predictor.feature)
+        threshold = getattr(self.predictor, "unknown_threshold", None)
         return {
             "model": self.predictor.model_name,
             "top": [{"label": self.predictor.classes[i], "p": float(proba[i])} for i in order],
+            "unknown": threshold is not None and float(proba.max()) < threshold,
+            "unknown_threshold": threshold,
             "duration": clip.duration,
             "analysed_seconds": clip.y.size / clip.sr,
             "truncated": clip.truncated,

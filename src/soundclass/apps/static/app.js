@@ -137,6 +137,20 @@ function showResult(result, blob, what) {
     list.append(row);
   }
 
+  if (result.unknown) {  // top calibrated probability below the model's "unknown" threshold
+    const row = document.createElement("li");
+    row.className = "row unknown";
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = "unknown";
+    const why = document.createElement("span");
+    why.className = "pct";
+    why.textContent = `< ${(100 * result.unknown_threshold).toFixed(0)}%`;
+    why.title = "no class is probable enough: the best guesses follow";
+    row.append(name, why);
+    list.prepend(row);
+  }
+
   let info = `${what} · ${formatSeconds(result.duration)} · ${result.sr} Hz`;
   if (result.channels > 1) info += ` · ${result.channels} channels (mixed to mono)`;
   if (result.truncated) info += ` · first ${formatSeconds(result.analysed_seconds)} analysed`;
