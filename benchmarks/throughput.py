@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n / m['seconds']:.0f} clips/s, {m['failed']} failed (target < 1 GB)")
     print(f"featurization: tutorial {tut_rate:.1f} files/s, extract_many {fast_rate:.1f} files/s: "
           f"{fast_rate / tut_rate:.1f}x (target >= 20x)")
-    for label, value in extra or [("training overhead", "not measured yet (issue 9 item 3)")]:
+    for label, value in extra or [("training overhead", "see benchmarks/train_overhead.py (same machine, same run)")]:
         print(f"{label}: {value}")
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(this benchmark process peaked at {rss_self:.0f} MiB; it holds all {args.n} features on purpose)")
