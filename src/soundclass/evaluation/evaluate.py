@@ -282,7 +282,7 @@ def evaluate_run(
         out, title=title, metrics=metrics, classes=classes,
         history_png=files.get("history"), confusion_png=files["confusion"],
         misclassified=wrong, dataset_summary=summary, config=config,
-        warnings=warnings, failures=failures, oof=oof,
+        warnings=warnings, failures=failures, oof=oof, auto=metrics.get("auto"),
     )
     return Evaluation(out, metrics, files)
 
@@ -404,7 +404,8 @@ def evaluate_training(
         warnings=list(result.warnings),
         config=config,
         extra={"checkpoint": os.fspath(ckpt_dir), "split": split,
-               "best_epoch": result.best_epoch},
+               "best_epoch": result.best_epoch,
+               **({"auto": dict(result.auto)} if getattr(result, "auto", None) else {})},
         oof=oof,
     )
 

@@ -190,6 +190,28 @@ def _oof_section(oof: Mapping[str, Any], classes: Sequence[str]) -> str:
     ])
 
 
+def _auto_section(auto: Mapping[str, Any]) -> str:
+    """The ``--model auto`` leaderboard: mean +- std per candidate, folds, seconds, notes."""
+    rows = []
+    for r in sorted(auto.get("candidates", ()), key=lambda r: -r.get("macro_f1_mean", -1.0)):
+        scored = r.get("status") == "scored"
+
+        def ms(key: str, r=r, scored=scored) -> str:
+            return f"{r[key + '_mean']:.3f} &plusmn; {r[key + '_std']:.3f}" if scored else "&ndash;"
+
+        chosen = r.get("model") == auto.get("chosen")
+        rows.append(f"<tr><td>{_e(r.get('model'))}"
+                    f"{' (chosen)' if chosen else ''}</td><td>{ms('macro_f1')}</td><td>{ms('accuracy')}</td>"
+                    f"<td>{_e(r.get('folds'))} / {_e(r.get('of_folds'))}</td>"
+                    f"<td>{_e(_fmt(r.get('seconds')))}</td><td>{_e(r.get('note', ''))}</td></tr>")
+    return (f"<h2>Model choice (--model auto)</h2><p>Grouped {_e(auto.get('folds'))}-fold cross-validation "
+            f"on the training part only ({_e(auto.get('n_train'))} clips; the validation split was not "
+            f"used to choose), {_e(_fmt(auto.get('seconds')))} s of a {_e(_fmt(auto.get('time_budget')))} s "
+            f"budget. Chosen by mean macro-F1: <b>{_e(auto.get('chosen'))}</b>.</p>"
+            "<table><tr><th>model</th><th>macro-F1</th><th>accuracy</th><th>folds</th><th>seconds</th>"
+            "<th>note</th></tr>" + "".join(rows) + "</table>")
+
+
 def write_html_report(
     run_dir: str | os.PathLike,
     *,
@@ -205,6 +227,7 @@ def write_html_report(
     failures: Mapping[str, str] | Sequence[tuple[str, str]] = (),
     max_audio: int = MAX_AUDIO_PLAYERS,
     oof: Mapping[str, Any] | None = None,
+    auto: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html``.
 
@@ -236,6 +259,9 @@ def write_html_report(
     oof : mapping, optional
         Out-of-fold scores of a k-fold run (``metrics.json`` ``oof``), shown
         in their own section (:func:`_oof_section`).
+    auto : mapping, optional
+        The ``--model auto`` leaderboard (``metrics.json`` ``auto``), shown by
+        :func:`_auto_section`.
 
     Returns
     -------
@@ -259,6 +285,8 @@ def write_html_report(
         parts.extend(f'<div class="warn">{_e(w)}</div>' for w in warnings)
     if oof:
         parts.append(_oof_section(oof, classes))
+    if auto:
+        parts.append(_auto_section(auto))
     parts += [
         "<h2>Per-class results</h2>",
         _per_class_table(metrics, classes),
