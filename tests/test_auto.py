@@ -55,7 +55,7 @@ def _cfg(tmp_path, **kw):
 
 # ------------------------------------------------------------------ classical models through train()
 
-@pytest.mark.parametrize("name", ["mfcc-svm", "logmel-logreg"])
+@pytest.mark.parametrize("name", ["mfcc-svm", "logmel-logreg", "aisfx-probe"])
 def test_classical_model_trains_saves_reloads_and_predicts_identically(tmp_path, demo, name):
     from soundclass.evaluation.evaluate import evaluate_training
 
@@ -65,7 +65,7 @@ def test_classical_model_trains_saves_reloads_and_predicts_identically(tmp_path,
     assert res.best_epoch == 0 and len(res.history) == 1
     from soundclass.extraction.cache import get_features
 
-    feats, _ = get_features([it.path for it in res.val_items], ck.feature, cache_dir=None, n_jobs=1,
+    feats, _ = get_features([it.path for it in res.val_items], ck.feature, cache_dir=str(tmp_path / "cache"), n_jobs=1,
                             progress=False)
     again = softmax(predict_logits(ck.model, feats, input_kind=ck.input, clip_frames=ck.clip_frames))
     np.testing.assert_allclose(again, res.val_proba, atol=1e-6)

@@ -38,7 +38,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,8 @@ def cross_validate(
     return row
 
 
-def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = True, executor: Any = None):
+def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = True, executor: Any = None,
+               val_paths: Collection[str] | None = None):
     """Choose the model by cross-validation on the training part and train it (see the module text).
 
     Parameters
@@ -208,6 +209,9 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
         The run folder of the chosen model, plus ``auto.json``.
     progress : bool
     executor : concurrent.futures.Executor, optional
+    val_paths : collection of str, optional
+        Fixed validation clips instead of the ``val_size`` holdout (a fold of
+        ``benchmarks/accuracy.py --folds``); never used to choose either.
 
     Returns
     -------
@@ -248,7 +252,7 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
             continue
         t0 = time.perf_counter()
         try:
-            data = prepare_data(dataset, cfg, progress=progress, executor=executor)
+            data = prepare_data(dataset, cfg, progress=progress, executor=executor, val_paths=val_paths)
             tr = data.train_idx
             extract_s = time.perf_counter() - t0
             row = cross_validate(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,11 +131,14 @@ class PreparedData:
 
 
 def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True,
-                 executor: Any = None) -> PreparedData:
+                 executor: Any = None, val_paths: Collection[str] | None = None) -> PreparedData:
     """Features of ``feature_config(config)`` (through the cache) and the grouped holdout split.
 
     ``config`` is resolved; the split depends on ``config.seed``,
-    ``config.val_size``, the groups and the usable clips only.
+    ``config.val_size``, the groups and the usable clips only.  ``val_paths``
+    (e.g. one fold of a cross-validation benchmark) fixes the validation clips
+    instead: the usable clips among them are the validation part, the others
+    the training part.
     """
     from soundclass.data.splits import holdout, leakage_warning
     from soundclass.extraction.cache import get_features
@@ -168,7 +171,11 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     groups = [it.group for it in items]
     have_groups = all(g is not None for g in groups)
     test_size = _test_fraction(config.val_size, len(items))
-    if test_size > 0:
+    if val_paths is not None:
+        chosen = {str(p) for p in val_paths}
+        is_val = np.array([it.path in chosen for it in items])
+        tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    elif test_size > 0:
         tr_idx, va_idx = holdout(y, test_size=test_size,
                                  groups=groups if have_groups else None, seed=config.seed)
         if not have_groups:
