@@ -172,3 +172,17 @@ def test_auto_rejects_unknown_candidates(tmp_path, demo):
 
     with pytest.raises(ParameterError, match="auto_candidates"):
         train(demo, _cfg(tmp_path, auto_candidates="logmel-logreg,nope"), out_dir=tmp_path / "r", progress=False)
+
+
+def test_aisfx_fine_tune_trains_saves_and_reloads(tmp_path, demo):
+    from soundclass.extraction.cache import get_features
+
+    cfg = _cfg(tmp_path, model="aisfx", epochs=1, batch_size=8, mixup_alpha=0.0)
+    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
+    ck = load_checkpoint(res.checkpoint_dir)
+    assert ck.model_name == "aisfx" and len(res.history) == 1
+    feats, _ = get_features([it.path for it in res.val_items], ck.feature, cache_dir=str(tmp_path / "cache"),
+                            n_jobs=1, progress=False)
+    again = softmax(predict_logits(ck.model, feats, input_kind=ck.input, clip_frames=ck.clip_frames,
+                                   norm_mean=ck.norm_mean, norm_std=ck.norm_std))
+    np.testing.assert_allclose(again, res.val_proba, atol=1e-5)
