@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "candidate_list",
     "cross_validate",
+    "estimate_extract_seconds",
     "estimate_fold_seconds",
     "format_leaderboard",
     "train_auto",
@@ -66,6 +67,9 @@ DEFAULT_CANDIDATES = ("aisfx-probe", "logmel-logreg", "mfcc-svm", "cnn", "aisfx"
 _SECONDS_PER_CLIP = {"aisfx-probe": 0.002, "logmel-logreg": 0.002, "mfcc-svm": 0.004}
 _SECONDS_PER_CLIP_EPOCH = {"cnn": 0.005, "cnn-wide": 0.01, "seed-cnn": 0.003, "seed-lstm": 0.004,
                            "cnn6": 0.02, "cnn10": 0.04, "cnn14": 0.1, "aisfx": 0.1}
+
+# Rough feature seconds per clip (2 cores, a few seconds of audio) by FeatureConfig.kind.
+_EXTRACT_SECONDS_PER_CLIP = {"aisfx": 0.15, "aisfx-logmel": 0.02, "mfcc": 0.01, "logmel": 0.01}
 
 
 def candidate_list(config: Any) -> list[str]:
@@ -90,6 +94,14 @@ def estimate_fold_seconds(name: str, n_train: int, *, epochs: int | None) -> flo
     if name in _SECONDS_PER_CLIP_EPOCH and epochs is not None:
         return _SECONDS_PER_CLIP_EPOCH[name] * n_train * epochs
     return None
+
+
+def estimate_extract_seconds(config: Any, n_clips: int, *, cache: bool) -> float:
+    """Prior feature seconds of ``n_clips`` clips for ``config``'s feature (a cache may make it 0)."""
+    from soundclass.training.config import feature_config
+
+    per_clip = _EXTRACT_SECONDS_PER_CLIP.get(feature_config(config).kind, 0.01)
+    return per_clip * n_clips * (0.5 if cache else 1.0)  # a cache may hold some already
 
 
 def _fold_scores(name: str, config: Any, feats, y, tr, va, classes) -> dict[str, float]:
@@ -169,9 +181,9 @@ def cross_validate(
                            "fold_macro_f1": [], "fold_accuracy": [], "seconds": 0.0, "note": ""}
     n_fold_train = len(targets) - len(targets) // len(splits)
     prior = estimate_fold_seconds(name, n_fold_train, epochs=getattr(config, "epochs", None))
-    if prior is not None and prior > seconds_left and not at_least_one:
-        row["note"] = (f"skipped: estimated {prior:.0f} s per fold ({n_fold_train} clips) > "
-                       f"{max(seconds_left, 0):.0f} s left of the time budget")
+    if prior is not None and prior * (1 + len(targets) / n_fold_train) > seconds_left and not at_least_one:
+        row["note"] = (f"skipped: estimated {prior:.0f} s per fold ({n_fold_train} clips) and the final fit "
+                       f"do not fit in the {max(seconds_left, 0):.0f} s left of the time budget")
         return row
     t0 = time.perf_counter()
     n_use = len(splits)
@@ -182,9 +194,10 @@ def cross_validate(
         s = _fold_scores(name, config, features, targets, tr, va, classes)
         row["fold_macro_f1"].append(s["macro_f1"])
         row["fold_accuracy"].append(s["accuracy"])
-        if i == 0:
+        if i == 0:  # what is left must also hold the final fit on all clips (~n / n_fold_train folds)
             took = time.perf_counter() - t_fold
-            fit_more = int((seconds_left - took) // took) if took > 0 else len(splits)
+            reserve = took * len(targets) / max(1, len(tr))
+            fit_more = int((seconds_left - took - reserve) // took) if took > 0 else len(splits)
             n_use = max(1, min(len(splits), 1 + fit_more))
             if n_use < len(splits):
                 row["note"] = (f"time budget: {n_use} of {len(splits)} folds (first fold took "
@@ -242,13 +255,16 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
     for name in names:
         left = config.time_budget - (time.perf_counter() - start)
         cfg = configs[name]
-        n_train_est = int(n_clips * (1 - (config.val_size if config.val_size < 1 else 0)))
-        prior = estimate_fold_seconds(name, n_train_est, epochs=cfg.epochs)
-        first = best is None and not any(r["status"] == "scored" for r in rows)
-        if prior is not None and prior > left and not first:
+        n_train = int(n_clips * (1 - (config.val_size if config.val_size < 1 else 0)))
+        n_fold = n_train - n_train // config.auto_folds
+        prior = estimate_fold_seconds(name, n_fold, epochs=cfg.epochs)
+        extract = estimate_extract_seconds(cfg, n_clips, cache=cfg.cache_dir is not None)
+        first = best is None
+        if prior is not None and extract + prior * (1 + n_train / n_fold) > left and not first:
             rows.append({"model": name, "status": "skipped", "folds": 0, "of_folds": config.auto_folds,
-                         "seconds": 0.0, "note": f"skipped: estimated {prior:.0f} s per fold > "
-                                                 f"{max(left, 0):.0f} s left of the time budget"})
+                         "seconds": 0.0, "note": f"skipped: estimated {extract:.0f} s of features, "
+                         f"{prior:.0f} s per fold and the final fit do not fit in the {max(left, 0):.0f} s "
+                         "left of the time budget"})
             continue
         t0 = time.perf_counter()
         try:
