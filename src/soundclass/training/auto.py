@@ -4,8 +4,8 @@
 ``config.model == 'auto'``:
 
 1. the candidates (``config.auto_candidates`` or :data:`DEFAULT_CANDIDATES`)
-   are ordered by their estimated cost (:func:`estimate_fold_seconds`),
-   cheapest first;
+   are ordered by their estimated cost (:func:`estimate_extract_seconds` +
+   :func:`estimate_fold_seconds`, rough priors for 2 CPU cores), cheapest first;
 2. each one's features are computed (through the cache) and the data split
    exactly as a single-model run splits it (same seed, groups, ``val_size``);
    :func:`cross_validate` then scores it by grouped stratified
@@ -245,9 +245,13 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
     for name in names:
         configs[name] = resolve_config(config.replace(model=name))
         epochs[name] = configs[name].epochs
-    order = sorted(range(len(names)), key=lambda i: (
-        math.inf if (e := estimate_fold_seconds(names[i], n_clips, epochs=epochs[names[i]])) is None else e, i))
-    names = [names[i] for i in order]
+
+    def cost(i: int) -> tuple[float, int]:  # features + one fold; unknown models last, in the given order
+        fold = estimate_fold_seconds(names[i], n_clips, epochs=epochs[names[i]])
+        extract = estimate_extract_seconds(configs[names[i]], n_clips, cache=False)
+        return (math.inf if fold is None else fold + extract, i)
+
+    names = [names[i] for i in sorted(range(len(names)), key=cost)]
 
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
