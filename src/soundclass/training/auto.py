@@ -68,8 +68,9 @@ _SECONDS_PER_CLIP = {"aisfx-probe": 0.002, "logmel-logreg": 0.002, "mfcc-svm": 0
 _SECONDS_PER_CLIP_EPOCH = {"cnn": 0.005, "cnn-wide": 0.01, "seed-cnn": 0.003, "seed-lstm": 0.004,
                            "cnn6": 0.02, "cnn10": 0.04, "cnn14": 0.1, "aisfx": 0.1}
 
-# Rough feature seconds per clip (2 cores, a few seconds of audio) by FeatureConfig.kind.
-_EXTRACT_SECONDS_PER_CLIP = {"aisfx": 0.15, "aisfx-logmel": 0.02, "mfcc": 0.01, "logmel": 0.01}
+# Rough feature seconds per clip (2 cores, a few seconds of audio) by FeatureConfig.kind; aiSFX
+# embeddings measured at ~0.11 s per second of audio (DonateACry, 7 s clips, loaded machine).
+_EXTRACT_SECONDS_PER_CLIP = {"aisfx": 0.3, "aisfx-logmel": 0.02, "mfcc": 0.01, "logmel": 0.01}
 
 
 def candidate_list(config: Any) -> list[str]:
