@@ -203,10 +203,10 @@ def _auto_section(auto: Mapping[str, Any]) -> str:
         rows.append(f"<tr><td>{_e(r.get('model'))}"
                     f"{' (chosen)' if chosen else ''}</td><td>{ms('macro_f1')}</td><td>{ms('accuracy')}</td>"
                     f"<td>{_e(r.get('folds'))} / {_e(r.get('of_folds'))}</td>"
-                    f"<td>{_e(_fmt(r.get('seconds')))}</td><td>{_e(r.get('note', ''))}</td></tr>")
+                    f"<td>{float(r.get('seconds', 0.0)):.1f}</td><td>{_e(r.get('note', ''))}</td></tr>")
     return (f"<h2>Model choice (--model auto)</h2><p>Grouped {_e(auto.get('folds'))}-fold cross-validation "
             f"on the training part only ({_e(auto.get('n_train'))} clips; the validation split was not "
-            f"used to choose), {_e(_fmt(auto.get('seconds')))} s of a {_e(_fmt(auto.get('time_budget')))} s "
+            f"used to choose), {float(auto.get('seconds', 0.0)):.0f} s of a {float(auto.get('time_budget', 0.0)):.0f} s "
             f"budget. Chosen by mean macro-F1: <b>{_e(auto.get('chosen'))}</b>.</p>"
             "<table><tr><th>model</th><th>macro-F1</th><th>accuracy</th><th>folds</th><th>seconds</th>"
             "<th>note</th></tr>" + "".join(rows) + "</table>")

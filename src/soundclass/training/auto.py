@@ -183,8 +183,8 @@ def cross_validate(
     n_fold_train = len(targets) - len(targets) // len(splits)
     prior = estimate_fold_seconds(name, n_fold_train, epochs=getattr(config, "epochs", None))
     if prior is not None and prior * (1 + len(targets) / n_fold_train) > seconds_left and not at_least_one:
-        row["note"] = (f"skipped: estimated {prior:.0f} s per fold ({n_fold_train} clips) and the final fit "
-                       f"do not fit in the {max(seconds_left, 0):.0f} s left of the time budget")
+        row["note"] = (f"skipped: estimated {prior:.1f} s per fold ({n_fold_train} clips) and the final fit "
+                       f"do not fit in the {max(seconds_left, 0):.1f} s left of the time budget")
         return row
     t0 = time.perf_counter()
     n_use = len(splits)
@@ -267,8 +267,8 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
         first = best is None
         if prior is not None and extract + prior * (1 + n_train / n_fold) > left and not first:
             rows.append({"model": name, "status": "skipped", "folds": 0, "of_folds": config.auto_folds,
-                         "seconds": 0.0, "note": f"skipped: estimated {extract:.0f} s of features, "
-                         f"{prior:.0f} s per fold and the final fit do not fit in the {max(left, 0):.0f} s "
+                         "seconds": 0.0, "note": f"skipped: estimated {extract:.1f} s of features, "
+                         f"{prior:.1f} s per fold and the final fit do not fit in the {max(left, 0):.1f} s "
                          "left of the time budget"})
             continue
         t0 = time.perf_counter()
@@ -315,7 +315,7 @@ def _classical() -> tuple[str, ...]:
 
 def _row_text(row: Mapping[str, Any]) -> str:
     if row["status"] != "scored":
-        return f"{row['model']:<16} {row['status']}: {row['note']}"
+        return f"{row['model']:<16} {row['note']}"
     return (f"{row['model']:<16} macro-F1 {row['macro_f1_mean']:.3f} +- {row['macro_f1_std']:.3f}  "
             f"accuracy {row['accuracy_mean']:.3f} +- {row['accuracy_std']:.3f}  "
             f"folds {row['folds']}/{row['of_folds']}  {row['seconds']:.1f} s"
