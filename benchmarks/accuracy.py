@@ -8,6 +8,17 @@ Usage::
     # FSDD, speaker-grouped (6 speakers: no speaker in both train and validation)
     python benchmarks/accuracy.py ../shared/datasets/fsdd --group-pattern '^\\d+_(?P<group>[a-z]+)_'
 
+    # grouped k-fold: FSDD leave-one-speaker-out (6 speakers, 6 folds)
+    python benchmarks/accuracy.py ../shared/datasets/fsdd --folds 6 \\
+        --group-pattern '^\\d+_(?P<group>[a-z]+)_' --models mfcc-svm,aisfx-probe
+
+With ``--folds K`` every model is trained ``K`` times on the same grouped
+stratified folds of all clips (:func:`soundclass.data.splits.kfold`; with as
+many folds as groups, leave-one-group-out) and scored on each held-out fold;
+the table gives mean +- std (over folds) of accuracy and macro-F1 and the
+training seconds per fold.  ``auto`` chooses its model inside each fold's
+training part (its own cross-validation never sees the held-out fold).
+
 Every model gets the same :class:`~soundclass.training.TrainConfig` apart from
 ``model`` (same ``seed``, ``val_size`` and groups), so the trainer's seeded
 holdout gives every model the same validation clips; the script checks this
@@ -34,6 +45,65 @@ from soundclass.models import list_models
 from soundclass.training import TrainConfig, train
 
 DEFAULT_MODELS = ("seed-cnn", "seed-lstm", "cnn")
+DEFAULT_FOLD_MODELS = ("seed-cnn", "seed-lstm", "mfcc-svm", "aisfx-probe", "aisfx", "cnn", "auto")
+
+
+def fold_paths(dataset, *, n_folds: int, group_pattern: str | None, seed: int) -> list[list[str]]:
+    """The held-out paths of each grouped stratified fold of ``dataset`` (every clip, failed or not)."""
+    from soundclass.data.dataset import assign_groups
+    from soundclass.data.splits import kfold
+
+    if group_pattern:
+        dataset = assign_groups(dataset, group_pattern)
+    groups = [it.group for it in dataset.items]
+    folds = kfold(dataset.targets, n_splits=n_folds, seed=seed,
+                  groups=groups if all(g is not None for g in groups) else None)
+    return [[dataset.items[i].path for i in va] for _, va in folds]
+
+
+def run_model_folds(dataset, model: str, folds: list[list[str]], *, out_dir: Path, epochs: int | None,
+                    group_pattern: str | None, seed: int, cache_dir: str | None, n_jobs: int | None,
+                    progress: bool, auto_candidates: str | None = None,
+                    time_budget: float | None = None) -> dict:
+    """Train ``model`` once per fold on the other folds; its mean +- std row."""
+    from soundclass.training.auto import train_auto
+    from soundclass.training.trainer import prepare_data, train_prepared
+
+    config = TrainConfig(model=model, epochs=epochs, group_pattern=group_pattern, seed=seed,
+                         cache_dir=cache_dir, n_jobs=n_jobs, auto_candidates=auto_candidates,
+                         **({"time_budget": time_budget} if time_budget else {}))
+    acc, f1, seconds, chosen = [], [], [], []
+    for k, val in enumerate(folds):
+        t0 = time.perf_counter()
+        run_dir = out_dir / model / f"fold{k}"
+        if model == "auto":
+            result = train_auto(dataset, config, out_dir=run_dir, progress=progress, val_paths=val)
+            chosen.append(result.auto["chosen"])
+        else:
+            data = prepare_data(dataset, config, progress=progress, val_paths=val)
+            result = train_prepared(data, config, out_dir=run_dir, progress=progress)
+        seconds.append(time.perf_counter() - t0)
+        index = {c: i for i, c in enumerate(result.classes)}
+        y_true = np.array([index[it.label] for it in result.val_items])
+        m = evaluate_predictions(y_true, np.asarray(result.val_proba).argmax(axis=1), classes=result.classes)
+        acc.append(m["accuracy"])
+        f1.append(m["macro_f1"])
+        print(f"  {model} fold {k + 1}/{len(folds)}: accuracy {m['accuracy']:.3f}, macro-F1 "
+              f"{m['macro_f1']:.3f}, {seconds[-1]:.0f} s" + (f" (chose {chosen[-1]})" if chosen else ""),
+              file=sys.stderr)
+    return {"model": model, "folds": len(folds), "accuracy_mean": float(np.mean(acc)),
+            "accuracy_std": float(np.std(acc)), "macro_f1_mean": float(np.mean(f1)),
+            "macro_f1_std": float(np.std(f1)), "fold_accuracy": acc, "fold_macro_f1": f1,
+            "train_seconds_per_fold": float(np.mean(seconds)), "chosen": chosen}
+
+
+def folds_table(rows: list[dict]) -> str:
+    """The k-fold results as a markdown table (mean +- std over folds)."""
+    lines = ["| model | folds | accuracy | macro-F1 | train seconds per fold |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['folds']} | {r['accuracy_mean']:.3f} +- {r['accuracy_std']:.3f} | "
+                     f"{r['macro_f1_mean']:.3f} +- {r['macro_f1_std']:.3f} | {r['train_seconds_per_fold']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_model(dataset, model: str, *, out_dir: Path, epochs: int | None, group_pattern: str | None,
@@ -88,9 +158,16 @@ def main(argv=None) -> int:
     parser.add_argument("data", metavar="DATA_DIR", help="labelled folder (one sub-folder per class)")
     parser.add_argument("--group-pattern", default=None, metavar="REGEX",
                         help="file-name regex giving each clip's group (speaker, recording)")
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list_models(),
-                        metavar="MODEL", help=f"registered models (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                        help=f"registered models or 'auto', space- or comma-separated (default: "
+                             f"{' '.join(DEFAULT_MODELS)}; with --folds: {' '.join(DEFAULT_FOLD_MODELS)})")
+    parser.add_argument("--folds", type=int, default=0, metavar="K",
+                        help="grouped stratified K-fold over all clips: mean +- std per model (0: one split)")
     parser.add_argument("--epochs", type=int, default=None, help="override every model's epochs")
+    parser.add_argument("--auto-candidates", default=None, metavar="M1,M2,...",
+                        help="with --folds: the candidates of auto (default: its own)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="with --folds: auto's time budget per fold (default: its own)")
     parser.add_argument("--val-size", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: OUT_DIR/cache)")
@@ -99,14 +176,22 @@ def main(argv=None) -> int:
                         help="run folders and results (default: a new temporary folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    models = [m for arg in (args.models or (DEFAULT_FOLD_MODELS if args.folds else DEFAULT_MODELS))
+              for m in arg.split(",") if m]
+    unknown = [m for m in models if m not in list_models() and not (args.folds and m == "auto")]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list_models()}"
+                     + (" or auto" if args.folds else " (auto needs --folds)"))
 
     out = Path(args.output or tempfile.mkdtemp(prefix="soundclass-accuracy-"))
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = args.cache_dir or str(out / "cache")
     dataset = discover(args.data)
     print(f"{len(dataset)} clips, {len(dataset.classes)} classes; runs in {out}", file=sys.stderr)
+    if args.folds:
+        return _main_folds(args, dataset, models, out, cache_dir)
     rows = []
-    for model in args.models:
+    for model in models:
         print(f"training {model} ...", file=sys.stderr)
         rows.append(run_model(dataset, model, out_dir=out, epochs=args.epochs,
                               group_pattern=args.group_pattern, val_size=args.val_size, seed=args.seed,
@@ -125,6 +210,29 @@ def main(argv=None) -> int:
                                                   "data": args.data, "group_pattern": args.group_pattern,
                                                   "seed": args.seed}, indent=2) + "\n", encoding="utf-8")
     return 0 if same_split else 1
+
+
+def _main_folds(args, dataset, models, out: Path, cache_dir: str) -> int:
+    folds = fold_paths(dataset, n_folds=args.folds, group_pattern=args.group_pattern, seed=args.seed)
+    rows = []
+    for model in models:
+        print(f"{model}: {len(folds)} folds ...", file=sys.stderr)
+        rows.append(run_model_folds(dataset, model, folds, out_dir=out, epochs=args.epochs,
+                                    group_pattern=args.group_pattern, seed=args.seed, cache_dir=cache_dir,
+                                    n_jobs=args.jobs, progress=not args.quiet,
+                                    auto_candidates=args.auto_candidates, time_budget=args.time_budget))
+    table = folds_table(rows)
+    note = (f"Grouped stratified {len(folds)}-fold over {len(dataset)} clips (group pattern "
+            f"{args.group_pattern!r}; seed {args.seed}; fold sizes {[len(f) for f in folds]}); epochs "
+            f"{args.epochs or 'model default'}. Neural models pick their best epoch on the held-out fold "
+            "(optimistic); classical models have no such choice. Seconds include feature extraction "
+            "(cached after the first fold).\n")
+    print(table + "\n" + note)
+    (out / "results.md").write_text(table + "\n" + note, encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"rows": rows, "data": args.data, "folds": len(folds),
+                                                  "group_pattern": args.group_pattern, "seed": args.seed},
+                                                 indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def test_train_config_resolution_order(tmp_path):
     assert dict(c.feature) == {"n_mfcc": 13}
     assert c.spec_augment is None and c.batch_size is None  # not given: the model's default
     args = parser.parse_args(["train", "d"])
-    assert resolve_config(args).model == "cnn"
+    assert resolve_config(args).model == "auto"  # the default: chosen by cross-validation
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"epoch": 3}))
     from soundclass.errors import ParameterError

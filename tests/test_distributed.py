@@ -152,7 +152,7 @@ def test_cli_train_under_torchrun_reports_once(tmp_path):
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "soundclass", "train", str(tmp_path / "demo"), "-o", str(out), "--epochs", "1",
+         "-m", "soundclass", "train", str(tmp_path / "demo"), "-o", str(out), "--model", "cnn", "--epochs", "1",
          "--clip-seconds", "1", "--quiet", "--group-pattern", synth.DEMO_GROUP_PATTERN],
         capture_output=True, text=True, timeout=180, env=env,
     )

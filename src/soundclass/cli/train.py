@@ -103,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for w in result.warnings:
         print(f"warning: {w}")
+    if result.auto:
+        from soundclass.training.auto import format_leaderboard
+
+        print(format_leaderboard(result.auto))
     src = result.pretrained_from
     if src is not None:
         print(f"pretrained: loaded {src['n_loaded']} tensors from {src['path']} "
@@ -115,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate_training(result, out_dir=out, title=title)
     m = ev.metrics
     print()
-    if result.oof:  # --folds: K members averaged; with --val-size 0 the out-of-fold clips are the evaluation
+    if result.auto and not result.oof:
+        head, split = f"{result.auto['chosen']} (chosen by --model auto)", "validation"
+    elif result.oof:  # --folds: K members averaged; with --val-size 0 the out-of-fold clips are the evaluation
         head, split = f"ensemble of {result.oof['n_folds']} fold models", (
             "out-of-fold" if result.oof.get("is_validation") else "validation")
     else:

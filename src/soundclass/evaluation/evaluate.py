@@ -297,7 +297,7 @@ def evaluate_run(
         out, title=title, metrics=metrics, classes=classes,
         history_png=files.get("history"), confusion_png=files["confusion"],
         misclassified=wrong, dataset_summary=summary, config=config,
-        warnings=warnings, failures=failures, oof=oof,
+        warnings=warnings, failures=failures, oof=oof, auto=metrics.get("auto"),
         calibration=cal_summary, reliability_png=files["reliability"],
     )
     return Evaluation(out, metrics, files)
@@ -428,7 +428,8 @@ def evaluate_training(
         extra={"checkpoint": os.fspath(ckpt_dir), "split": split,
                "best_epoch": result.best_epoch,
                **({"duplicates": {k: v for k, v in duplicates.items() if k != "near_duplicates"}}
-                  if duplicates else {})},
+                  if duplicates else {}),
+               **({"auto": dict(result.auto)} if getattr(result, "auto", None) else {})},
         oof=oof,
         calibration=calibration,
     )

@@ -191,6 +191,28 @@ def _oof_section(oof: Mapping[str, Any], classes: Sequence[str]) -> str:
     ])
 
 
+def _auto_section(auto: Mapping[str, Any]) -> str:
+    """The ``--model auto`` leaderboard: mean +- std per candidate, folds, seconds, notes."""
+    rows = []
+    for r in sorted(auto.get("candidates", ()), key=lambda r: -r.get("macro_f1_mean", -1.0)):
+        scored = r.get("status") == "scored"
+
+        def ms(key: str, r=r, scored=scored) -> str:
+            return f"{r[key + '_mean']:.3f} &plusmn; {r[key + '_std']:.3f}" if scored else "&ndash;"
+
+        chosen = r.get("model") == auto.get("chosen")
+        rows.append(f"<tr><td>{_e(r.get('model'))}"
+                    f"{' (chosen)' if chosen else ''}</td><td>{ms('macro_f1')}</td><td>{ms('accuracy')}</td>"
+                    f"<td>{_e(r.get('folds'))} / {_e(r.get('of_folds'))}</td>"
+                    f"<td>{float(r.get('seconds', 0.0)):.1f}</td><td>{_e(r.get('note', ''))}</td></tr>")
+    return (f"<h2>Model choice (--model auto)</h2><p>Grouped {_e(auto.get('folds'))}-fold cross-validation "
+            f"on the training part only ({_e(auto.get('n_train'))} clips; the validation split was not "
+            f"used to choose), {float(auto.get('seconds', 0.0)):.0f} s of a {float(auto.get('time_budget', 0.0)):.0f} s "
+            f"budget. Chosen by mean macro-F1: <b>{_e(auto.get('chosen'))}</b>.</p>"
+            "<table><tr><th>model</th><th>macro-F1</th><th>accuracy</th><th>folds</th><th>seconds</th>"
+            "<th>note</th></tr>" + "".join(rows) + "</table>")
+
+
 def write_html_report(
     run_dir: str | os.PathLike,
     *,
@@ -208,6 +230,7 @@ def write_html_report(
     oof: Mapping[str, Any] | None = None,
     calibration: Mapping[str, Any] | None = None,
     reliability_png: str | os.PathLike | None = None,
+    auto: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html``.
 
@@ -244,6 +267,9 @@ def write_html_report(
         threshold (:func:`soundclass.evaluation.calibration_report.calibration_summary`).
     reliability_png : path, optional
         The reliability diagram, embedded next to the calibration table.
+    auto : mapping, optional
+        The ``--model auto`` leaderboard (``metrics.json`` ``auto``), shown by
+        :func:`_auto_section`.
 
     Returns
     -------
@@ -267,6 +293,8 @@ def write_html_report(
         parts.extend(f'<div class="warn">{_e(w)}</div>' for w in warnings)
     if oof:
         parts.append(_oof_section(oof, classes))
+    if auto:
+        parts.append(_auto_section(auto))
     parts += [
         "<h2>Per-class results</h2>",
         _per_class_table(metrics, classes),

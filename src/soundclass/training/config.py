@@ -156,7 +156,7 @@ def _registered_models() -> list[str]:
     from soundclass.models import list_models
     from soundclass.models.ensemble import ENSEMBLE_NAMES
 
-    return [m for m in list_models() if m not in ENSEMBLE_NAMES.values()]
+    return ["auto", *(m for m in list_models() if m not in ENSEMBLE_NAMES.values())]
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,10 @@ class TrainConfig:
     Parameters
     ----------
     model : str
-        Registry name (``soundclass.models.list_models()``).
+        Registry name (``soundclass.models.list_models()``), or ``'auto'``
+        (the default): :func:`soundclass.training.auto.train_auto` scores
+        ``auto_candidates`` by grouped ``auto_folds``-fold cross-validation on
+        the training part within ``time_budget`` seconds and trains the best.
     model_kwargs : dict
         Extra architecture arguments for ``create_model``.
     epochs, batch_size : int or None
@@ -258,11 +261,19 @@ class TrainConfig:
         64-band log-mel input); read with ``torch.load(weights_only=True)``.
         The run's checkpoints hold every weight afterwards, so they never need
         this file again.
+    auto_candidates : str or None
+        ``model='auto'``: comma-separated candidates (``None``:
+        :data:`soundclass.training.auto.DEFAULT_CANDIDATES`).
+    auto_folds : int
+        ``model='auto'``: cross-validation folds (>= 2).
+    time_budget : float
+        ``model='auto'``: seconds for scoring candidates (see :mod:`soundclass.training.auto`).
     """
 
-    model: str = field(default="cnn", metadata=_text(
-        "registered model (default: the configuration's, 'cnn')", "a registered model name",
-        choices_from=_registered_models))
+    model: str = field(default="auto", metadata=_text(
+        "registered model, or 'auto' (the default): score the --auto-candidates by grouped k-fold "
+        "cross-validation on the training part within --time-budget and train the best",
+        "a registered model name or 'auto'", choices_from=_registered_models))
     model_kwargs: Mapping[str, Any] = field(default_factory=dict, metadata=_mapping(
         "architecture argument of create_model, e.g. dropout=0.3 (VALUE read as JSON; repeatable)",
         flag="--model-kwarg"))
@@ -357,6 +368,18 @@ class TrainConfig:
         "file is read with torch.load(weights_only=True) (tensors only, never code); its front end "
         "and AudioSet head are dropped and the classifier head is new. The run's checkpoint holds "
         "every weight, so it never needs the file again", "a checkpoint file path or None", metavar="PATH"))
+
+    auto_candidates: str | None = field(default=None, metadata=_text(
+        "--model auto: comma-separated candidate models (default: aisfx-probe, logmel-logreg, "
+        "mfcc-svm, cnn, aisfx; scored cheapest first)", "a comma-separated list of model names or None",
+        metavar="M1,M2,..."))
+    auto_folds: int = field(default=3, metadata={"setting": Setting(
+        "--model auto: grouped cross-validation folds of the training part", int,
+        lambda v: _is_int(v) and v >= 2, "an integer >= 2", metavar="K")})
+    time_budget: float = field(default=1800.0, metadata=_number(
+        "--model auto: seconds for scoring the candidates; expensive ones get fewer folds or are "
+        "skipped (with the reason in the leaderboard) when it runs short", "a positive number",
+        lambda v: v > 0 and math.isfinite(v), metavar="SECONDS"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs or {}))

@@ -12,9 +12,29 @@ from soundclass.training.config import TrainConfig
 __all__ = ["make_optimizer", "make_scheduler"]
 
 
+def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list:
+    """The model's own learning-rate groups (``aisfx``: backbone at a lower rate), else one group.
+
+    A model module may define ``param_groups(model, *, lr)`` next to its builder
+    (:func:`soundclass.models.aisfx.param_groups`); frozen parameters are left out.
+    """
+    from soundclass.models.aisfx import AisfxClassifier, param_groups
+
+    if isinstance(model, AisfxClassifier):
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad])
+                  for g in param_groups(model, lr=config.lr)]
+        return [g for g in groups if g["params"]]
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD (momentum 0.9, Nesterov) over the trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW / Adam / SGD (momentum 0.9, Nesterov) over the trainable parameters.
+
+    Models with learning-rate groups (``aisfx``: the pretrained network at a
+    tenth of ``config.lr``) get one optimizer group each; the schedule scales
+    every group's rate alike.
+    """
+    params = _param_groups(model, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -40,7 +60,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, *, tot
     # OneCycleLR needs >= 2 warmup steps and >= 2 annealing steps (else it divides by zero)
     if config.scheduler == "onecycle" and total_steps >= 4:
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps,
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
             pct_start=min(max(config.warmup, 2.0 / total_steps), 1.0 - 2.0 / total_steps),
             anneal_strategy="cos", cycle_momentum=config.optimizer == "sgd",
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,16 @@ from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
-from soundclass.training.grouping import split_notes, tie_duplicates
+from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
 from soundclass.training.state import has_training_state
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["AUTO", "PreparedData", "TrainResult", "prepare_data", "train", "train_prepared"]
+
+#: ``config.model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
+AUTO = "auto"
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ class TrainResult:
     oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
     calibration: Mapping[str, Any] | None = None
     duplicates: Mapping[str, Any] | None = None
+    auto: Mapping[str, Any] | None = None  # --model auto: the leaderboard (auto.json)
 
 
 def train(
@@ -105,13 +109,53 @@ def train(
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
+    if config.model == AUTO:  # grouped cross-validation picks the model (soundclass.training.auto)
+        from soundclass.training.auto import train_auto
+
+        return train_auto(dataset, config, out_dir=out_dir, progress=progress, executor=executor)
+    config = resolve_config(config)
+    if not (resume and has_training_state(Path(out_dir) / "last")):
+        check_pretrained_file(config)
+    data = prepare_data(dataset, config, progress=progress, executor=executor)
+    return train_prepared(data, config, out_dir=out_dir, progress=progress, resume=resume)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The usable clips of a dataset, their features and the train/validation split.
+
+    ``items``, ``targets``, ``features`` and ``groups`` have one entry per
+    usable clip; ``groups`` are the split groups after exact and near
+    duplicates were tied (``ties``); ``train_idx`` / ``val_idx`` index them;
+    ``notes`` are the warnings to show (skipped files, ties, group leakage).
+    """
+
+    classes: tuple[str, ...]
+    items: list[Item]
+    targets: np.ndarray
+    features: list[np.ndarray]
+    groups: np.ndarray | None
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    failures: list[Failure]
+    notes: list[str]
+    ties: DuplicateTies
+
+
+def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True,
+                 executor: Any = None, val_paths: Collection[str] | None = None) -> PreparedData:
+    """Features of ``feature_config(config)`` (through the cache) and the grouped holdout split.
+
+    ``config`` is resolved; the split depends on ``config.seed``,
+    ``config.val_size``, the groups and the usable clips only.  ``val_paths``
+    (e.g. one fold of a cross-validation benchmark) fixes the validation clips
+    instead: the usable clips among them are the validation part, the others
+    the training part.
+    """
     from soundclass.data.splits import holdout
     from soundclass.extraction.cache import get_features
 
-    config = resolve_config(config)
     feature = feature_config(config)
-    if not (resume and has_training_state(Path(out_dir) / "last")):
-        check_pretrained_file(config)
     ctx = dist.setup()
     notes: list[str] = []
     if config.group_pattern:
@@ -141,11 +185,34 @@ def train(
     ties = tie_duplicates([it.path for it in items], groups=user_groups, near_duplicates=config.near_duplicates,
                           cache_dir=config.cache_dir, n_jobs=config.n_jobs, executor=executor)
     test_size = _test_fraction(config.val_size, len(items))
-    if test_size > 0:
+    if val_paths is not None:
+        chosen = {str(p) for p in val_paths}
+        is_val = np.array([it.path in chosen for it in items])
+        tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    elif test_size > 0:
         tr_idx, va_idx = holdout(y, test_size=test_size, groups=ties.groups, seed=config.seed)
-        notes += split_notes(ties, [it.path for it in items], tr_idx, va_idx, y, guessed=user_groups is None)
     else:
         tr_idx, va_idx = np.arange(len(items)), np.arange(0)
+    if len(va_idx):
+        notes += split_notes(ties, [it.path for it in items], tr_idx, va_idx, y, guessed=user_groups is None)
+    return PreparedData(classes, items, y, feats, ties.groups, np.asarray(tr_idx), np.asarray(va_idx),
+                        list(failures), notes, ties)
+
+
+def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os.PathLike,
+                   progress: bool = True, resume: bool = False) -> TrainResult:
+    """The training stage of :func:`train` on prepared data: ``split.json``, then the fit.
+
+    Classical models (:func:`soundclass.models.classical.is_classical`) are
+    fitted once (:func:`soundclass.training.classical_run.fit_classical_run`);
+    neural ones by the loop, or by ``train_run_folds`` with ``config.folds >= 2``.
+    """
+    from soundclass.models.classical import is_classical
+
+    config = resolve_config(config)
+    ctx = dist.setup()
+    items, y, feats, tr_idx, va_idx = data.items, data.targets, data.features, data.train_idx, data.val_idx
+    classes, failures, notes = data.classes, data.failures, list(data.notes)
     if ctx.is_main:
         for note in notes:  # shown before the (long) training; also returned in TrainResult.warnings
             logger.warning(note)
@@ -154,7 +221,7 @@ def train(
     split = {
         "train": [items[i].path for i in tr_idx], "val": [items[i].path for i in va_idx],
         "failed": [{"path": f.path, "reason": f.reason} for f in failures],
-        "duplicates": ties.summary([it.path for it in items]),
+        "duplicates": data.ties.summary([it.path for it in items]),
     }
     if resume and (out / "split.json").is_file():
         before = json.loads((out / "split.json").read_text(encoding="utf-8"))
@@ -166,14 +233,23 @@ def train(
     if ctx.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "split.json", split, allow_nan=True)
-    if config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
+    if is_classical(config.model):
+        if config.folds >= 2:
+            raise ParameterError(f"folds={config.folds} is for neural models; {config.model!r} is fitted "
+                                 "once (use folds=0)")
+        from soundclass.training.classical_run import fit_classical_run
+
+        result = fit_classical_run([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx],
+                                   y[va_idx], classes=classes, config=config, out_dir=out)
+    elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
         from soundclass.training.kfold import train_run_folds
 
         return train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
-                               groups=ties.groups, failures=failures, warnings=notes,
+                               groups=data.groups, failures=failures, warnings=notes,
                                progress=progress, resume=resume)
-    result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
-                 classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
+    else:
+        result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
+                     classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
     calibration = calibrate_run(result, y[va_idx], config) if ctx.rank == 0 else None
     return TrainResult(
         checkpoint_dir=result.checkpoint_dir, history=result.history, best_epoch=result.best_epoch,
