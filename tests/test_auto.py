@@ -186,3 +186,22 @@ def test_aisfx_fine_tune_trains_saves_and_reloads(tmp_path, demo):
     again = softmax(predict_logits(ck.model, feats, input_kind=ck.input, clip_frames=ck.clip_frames,
                                    norm_mean=ck.norm_mean, norm_std=ck.norm_std))
     np.testing.assert_allclose(again, res.val_proba, atol=1e-5)
+
+
+def test_cli_auto_with_folds_and_a_classical_winner_says_so_once(tmp_path, capsys, caplog):
+    """--model auto composes with --folds; a classical winner is fitted once, and each warning shows once."""
+    from soundclass.cli import main
+    from soundclass.data import synth
+
+    data = synth.make_demo_dataset(tmp_path / "data", n_per_class=6, sr=16000, n_sources=3, seed=1)
+    assert main(["train", str(data.root), "-o", str(tmp_path / "run"), "--model", "auto",
+                 "--auto-candidates", "logmel-logreg", "--folds", "2", "--jobs", "1", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    err += caplog.text  # warnings are logged (stderr in the terminal)
+    assert "logmel-logreg (chosen by --model auto)" in out
+    note = "--folds 2 not used: the chosen logmel-logreg is fitted once"
+    assert (out + err).count(note) == 1
+    leak = "guessed from file names"
+    assert (out + err).count(leak) <= 1  # logged when it arose, never printed a second time
+    record = json.loads((tmp_path / "run" / "auto.json").read_text())
+    assert record["chosen"] == "logmel-logreg" and any(note in n for n in record["notes"])

@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
                        resume=args.resume)
     if not main_rank:
         return 0
-    for w in result.warnings:
-        print(f"warning: {w}")
+    # result.warnings were logged (stderr) when they arose, before the long training: not again
     if result.auto:
         from soundclass.training.auto import format_leaderboard
 

@@ -295,16 +295,20 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
                              + "; ".join(f"{r['model']} ({r['note']})" for r in rows))
     _, chosen, data = best
     cfg = configs[chosen]
+    notes = []
     if cfg.folds >= 2 and chosen in _classical():
         cfg = cfg.replace(folds=0)
+        notes.append(f"--folds {config.folds} not used: the chosen {chosen} is fitted once on the whole "
+                     "training part (k-fold ensembles are for neural models)")
+        logger.warning(notes[-1])
     record = {"chosen": chosen, "metric": "macro_f1", "time_budget": config.time_budget,
               "seconds": time.perf_counter() - start, "folds": config.auto_folds,
-              "n_train": int(len(data.train_idx)), "candidates": rows}
+              "n_train": int(len(data.train_idx)), "candidates": rows, "notes": notes}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "auto.json", record, indent=2, allow_nan=True)
     result = train_prepared(data, cfg, out_dir=out, progress=progress)
-    return dataclasses.replace(result, auto=record)
+    return dataclasses.replace(result, auto=record, warnings=[*result.warnings, *notes])
 
 
 def _classical() -> tuple[str, ...]:
