@@ -84,3 +84,34 @@ def builtin_models() -> list[str]:
     if _BUILTIN_MODELS is None:
         record_builtin_models()
     return list(_BUILTIN_MODELS)
+
+
+SAMPLE_CLASSES = ("aloe", "burger", "chips")
+
+
+def read_csv_rows(path):
+    """Rows of a CSV that soundclass wrote (UTF-8, surrogateescape, so any file name reads back)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        return list(csv.reader(fh))
+
+
+def sample_predictions(failures=None):
+    """Four predictions over :data:`SAMPLE_CLASSES` (a sub-folder and a non-ASCII name among them);
+    the paths in ``failures`` (``{path: reason}``) are failed files."""
+    import numpy as np
+
+    from soundclass.inference.predict import Predictions
+
+    paths = ("/data/test/b_2.wav", "/data/test/a_1.wav", "/data/test/sous-dossier/c_\u00fc.wav", "/data/test/d.wav")
+    proba = np.array([
+        [0.7, 0.2, 0.1],
+        [0.1, 0.6, 0.3],
+        [0.2, 0.3, 0.5],
+        [0.1, 0.8, 0.1],
+    ])
+    failures = dict(failures or {})
+    for p in failures:
+        proba[paths.index(p)] = np.nan
+    return Predictions(paths, proba, failures, SAMPLE_CLASSES)

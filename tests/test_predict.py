@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
+from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
 from soundclass.errors import CheckpointError, ParameterError
 from soundclass.inference.predict import Predictions, resolve_checkpoint, top_k_labels
 
-CLASSES = ("aloe", "burger", "chips")
+CLASSES = SAMPLE_CLASSES
 
 
 
-def _read(path):
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
-        return list(csv.reader(fh))
 
-def _preds(failures=None):
-    paths = ("/data/test/b_2.wav", "/data/test/a_1.wav", "/data/test/sous-dossier/c_ü.wav", "/data/test/d.wav")
-    proba = np.array([
-        [0.7, 0.2, 0.1],
-        [0.1, 0.6, 0.3],
-        [0.2, 0.3, 0.5],
-        [0.1, 0.8, 0.1],
-    ])
-    failures = dict(failures or {})
-    for p in failures:
-        proba[paths.index(p)] = np.nan
-    return Predictions(paths, proba, failures, CLASSES)
 
 
 def test_top_k_labels_stable_ties():
@@ -39,7 +23,7 @@ def test_top_k_labels_stable_ties():
 def test_predictions_shape_checked():
     with pytest.raises(ParameterError, match="proba.shape"):
         Predictions(("a.wav",), np.zeros((2, 3)), {}, CLASSES)
-    p = _preds({"/data/test/d.wav": "bad"})
+    p = sample_predictions({"/data/test/d.wav": "bad"})
     assert p.ok.tolist() == [True, True, True, False]
     assert p.predicted.tolist() == [0, 1, 2, -1]
 
@@ -100,10 +84,10 @@ def test_cli_backends_agree(tmp_path, command):
         assert main([*args, "--backend", kind, "--jobs", "1", "--quiet"]) == 0
         assert (ckpt / "onnx").is_dir() == (kind == "onnx")  # the graph is cached on first onnx use
         if command == "predict":
-            rows = _read(out / "sub.csv")
+            rows = read_csv_rows(out / "sub.csv")
             results[kind] = (sorted(r[0] for r in rows[1:]), np.array([[float(v) for v in r[2:]] for r in rows[1:]]))
         else:
-            rows = _read(out / "predictions.csv")
+            rows = read_csv_rows(out / "predictions.csv")
             results[kind] = (sorted(r[0] for r in rows[1:]), np.array([[float(v) for v in r[3:]] for r in rows[1:]]))
     names, proba = results["torch"]
     assert len(names) == 6 and np.allclose(proba[:, -2:].sum(axis=1), 1.0, atol=1e-5)
