@@ -217,7 +217,8 @@ class AisfxClassifier(nn.Module):
         if n_features != AISFX_N_MELS:
             raise ParameterError(f"n_features={n_features} must be {AISFX_N_MELS} (aiSFX mel bands)")
         self.embedding_net = AisfxEmbeddingNet()
-        if pretrained:
+        # A skeleton on the meta device (checkpoint checks) holds no values: nothing to load.
+        if pretrained and not next(self.embedding_net.parameters()).is_meta:
             self.embedding_net.load_state_dict(_embedding_state(), strict=True)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * EMBEDDING_DIM, check_positive_int("n_classes", n_classes))
