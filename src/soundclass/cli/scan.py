@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundclass.cli._args import add_executor_option, add_jobs_option, executor_from_args
+from soundclass.cli._args import add_executor_option, add_jobs_option, executor_from_args, fraction
+from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 
 
 def register(subparsers) -> None:
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
             "multichannel), files that cannot be decoded (with the reason), the class imbalance "
             "and files with identical content (duplicates across classes hint at label noise "
             "and train/test leakage). Prints a summary and writes files.csv, bad_files.csv, "
-            "summary.json, class_counts.png and durations.png. Bad files are reported, not "
+            "summary.json, near_duplicates.csv, class_counts.png and durations.png. Bad files are reported, not "
             "fatal: the exit code is 0 unless the folder is missing or holds no audio."
         ),
     )
@@ -32,6 +33,12 @@ def register(subparsers) -> None:
                         help="report folder (default: <DIR name>_scan in the current folder)")
     add_jobs_option(parser, help_text="parallel worker processes (default: all cores)")
     add_executor_option(parser)
+    parser.add_argument("--near-duplicates", type=fraction, default=DEFAULT_THRESHOLD, metavar="SCORE",
+                        help="also list near duplicates (re-encoded, trimmed, resampled or gain-changed "
+                             "copies) at this fingerprint similarity in near_duplicates.csv "
+                             "(default %(default)s)")
+    parser.add_argument("--no-near-duplicates", dest="near_duplicates", action="store_const", const=None,
+                        help="skip the near-duplicate search (the slowest part on thousands of clips)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -41,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     with executor_from_args(args) as executor:
         report = scan(args.root, manifest=args.manifest, n_jobs=args.jobs,
-                      progress=not args.no_progress, executor=executor)
+                      progress=not args.no_progress, executor=executor,
+                      near_duplicates=args.near_duplicates)
     out = args.output or f"{Path(args.root).resolve().stem or 'dataset'}_scan"
     paths = write_scan_report(report, out)
     print(format_summary(report))
