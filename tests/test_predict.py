@@ -94,3 +94,44 @@ def test_cli_backends_agree(tmp_path, command):
     if "onnx" in results:
         assert results["onnx"][0] == names
         np.testing.assert_allclose(results["onnx"][1], proba, atol=2e-4)  # ONNX_ATOL + 6-decimal rounding
+
+
+def test_non_finite_features_and_probabilities_are_named_failures(tmp_path, monkeypatch):
+    """A file whose features or probabilities are not finite is reported, never given a label."""
+    import numpy as np
+
+    from soundclass.errors import AudioDecodeError
+    from soundclass.extraction import extract
+    from soundclass.inference import predict as predict_mod
+
+    ckpt = _tiny_run(tmp_path)
+    data = _labelled_wavs(tmp_path / "data", n=2)
+    paths = sorted(str(p) for p in data.rglob("*.wav"))
+
+    real = extract.compute_feature
+    monkeypatch.setattr(extract, "compute_feature",  # the first file's spectrogram "overflows"
+                        lambda y, config: real(y, config) * (np.inf if len(y) == 0.3 * 16000 else 1.0))
+    with pytest.raises(AudioDecodeError, match="features are not finite") as info:
+        extract.extract_file(next(p for p in paths if p.endswith("hum_0.wav")), ckpt_feature(ckpt))
+    assert info.value.path.endswith("hum_0.wav")
+    monkeypatch.setattr(extract, "compute_feature", real)
+
+    from soundclass.inference import calibrated
+
+    real_cal = calibrated.apply_checkpoint_calibration
+
+    def nan_first(checkpoint, proba):  # the model answers NaN for the first clip of the chunk
+        out = np.array(real_cal(checkpoint, proba), dtype=np.float64)
+        out[0] = np.nan
+        return out
+
+    monkeypatch.setattr(calibrated, "apply_checkpoint_calibration", nan_first)
+    preds = predict_mod.predict_paths(ckpt, paths, n_jobs=1, backend="torch", progress=False)
+    assert list(preds.failures) == [paths[0]] and "not finite" in preds.failures[paths[0]]
+    assert not preds.ok[0] and preds.ok[1:].all()
+
+
+def ckpt_feature(ckpt_dir):
+    from soundclass.inference.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt_dir).feature

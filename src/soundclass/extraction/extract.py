@@ -24,7 +24,7 @@ from soundclass.audio import check_audio, load
 from soundclass.config import FeatureConfig
 from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
 from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
 from soundclass.util.pool import run_chunked
@@ -149,7 +149,11 @@ def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
         The clip is too short for the requested deltas.
     """
     y, _ = load(path, sr=config.sr, mono=True, duration=config.max_duration)
-    return compute_feature(y, config)
+    feature = compute_feature(y, config)
+    if not np.isfinite(feature).all():  # e.g. a transform overflowed: never a silent label later
+        raise AudioDecodeError(os.fspath(path), "its features are not finite (NaN/Inf after the "
+                               "spectrogram); the audio is probably corrupt or has extreme values")
+    return feature
 
 
 def _extract_one(path: str, config: FeatureConfig) -> ExtractResult:

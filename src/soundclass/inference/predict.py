@@ -232,6 +232,10 @@ def predict_paths(
                 rows = [lo + i for i in keep]
                 proba[rows] = apply_checkpoint_calibration(  # the checkpoint's temperature (T = 1 if none)
                     ckpt, runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size))
+                for r in rows:  # a non-finite answer is a named failure, never a silent label
+                    if not np.isfinite(proba[r]).all():
+                        failures[paths[r]] = "the model's probabilities are not finite (NaN/Inf)"
+                        proba[r] = np.nan
             del features
     finally:
         if own is not None:

@@ -94,6 +94,22 @@ def _hash(path: str) -> str | None:
         return None
 
 
+_LAST_PAIRS: dict[tuple, list[tuple[int, int, float]]] = {}
+
+
+def _near_pairs(paths: list[str], hashes: list[str], threshold: float, **pool: Any) -> list[tuple[int, int, float]]:
+    """Near-duplicate pairs of these clips; the last answer is kept, since ``--model auto``
+    prepares the same clips once per candidate and the pair search is the slow part."""
+    from soundclass.data.near_duplicates import find_near_duplicates, fingerprint_files
+
+    key = (tuple(hashes), threshold)  # content, not names: a renamed copy is the same question
+    if key not in _LAST_PAIRS:
+        fps = fingerprint_files(paths, hashes=hashes, **pool)
+        _LAST_PAIRS.clear()
+        _LAST_PAIRS[key] = find_near_duplicates(fps, threshold=threshold, hashes=hashes)
+    return list(_LAST_PAIRS[key])
+
+
 def tie_duplicates(
     paths: Sequence[str | os.PathLike],
     *,
@@ -130,10 +146,8 @@ def tie_duplicates(
     exact = exact_duplicate_keys(hashes)
     pairs: list[tuple[int, int, float]] = []
     if near_duplicates and n > 1:
-        from soundclass.data.near_duplicates import find_near_duplicates, fingerprint_files
-
-        fps = fingerprint_files(paths, hashes=hashes, cache_dir=cache_dir, n_jobs=n_jobs, executor=executor)
-        pairs = find_near_duplicates(fps, threshold=float(near_duplicates), hashes=hashes)
+        pairs = _near_pairs(paths, hashes, float(near_duplicates), cache_dir=cache_dir, n_jobs=n_jobs,
+                            executor=executor)
     near = near_duplicate_keys(pairs, n=n)
     merged, _ = tie_groups(None, [exact, near], n=n)
     sizes = np.bincount(merged, minlength=int(merged.max()) + 1 if n else 0)
