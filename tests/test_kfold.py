@@ -182,7 +182,10 @@ def test_evaluate_serve_and_tta_take_the_sequence_ensemble(tmp_path, demo):
     assert not np.allclose(p1, p3, atol=1e-6)  # the clips are longer than a window: TTA changes something
     out = App(CheckpointPredictor(ck)).predict_bytes(Path(demo.paths[0]).read_bytes())
     assert out["model"] == "ensemble" and abs(sum(t["p"] for t in out["top"]) - 1.0) < 1e-4
-    assert out["top"][0]["p"] == pytest.approx(float(p1[0].max()), abs=1e-4)
+    from soundclass.inference.calibrated import apply_checkpoint_calibration
+
+    shown = apply_checkpoint_calibration(ck, p1)  # the demo shows calibrated probabilities
+    assert out["top"][0]["p"] == pytest.approx(float(shown[0].max()), abs=1e-4)
 
 
 def test_resume_reuses_finished_members_and_refuses_other_folds(tmp_path, demo):
@@ -206,3 +209,5 @@ def test_cli_train_folds_prints_the_out_of_fold_score(demo, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "ensemble of 2 fold models: out-of-fold (" in text and "best epoch 0 of 0" not in text
     assert (out / "oof.csv").is_file() and (out / "report.html").stat().st_size > 0
+    # the ensemble is calibrated like any single model (here on the out-of-fold clips)
+    assert "temperature" in json.loads((out / "checkpoint" / "model.json").read_text())["calibration"]

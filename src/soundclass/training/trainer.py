@@ -14,6 +14,7 @@ The pieces, in order::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -244,9 +245,15 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
     elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
         from soundclass.training.kfold import train_run_folds
 
-        return train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
-                               groups=data.groups, failures=failures, warnings=notes,
-                               progress=progress, resume=resume)
+        folds = train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
+                                groups=data.groups, failures=failures, warnings=notes,
+                                progress=progress, resume=resume)
+        if ctx.rank != 0 or not folds.val_items:
+            return folds
+        # the ensemble's calibration: on the held-out part, or on the out-of-fold clips (val_size 0)
+        y_eval = np.asarray([classes.index(it.label) for it in folds.val_items], dtype=np.int64)
+        return dataclasses.replace(folds, calibration=calibrate_run(folds, y_eval, config),
+                                   duplicates=split["duplicates"])
     else:
         result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
                      classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
