@@ -316,7 +316,7 @@ def test_empty_report_summary():
 
 
 def test_real_fsdd_whole(fsdd_dir):
-    rep = scan(fsdd_dir, n_jobs=2, progress=False)
+    rep = scan(fsdd_dir, n_jobs=2, progress=False, near_duplicates=None)  # the search: test_leakproof_split
     s = rep.summary()
     assert s["files"] == 3000 and s["bad"] == 0
     assert rep.class_counts == {str(d): 300 for d in range(10)}
@@ -327,7 +327,8 @@ def test_real_fsdd_whole(fsdd_dir):
 
 
 def test_real_donateacry(donateacry_dir, tmp_path):
-    rep = scan(donateacry_dir, n_jobs=2, progress=False)
+    # near_duplicates=None: minutes on 457 similar-length clips (see test_leakproof_split for the search)
+    rep = scan(donateacry_dir, n_jobs=2, progress=False, near_duplicates=None)
     counts = rep.class_counts
     assert sum(counts.values()) == 457 and len(counts) == 5
     assert rep.imbalance_ratio == pytest.approx(max(counts.values()) / min(counts.values()))
