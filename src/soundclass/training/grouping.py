@@ -102,7 +102,8 @@ def _near_pairs(paths: list[str], hashes: list[str], threshold: float, **pool: A
     prepares the same clips once per candidate and the pair search is the slow part."""
     from soundclass.data.near_duplicates import find_near_duplicates, fingerprint_files
 
-    key = (tuple(hashes), threshold)  # content, not names: a renamed copy is the same question
+    # content, not names (a renamed copy is the same question); a new cache folder gets its fingerprints
+    key = (tuple(hashes), threshold, None if pool.get("cache_dir") is None else os.fspath(pool["cache_dir"]))
     if key not in _LAST_PAIRS:
         fps = fingerprint_files(paths, hashes=hashes, **pool)
         _LAST_PAIRS.clear()
