@@ -295,7 +295,10 @@ def test_donateacry_imbalanced_classes(tmp_path, donateacry_dir):
     ds = discover(donateacry_dir)
     counts = np.bincount(ds.targets, minlength=len(ds.classes))
     assert counts.max() > 5 * counts.min()  # the point of this dataset
-    cfg = TrainConfig(model="seed-cnn", epochs=2, n_jobs=1, balance="sampler", cache_dir=str(tmp_path / "c"))
+    # near_duplicates=0: the fingerprint search takes minutes on these similar-length clips and is
+    # not what this test is about (tests/test_leakproof_split.py covers it)
+    cfg = TrainConfig(model="seed-cnn", epochs=2, n_jobs=1, balance="sampler", cache_dir=str(tmp_path / "c"),
+                      near_duplicates=0.0)
     res = train(ds, cfg, out_dir=tmp_path / "run", progress=False)
     assert res.val_proba.shape == (len(res.val_items), len(ds.classes))
     val_counts = np.bincount([ds.classes.index(it.label) for it in res.val_items], minlength=len(ds.classes))
