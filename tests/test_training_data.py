@@ -68,9 +68,9 @@ def test_norm_stats_and_clip_seconds():
 
 
 def test_crop_percentile_and_bucket_settings_resolve():
-    cfg = resolve_config(TrainConfig())
+    cfg = resolve_config(TrainConfig(model="cnn"))  # "auto" resolves per candidate
     assert cfg.bucket is None and cfg.clip_percentile is None  # decided from the data by fit
-    assert resolve_config(TrainConfig(bucket=False, clip_percentile=90)).bucket is False
+    assert resolve_config(TrainConfig(model="cnn", bucket=False, clip_percentile=90)).bucket is False
     assert padding_share([10, 10, 20, 40], clip_frames=20) == pytest.approx(0.25)
     assert not bucket_from_data([10, 10, 20, 40], clip_frames=20)  # 25 %: padding is an augmentation
     assert bucket_from_data([2, 5, 20, 40], clip_frames=20)  # 41 %
