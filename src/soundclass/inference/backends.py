@@ -28,7 +28,6 @@ torch with a warning, with ``kind='onnx'`` it raises.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -181,18 +180,10 @@ def export_logits_onnx(
     shape = (2, n_features, frames) if input_kind == "sequence" else (2, n_features)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "frames"} if input_kind == "sequence" else {0: "batch"}
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter of the exporter
-            torch.onnx.export(
-                model, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[_INPUT], output_names=[_OUTPUT],
-                dynamic_axes={_INPUT: axes, _OUTPUT: {0: "batch"}}, do_constant_folding=True,
-            )
-    except Exception as exc:  # the exporter raises many types for unsupported ops
-        raise SoundclassError(f"ONNX export of the model failed ({type(exc).__name__}: {exc})") from exc
-    return buffer.getvalue()
+    from soundclass.inference.export import trace_to_onnx
+
+    return trace_to_onnx(model, example, input_name=_INPUT, output_name=_OUTPUT, input_axes=axes,
+                         opset=opset, what="the model's logits graph")
 
 
 def _content_key(checkpoint: Any, opset: int) -> str:

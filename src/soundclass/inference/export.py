@@ -37,6 +37,7 @@ pass unchanged.  For those short clips the result is that of the padded clip.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -260,6 +261,47 @@ def check_onnx(
     return worst
 
 
+def trace_to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    *,
+    input_name: str,
+    output_name: str,
+    input_axes: Mapping[int, str],
+    opset: int,
+    what: str,
+) -> bytes:
+    """The one torch -> ONNX trace of soundclass (waveform graphs here, logits graphs in ``backends``).
+
+    TorchScript-based exporter (``dynamo=False``), constant folding, a dynamic
+    ``batch`` axis on the output and ``input_axes`` on the input; the
+    exporter's tracer chatter is silenced.
+
+    Returns
+    -------
+    bytes
+        The serialised ``ModelProto``.
+
+    Raises
+    ------
+    SoundclassError
+        ``what: ONNX export failed (...)`` when torch cannot export the module.
+    """
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer/deprecation chatter of the exporter
+            torch.onnx.export(
+                module, (example,), buffer, dynamo=False, opset_version=opset,
+                input_names=[input_name], output_names=[output_name],
+                dynamic_axes={input_name: dict(input_axes), output_name: {0: "batch"}},
+                do_constant_folding=True,
+            )
+    except Exception as exc:  # the exporter raises many types for unsupported ops
+        raise SoundclassError(f"{what}: ONNX export failed ({type(exc).__name__}: {exc})") from exc
+    return buffer.getvalue()
+
+
 def _max_opset() -> int:
     """Highest opset torch's TorchScript-based exporter (``dynamo=False``) writes."""
     try:
@@ -340,27 +382,9 @@ def export_model(
         raise ParameterError(f"the model has {n_out} outputs but {len(classes)} classes were given")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.export.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer/deprecation chatter of the exporter
-            torch.onnx.export(
-                module,
-                (example,),
-                os.fspath(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch", 1: "samples"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
-        proto = onnx.load_model(os.fspath(tmp))
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise SoundclassError(f"{out}: ONNX export failed ({exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    graph = trace_to_onnx(module, example, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+                          input_axes={0: "batch", 1: "samples"}, opset=opset, what=str(out))
+    proto = onnx.load_model_from_string(graph)
 
     props = {
         "classes": json.dumps(classes),
