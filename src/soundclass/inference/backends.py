@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from soundclass.errors import ParameterError, SoundclassError
+from soundclass.inference.onnx_trace import trace_to_onnx
 from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba, softmax
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.hashing import sha256_file
@@ -180,8 +181,6 @@ def export_logits_onnx(
     shape = (2, n_features, frames) if input_kind == "sequence" else (2, n_features)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     axes = {0: "batch", 2: "frames"} if input_kind == "sequence" else {0: "batch"}
-    from soundclass.inference.export import trace_to_onnx
-
     return trace_to_onnx(model, example, input_name=_INPUT, output_name=_OUTPUT, input_axes=axes,
                          opset=opset, what="the model's logits graph")
 

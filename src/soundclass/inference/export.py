@@ -37,10 +37,8 @@ pass unchanged.  For those short clips the result is that of the padded clip.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
 from soundclass.errors import ParameterError, SoundclassError, check_int
+from soundclass.inference.onnx_trace import trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
 
 __all__ = [
@@ -259,47 +258,6 @@ def check_onnx(
                 f"on a waveform batch of shape {batch.shape}"
             )
     return worst
-
-
-def trace_to_onnx(
-    module: nn.Module,
-    example: torch.Tensor,
-    *,
-    input_name: str,
-    output_name: str,
-    input_axes: Mapping[int, str],
-    opset: int,
-    what: str,
-) -> bytes:
-    """The one torch -> ONNX trace of soundclass (waveform graphs here, logits graphs in ``backends``).
-
-    TorchScript-based exporter (``dynamo=False``), constant folding, a dynamic
-    ``batch`` axis on the output and ``input_axes`` on the input; the
-    exporter's tracer chatter is silenced.
-
-    Returns
-    -------
-    bytes
-        The serialised ``ModelProto``.
-
-    Raises
-    ------
-    SoundclassError
-        ``what: ONNX export failed (...)`` when torch cannot export the module.
-    """
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer/deprecation chatter of the exporter
-            torch.onnx.export(
-                module, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[input_name], output_names=[output_name],
-                dynamic_axes={input_name: dict(input_axes), output_name: {0: "batch"}},
-                do_constant_folding=True,
-            )
-    except Exception as exc:  # the exporter raises many types for unsupported ops
-        raise SoundclassError(f"{what}: ONNX export failed ({type(exc).__name__}: {exc})") from exc
-    return buffer.getvalue()
 
 
 def _max_opset() -> int:
