@@ -205,3 +205,49 @@ def test_cli_auto_with_folds_and_a_classical_winner_says_so_once(tmp_path, capsy
     assert (out + err).count(leak) <= 1  # logged when it arose, never printed a second time
     record = json.loads((tmp_path / "run" / "auto.json").read_text())
     assert record["chosen"] == "logmel-logreg" and any(note in n for n in record["notes"])
+
+
+# ------------------------------------------------------------------ cost priors of the time budget
+
+def test_priors_scale_with_the_seconds_a_model_sees():
+    from soundclass.training.auto import estimate_fold_seconds
+
+    short = estimate_fold_seconds("cnn", 1000, epochs=10, durations=np.full(50, 0.5))
+    long = estimate_fold_seconds("cnn", 1000, epochs=10, durations=np.full(50, 5.0))
+    assert 5 < long / short < 10  # per clip overhead + per second of audio
+    # a long tail does not count beyond the training crop (at most twice the median)
+    tail = np.r_[np.full(45, 2.0), np.full(5, 400.0)]
+    assert estimate_fold_seconds("cnn", 1000, epochs=10, durations=tail) < 1.2 * estimate_fold_seconds(
+        "cnn", 1000, epochs=10, durations=np.full(50, 4.0))
+    # classical fits and vector models do not depend on the length; unknown models have no prior
+    assert estimate_fold_seconds("mfcc-svm", 100, epochs=None, durations=np.full(5, 1.0)) == \
+        estimate_fold_seconds("mfcc-svm", 100, epochs=None, durations=np.full(5, 60.0))
+    assert estimate_fold_seconds("seed-cnn", 100, epochs=3) == pytest.approx(0.9)
+    assert estimate_fold_seconds("no-such-model", 100, epochs=3) is None
+    assert estimate_fold_seconds("cnn", 100, epochs=None) is None
+
+
+def test_aisfx_feature_prior_counts_blocks():
+    from soundclass.training.auto import estimate_extract_seconds
+
+    cfg = TrainConfig(model="aisfx-probe")
+
+    def est(seconds):
+        return estimate_extract_seconds(cfg, 10, cache=False, durations=np.full(3, seconds))
+
+    assert est(0.3) == est(2.0)  # one zero-padded block either way
+    assert est(7.0) == pytest.approx(5 * est(1.0))  # 302 frames: blocks at 0, 50, ..., 200
+    logmel = TrainConfig(model="cnn")
+    assert estimate_extract_seconds(logmel, 10, cache=False, durations=np.full(3, 7.0)) < est(0.3)
+    assert estimate_extract_seconds(logmel, 10, cache=True) < estimate_extract_seconds(logmel, 10, cache=False)
+
+
+def test_sample_durations_reads_headers_and_leaves_out_unreadable(tmp_path, demo):
+    from soundclass.training.auto import sample_durations
+
+    paths = [it.path for it in demo.items]
+    d = sample_durations(paths, seed=0)
+    assert len(d) == len(paths) - 1  # the corrupt clip is left out
+    assert np.all(d > 0)
+    assert len(sample_durations(paths, seed=0, n=5)) <= 5
+    assert sample_durations([], seed=0).size == 0

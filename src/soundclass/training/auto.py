@@ -5,7 +5,9 @@
 
 1. the candidates (``config.auto_candidates`` or :data:`DEFAULT_CANDIDATES`)
    are ordered by their estimated cost (:func:`estimate_extract_seconds` +
-   :func:`estimate_fold_seconds`, rough priors for 2 CPU cores), cheapest first;
+   :func:`estimate_fold_seconds`, rough priors for 2 CPU cores that scale with
+   the clips' durations, read from the headers of a sample of
+   :data:`DURATION_SAMPLE` clips), cheapest first;
 2. each one's features are computed (through the cache) and the data split
    exactly as a single-model run splits it (same seed, groups, ``val_size``);
    :func:`cross_validate` then scores it by grouped stratified
@@ -54,6 +56,7 @@ __all__ = [
     "estimate_extract_seconds",
     "estimate_fold_seconds",
     "format_leaderboard",
+    "sample_durations",
     "train_auto",
 ]
 
@@ -62,16 +65,21 @@ logger = logging.getLogger(__name__)
 #: Candidates of ``--model auto`` when ``auto_candidates`` is not given.
 DEFAULT_CANDIDATES = ("aisfx-probe", "logmel-logreg", "mfcc-svm", "cnn", "aisfx")
 
-# Rough training seconds per training clip (per epoch for neural models) on 2 CPU cores, the prior
-# of the budget before a first fold is measured; unknown models have no prior (they are run).
-_SECONDS_PER_CLIP = {"aisfx-probe": 0.002, "logmel-logreg": 0.002, "mfcc-svm": 0.004}
-_SECONDS_PER_CLIP_EPOCH = {"cnn": 0.005, "cnn-wide": 0.01, "seed-cnn": 0.003, "seed-lstm": 0.004,
-                           "cnn6": 0.02, "cnn10": 0.04, "cnn14": 0.1, "aisfx": 0.1}
+# Cost priors of the budget before a first fold is measured, on 2 CPU cores: ``(seconds per
+# clip, seconds per second of audio the model sees)``, per fit for the classical models and per
+# epoch for the neural ones (a sequence model sees each clip up to the training crop).  Measured
+# here: cnn 15 ms per clip-epoch on 700 mixed clips seeing 2.6 s each (benchmarks/train_overhead.py),
+# the classical fits a few ms per clip; unknown models have no prior (they are run).
+_FIT_COST = {"aisfx-probe": (0.002, 0.0), "logmel-logreg": (0.002, 0.0), "mfcc-svm": (0.004, 0.0)}
+_EPOCH_COST = {"cnn": (0.001, 0.0055), "cnn-wide": (0.002, 0.011), "seed-cnn": (0.003, 0.0),
+               "seed-lstm": (0.001, 0.0015), "cnn6": (0.004, 0.02), "cnn10": (0.008, 0.04),
+               "cnn14": (0.02, 0.1), "aisfx": (0.1, 0.0)}  # aisfx trains on whole-block crops
 
-# Rough feature seconds per clip (2 cores, a few seconds of audio) by FeatureConfig.kind; aiSFX
-# embeddings measured at ~0.11 s per second of audio (DonateACry, 7 s clips, loaded machine).
-_EXTRACT_SECONDS_PER_CLIP = {"aisfx": 0.3, "aisfx-logmel": 0.02, "mfcc": 0.01, "logmel": 0.01}
-
+# Feature priors by FeatureConfig.kind: (seconds per clip, seconds per second of audio) with 2
+# worker processes; the aiSFX embedding costs per 100-frame block (~2.3 s, hop ~1.2 s, one at
+# least): about 0.2 s a block measured on DonateACry and FSDD (loaded machine).
+_EXTRACT_COST = {"aisfx-logmel": (0.002, 0.001), "mfcc": (0.002, 0.0005), "logmel": (0.002, 0.0005)}
+_AISFX_BLOCK_SECONDS = 0.2
 
 def candidate_list(config: Any) -> list[str]:
     """The candidates of ``config.auto_candidates`` (or the default), checked against the registry."""
@@ -88,20 +96,68 @@ def candidate_list(config: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def estimate_fold_seconds(name: str, n_train: int, *, epochs: int | None) -> float | None:
-    """Prior training seconds of one fold of ``name`` on ``n_train`` clips (``None``: unknown)."""
-    if name in _SECONDS_PER_CLIP:
-        return _SECONDS_PER_CLIP[name] * n_train
-    if name in _SECONDS_PER_CLIP_EPOCH and epochs is not None:
-        return _SECONDS_PER_CLIP_EPOCH[name] * n_train * epochs
+#: Clips whose headers are read to know the typical duration (a sample of a large dataset).
+DURATION_SAMPLE = 256
+_ASSUMED_SECONDS = 2.5  # when no header can be read
+
+
+def sample_durations(paths: Sequence[str], *, seed: int = 0, n: int = DURATION_SAMPLE) -> np.ndarray:
+    """Durations [shape=(<= n,)] in seconds of a seeded sample of ``paths``, from their headers.
+
+    Unreadable files are left out (they fail, and are reported, when features are computed).
+    """
+    from soundclass.audio import info
+
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(paths))[:n] if len(paths) > n else range(len(paths))
+    out = []
+    for i in pick:
+        try:
+            out.append(info(paths[i]).duration)
+        except SoundclassError:
+            continue
+    return np.asarray(out, dtype=np.float64)
+
+
+def _seen_seconds(durations: np.ndarray | None) -> float:
+    """Mean seconds a sequence model sees of a clip: the clip, up to the training crop."""
+    from soundclass.training.data import clip_seconds_from_data
+
+    d = durations if durations is not None and durations.size else np.array([_ASSUMED_SECONDS])
+    crop = clip_seconds_from_data(d * 100.0, frame_rate=100.0)
+    return float(np.mean(np.minimum(d, crop)))
+
+
+def estimate_fold_seconds(name: str, n_train: int, *, epochs: int | None,
+                          durations: np.ndarray | None = None) -> float | None:
+    """Prior training seconds of one fold of ``name`` on ``n_train`` clips (``None``: unknown).
+
+    ``durations`` (seconds, e.g. :func:`sample_durations`) are the clips' typical lengths;
+    without them clips of 2.5 s are assumed.
+    """
+    if name in _FIT_COST:
+        per_clip, per_second = _FIT_COST[name]
+        return n_train * (per_clip + per_second * _seen_seconds(durations))
+    if name in _EPOCH_COST and epochs is not None:
+        per_clip, per_second = _EPOCH_COST[name]
+        return n_train * epochs * (per_clip + per_second * _seen_seconds(durations))
     return None
 
 
-def estimate_extract_seconds(config: Any, n_clips: int, *, cache: bool) -> float:
+def estimate_extract_seconds(config: Any, n_clips: int, *, cache: bool,
+                             durations: np.ndarray | None = None) -> float:
     """Prior feature seconds of ``n_clips`` clips for ``config``'s feature (a cache may make it 0)."""
     from soundclass.training.config import feature_config
 
-    per_clip = _EXTRACT_SECONDS_PER_CLIP.get(feature_config(config).kind, 0.01)
+    d = durations if durations is not None and durations.size else np.array([_ASSUMED_SECONDS])
+    kind = feature_config(config).kind
+    if kind == "aisfx":
+        frames = 1 + np.floor(d * 44100 / 1024)  # the aiSFX front end: hop 1024 at 44.1 kHz
+        blocks = 1 + np.maximum(frames - 100, 0) // 50  # dsp.aisfx.frames_to_blocks
+        per_clip = _AISFX_BLOCK_SECONDS * float(np.mean(blocks))
+    else:
+        a, b = _EXTRACT_COST.get(kind, (0.002, 0.0005))
+        per_clip = a + b * float(np.mean(d))
     return per_clip * n_clips * (0.5 if cache else 1.0)  # a cache may hold some already
 
 
@@ -150,6 +206,7 @@ def cross_validate(
     groups: Sequence[Any] | None,
     seconds_left: float,
     at_least_one: bool = False,
+    durations: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Grouped k-fold scores of one candidate on the clips given (the training part).
 
@@ -167,6 +224,8 @@ def cross_validate(
         What is left of the time budget.
     at_least_one : bool
         Run the first fold even when the prior estimate does not fit.
+    durations : np.ndarray or None
+        Typical clip durations in seconds, for the prior (see :func:`estimate_fold_seconds`).
 
     Returns
     -------
@@ -181,7 +240,8 @@ def cross_validate(
     row: dict[str, Any] = {"model": name, "status": "skipped", "folds": 0, "of_folds": len(splits),
                            "fold_macro_f1": [], "fold_accuracy": [], "seconds": 0.0, "note": ""}
     n_fold_train = len(targets) - len(targets) // len(splits)
-    prior = estimate_fold_seconds(name, n_fold_train, epochs=getattr(config, "epochs", None))
+    prior = estimate_fold_seconds(name, n_fold_train, epochs=getattr(config, "epochs", None),
+                                  durations=durations)
     if prior is not None and prior * (1 + len(targets) / n_fold_train) > seconds_left and not at_least_one:
         row["note"] = (f"skipped: estimated {prior:.1f} s per fold ({n_fold_train} clips) and the final fit "
                        f"do not fit in the {max(seconds_left, 0):.1f} s left of the time budget")
@@ -241,6 +301,7 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
         raise ParameterError("pretrained= needs one --model; --model auto chooses among several")
     names = candidate_list(config)
     n_clips = len(dataset)
+    durations = sample_durations([it.path for it in dataset.items], seed=config.seed)
     epochs = {}
     configs = {}
     for name in names:
@@ -248,8 +309,8 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
         epochs[name] = configs[name].epochs
 
     def cost(i: int) -> tuple[float, int]:  # features + one fold; unknown models last, in the given order
-        fold = estimate_fold_seconds(names[i], n_clips, epochs=epochs[names[i]])
-        extract = estimate_extract_seconds(configs[names[i]], n_clips, cache=False)
+        fold = estimate_fold_seconds(names[i], n_clips, epochs=epochs[names[i]], durations=durations)
+        extract = estimate_extract_seconds(configs[names[i]], n_clips, cache=False, durations=durations)
         return (math.inf if fold is None else fold + extract, i)
 
     names = [names[i] for i in sorted(range(len(names)), key=cost)]
@@ -262,8 +323,8 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
         cfg = configs[name]
         n_train = int(n_clips * (1 - (config.val_size if config.val_size < 1 else 0)))
         n_fold = n_train - n_train // config.auto_folds
-        prior = estimate_fold_seconds(name, n_fold, epochs=cfg.epochs)
-        extract = estimate_extract_seconds(cfg, n_clips, cache=cfg.cache_dir is not None)
+        prior = estimate_fold_seconds(name, n_fold, epochs=cfg.epochs, durations=durations)
+        extract = estimate_extract_seconds(cfg, n_clips, cache=cfg.cache_dir is not None, durations=durations)
         first = best is None
         if prior is not None and extract + prior * (1 + n_train / n_fold) > left and not first:
             rows.append({"model": name, "status": "skipped", "folds": 0, "of_folds": config.auto_folds,
@@ -279,7 +340,7 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
             row = cross_validate(
                 name, cfg, [data.features[i] for i in tr], data.targets[tr], classes=data.classes,
                 groups=None if data.groups is None else [data.groups[i] for i in tr],
-                seconds_left=left - extract_s, at_least_one=first)
+                seconds_left=left - extract_s, at_least_one=first, durations=durations)
         except SoundclassError as exc:
             rows.append({"model": name, "status": "failed", "folds": 0, "of_folds": config.auto_folds,
                          "seconds": time.perf_counter() - t0, "note": f"failed: {exc}"})
