@@ -47,6 +47,7 @@ from soundclass.training.data import clip_seconds_from_data, make_loaders
 
 CLASSES = ("low", "mid", "high", "sweep", "clicks")
 SR = 16000
+MODEL = "cnn"  # the default of `soundclass train` is auto; this measures the default neural loop
 
 
 def _clip(kind: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -73,7 +74,7 @@ def _clip(kind: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
 def make_features(durations: np.ndarray, *, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Default-``cnn`` log-mel features of generated clips of ``durations`` seconds, and their classes."""
     rng = np.random.default_rng(seed)
-    feature = feature_config(resolve_config(TrainConfig()))
+    feature = feature_config(resolve_config(TrainConfig(model=MODEL)))
     y = np.arange(durations.size) % len(CLASSES)
     rng.shuffle(y)
     feats = [compute_feature(_clip(int(k), float(d), rng), feature) for k, d in zip(y, durations, strict=True)]
@@ -141,7 +142,7 @@ def padding_share(feats, config: TrainConfig, clip_frames: int) -> float:
 
 def overhead(args) -> None:
     feats, y = make_features(np.full(args.n_overhead, args.overhead_seconds), seed=args.seed)
-    base = resolve_config(TrainConfig(seed=args.seed, epochs=args.overhead_epochs, patience=0,
+    base = resolve_config(TrainConfig(model=MODEL, seed=args.seed, epochs=args.overhead_epochs, patience=0,
                                       clip_seconds=args.overhead_seconds, val_size=0))
     plain = base.replace(mixup_alpha=0.0, spec_augment=False, time_stretch=0.0, freq_warp=0.0)
     n = (args.n_overhead // base.batch_size) * base.batch_size * args.overhead_epochs
@@ -171,12 +172,12 @@ def mixed(args) -> None:
           f"{args.n_mixed - n_val} train / {n_val} validation, {args.epochs} epochs")
     print("| crop rule | clip_seconds | padding share | train s | fit s (with validation) | user / sys CPU s | "
           "best val accuracy | best val macro-F1 |\n|---|---|---|---|---|---|---|---|")
-    frame_rate = feature_config(resolve_config(TrainConfig())).frame_rate
+    frame_rate = feature_config(resolve_config(TrainConfig(model=MODEL))).frame_rate
     old_clip = clip_seconds_from_data([f.shape[1] for f in tr_f], frame_rate=frame_rate, median_ratio=None)
     for name, changes in (("before: 90th percentile, every batch padded to it",
                            {"clip_seconds": old_clip, "bucket": False}),
                           ("after: 90th percentile <= 2x median, bucketed batches", {})):
-        cfg = TrainConfig(seed=args.seed, epochs=args.epochs, patience=0, **changes)
+        cfg = TrainConfig(model=MODEL, seed=args.seed, epochs=args.epochs, patience=0, **changes)
         seconds, best = fit_seconds(tr_f, y[tr], va_f, y[va], cfg)
         clip_frames = int(round(best["clip_seconds"] * frame_rate))
         share = padding_share(tr_f, cfg.replace(bucket=best["bucket"]), clip_frames)
