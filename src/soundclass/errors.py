@@ -23,6 +23,7 @@ __all__ = [
     "AudioDecodeError",
     "DatasetError",
     "CheckpointError",
+    "ExportError",
 ]
 
 
@@ -61,6 +62,11 @@ class DatasetError(SoundclassError):
 
 class CheckpointError(SoundclassError):
     """A checkpoint is missing, corrupt, or does not describe a known model."""
+
+
+class ExportError(SoundclassError):
+    """A model cannot be written as an ONNX graph (torch cannot trace it, or it does not
+    take what the exported front end computes); the message names the model and why."""
 
 
 def _is_int(value) -> bool:

@@ -23,9 +23,14 @@ def register(subparsers) -> None:
         help="export a trained model (feature frontend + model + softmax) to ONNX",
         description=(
             "Write one ONNX graph: mono float32 waveform (batch, samples) at the model's sample "
-            "rate -> class probabilities (batch, n_classes). The whole waveform is scored (no "
-            "windowing). Class names and the sample rate are stored in the metadata. By default "
-            "onnxruntime is compared with torch on probe signals before the file is kept."
+            "rate -> class probabilities (batch, n_classes). Every registered model exports, "
+            "with its feature front end inside the graph: the CNNs, seed-*, logmel-logreg, "
+            "mfcc-svm, ensembles, aisfx-probe (the aiSFX front end and the pretrained network "
+            "too) and aisfx. The whole waveform is scored (no windowing), except for aisfx, "
+            "whose graph averages the same one-block windows as predict. A model torch cannot "
+            "trace fails with an error naming it and why. Class names and the sample rate are "
+            "stored in the metadata. By default onnxruntime is compared with torch on probe "
+            "signals before the file is kept."
         ),
     )
     add_model_argument(parser)

@@ -37,6 +37,7 @@ __all__ = [
     "AISFX_LOG_MAX",
     "BLOCK_FRAMES",
     "BLOCK_HOP",
+    "l1_gain",
     "aisfx_logmel",
     "frames_to_blocks",
     "aisfx_blocks",
@@ -54,8 +55,13 @@ BLOCK_HOP = 50
 
 
 @lru_cache(maxsize=4)
-def _l1_gain(dtype_name: str) -> np.ndarray:
-    """``1 / sum(filter)`` per mel filter: turns the unnormalised bank into librosa's ``norm=1.0``."""
+def l1_gain(dtype_name: str) -> np.ndarray:
+    """``1 / sum(filter)`` per mel filter: turns the unnormalised bank into librosa's ``norm=1.0``.
+
+    Returns
+    -------
+    np.ndarray [shape=(96, 1)], read-only, of dtype ``dtype_name``
+    """
     basis = mel_filter(sr=AISFX_SR, n_fft=AISFX_N_FFT, n_mels=AISFX_N_MELS, fmin=0.0,
                        fmax=AISFX_FMAX, htk=True, norm=None)  # (n_mels, 1 + n_fft // 2)
     l1 = np.abs(basis).sum(axis=1, dtype=np.float64)
@@ -91,7 +97,7 @@ def aisfx_logmel(y: np.ndarray, *, sr: float = AISFX_SR) -> np.ndarray:
         win_length=AISFX_N_FFT, center=True, power=2.0, n_mels=AISFX_N_MELS, fmin=0.0,
         fmax=AISFX_FMAX, htk=True, norm=None,
     )  # (n_mels, t), filters not yet normalised
-    S = S * _l1_gain(S.dtype.name)  # norm=1.0: unit L1 per filter
+    S = S * l1_gain(S.dtype.name)  # norm=1.0: unit L1 per filter
     return (np.log10(1e4 * S + 1.0) / AISFX_LOG_MAX).astype(np.float32)
 
 

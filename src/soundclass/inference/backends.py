@@ -21,8 +21,12 @@ from the checkpoint on first use and cached next to it,
 files, the torch version and the opset (written atomically; an unwritable
 folder just keeps the graph in memory).  Every new session is checked against
 torch on probe features (largest probability difference
-:data:`ONNX_ATOL`); with ``kind='auto'`` a failed export or check falls back to
-torch with a warning, with ``kind='onnx'`` it raises.
+:data:`ONNX_ATOL`).  With ``kind='onnx'`` any failure raises.  With
+``kind='auto'``, a model torch cannot export (:class:`~soundclass.errors.ExportError`)
+silently runs on torch, and any other failure (a corrupt cached graph, a
+failed check) falls back to torch with a warning.  Every registered model
+exports: ``aisfx-probe`` takes its cached block embeddings, the aiSFX
+fine-tune its log-mel and cuts its blocks inside the graph.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from soundclass.errors import ParameterError, SoundclassError
+from soundclass.errors import ExportError, ParameterError, SoundclassError
 from soundclass.inference.onnx_trace import trace_to_onnx
 from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba, softmax
 from soundclass.util.atomic import write_bytes_atomic
@@ -242,8 +246,10 @@ def onnx_logits(checkpoint: Any, *, threads: int | None = None, cache: bool = Tr
 
     Raises
     ------
+    ExportError
+        Torch cannot export the model (``model 'NAME' cannot be exported to ONNX: why``).
     SoundclassError
-        onnxruntime missing, export failed, or the check failed.
+        onnxruntime missing, or the graph does not run or fails the check.
     """
     if not onnx_available():
         raise SoundclassError("the onnx backend needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
@@ -253,6 +259,9 @@ def onnx_logits(checkpoint: Any, *, threads: int | None = None, cache: bool = Tr
         runner = OnnxLogits(_graph_bytes(checkpoint, cache=cache, opset=opset),
                             min_frames=min_frames, threads=threads)
         _check(runner, checkpoint)
+    except ExportError as exc:
+        name = getattr(checkpoint, "model_name", "the model")
+        raise ExportError(f"{where}: model {name!r} cannot be exported to ONNX ({exc})") from exc
     except SoundclassError as exc:
         raise SoundclassError(f"{where}: {exc}") from exc
     except Exception as exc:  # onnxruntime's own exception types
@@ -270,7 +279,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
         A loaded checkpoint, a checkpoint folder or a training run folder.
     kind : {'auto', 'torch', 'onnx'}
         ``'auto'``: onnxruntime when it is installed and the model exports and
-        passes the check, else torch (with a warning when the export failed).
+        passes the check, else torch (silently when torch cannot export the
+        model, with a warning when a graph was made but failed).
     threads : int or None
         Intra-op threads of onnxruntime (torch's are set per call by the predictor).
     cache : bool
@@ -280,6 +290,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     ------
     ParameterError
         Unknown ``kind``.
+    ExportError
+        ``kind='onnx'`` and torch cannot export the model (the message says why).
     SoundclassError
         ``kind='onnx'`` and onnxruntime cannot run the model.
     """
@@ -297,5 +309,6 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     except SoundclassError as exc:
         if kind == "onnx":
             raise
-        warnings.warn(f"{exc}; using torch", stacklevel=2)
+        if not isinstance(exc, ExportError):  # a graph was made but is unusable: say so
+            warnings.warn(f"{exc}; using torch", stacklevel=2)
         return Backend(checkpoint, TorchLogits(checkpoint.model), "torch")

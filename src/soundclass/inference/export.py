@@ -2,12 +2,16 @@
 
 The exported graph takes raw mono waveforms ``waveform`` of shape
 ``(batch, samples)`` float32 at the model's sample rate (both axes dynamic) and
-returns ``probabilities`` of shape ``(batch, n_classes)``:
-:class:`~soundclass.dsp.frontend.FeatureFrontend` (the model's feature, equal to
-``compute_feature``), the training-set standardization (if any), the model and
-a softmax.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
+returns ``probabilities`` of shape ``(batch, n_classes)``: the model's front
+end (equal to ``compute_feature``; for the aiSFX models the aiSFX recipe and,
+for ``aisfx-probe``, the pretrained network), the training-set
+standardization (if any), the model and a softmax
+(:class:`~soundclass.inference.waveform_graph.WaveformClassifier`).  Every
+registered model exports; a model torch cannot trace (or that does not take its
+front end's output) is an :class:`~soundclass.errors.ExportError` naming it
+and the reason.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
 column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``input``,
-``min_samples`` and, from a checkpoint, ``model_name``, ``clip_frames``,
+``min_samples``, ``window_frames`` and, from a checkpoint, ``model_name``, ``clip_frames``,
 ``temperature`` and ``unknown_threshold`` (the checkpoint's calibration: the
 graph outputs the uncalibrated softmax ``p``; calibrated is
 ``softmax(log(p) / temperature)``, and ``"unknown"`` is the answer when its top
@@ -16,13 +20,16 @@ value is below ``unknown_threshold``, ``""`` meaning none);
 
 What the graph scores
 ---------------------
-The *whole* waveform of each row, in one pass: there is no windowing inside the
-graph.  Sequence models see all frames of the clip at once (the torch
+The *whole* waveform of each row, in one pass, for every model but the aiSFX
+fine-tune: sequence models see all frames of the clip at once (the torch
 predictor of :mod:`soundclass.inference.predictor` instead averages windows of
 ``clip_frames`` frames when the checkpoint has them; the two agree when a clip
-is exactly one window long or ``clip_frames`` is ``None``).  Rows of one batch
-have the same length, so batch clips of equal length (or score one at a time):
-zero-padding a clip changes its features.
+is at most one window long or ``clip_frames`` is ``None``, as for the
+classical models and ``aisfx-probe``).  The ``aisfx`` graph averages the
+predictor's windows itself (``window_frames`` in the metadata), so it gives the
+predictor's answer at every length.  Rows of one batch have the same length,
+so batch clips of equal length (or score one at a time): zero-padding a clip
+changes its features.
 
 Short clips
 -----------
@@ -32,7 +39,10 @@ With ``center=True`` every waveform of at least one sample gives
 need 9 frames and the PANNs-style CNNs need ``model.min_frames`` frames, so
 the graph first zero-pads (at the end, inside the graph) every waveform shorter
 than ``min_samples`` (stored in the metadata) to that length; longer waveforms
-pass unchanged.  For those short clips the result is that of the padded clip.
+pass unchanged.  For those short clips the result is that of the padded clip
+(``compute_feature`` refuses deltas of fewer than 9 frames).  The aiSFX
+features of a clip shorter than one block (100 frames, 2.3 s) are zero-padded
+to one block, as the numpy recipe does.
 """
 
 from __future__ import annotations
@@ -49,9 +59,14 @@ from torch import nn
 
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
-from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
-from soundclass.errors import ParameterError, SoundclassError, check_int
-from soundclass.inference.onnx_trace import trace_to_onnx
+from soundclass.errors import ExportError, ParameterError, SoundclassError, check_int
+from soundclass.inference.onnx_trace import short_reason, trace_to_onnx
+from soundclass.inference.waveform_graph import (
+    WaveformClassifier,
+    graph_clip_frames,
+    min_samples_for,
+    probe_frames,
+)
 from soundclass.util.atomic import write_bytes_atomic
 
 __all__ = [
@@ -71,110 +86,11 @@ CHECK_ATOL = 1e-4
 """Largest |onnxruntime - torch| difference of probabilities :func:`check_onnx` accepts."""
 
 
-def min_samples_for(feature: FeatureConfig, *, min_frames: int = 1) -> int:
-    """Fewest samples giving at least ``min_frames`` frames (and 9 frames with deltas).
+def _probe_signals(sr: int, min_samples: int, long_samples: int = 0) -> list[np.ndarray]:
+    """Check inputs: batches of chirp+noise of several lengths, a short clip, silence.
 
-    Parameters
-    ----------
-    feature : FeatureConfig
-    min_frames : int
-        Frames the model needs (``model.min_frames`` of the PANNs-style CNNs).
-
-    Returns
-    -------
-    int >= 1
+    ``long_samples > 0`` adds a clip of that length (several aiSFX blocks and windows).
     """
-    frames = max(int(min_frames), DELTA_WIDTH if feature.deltas else 1, 1)
-    if feature.center:
-        # frames = 1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length
-        n = feature.n_fft - 2 * (feature.n_fft // 2) + (frames - 1) * feature.hop_length
-        if feature.pad_mode == "reflect":
-            n = max(n, feature.n_fft // 2 + 1)
-    else:
-        n = feature.n_fft + (frames - 1) * feature.hop_length
-    return max(n, 1)
-
-
-class WaveformClassifier(nn.Module):
-    """Frontend + standardization + model + softmax, as one module.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Logits model taking ``(B, n_features, T)`` (``input_kind='sequence'``) or
-        ``(B, n_features)`` (``'vector'``); put in eval mode.
-    feature : FeatureConfig
-        The feature the model takes; its ``pooling`` must match ``input_kind``.
-    input_kind : {'sequence', 'vector'} or None
-        ``None``: ``'vector'`` when ``feature.pooling == 'mean'``, else ``'sequence'``.
-    norm_mean, norm_std : np.ndarray [shape=(n_features,)] or None
-        Standardization ``(x - mean) / std`` per feature row, before the model.
-
-    Shapes
-    ------
-    ``(B, n)`` waveforms at ``feature.sr`` -> ``(B, n_classes)`` probabilities.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        feature: FeatureConfig,
-        *,
-        input_kind: str | None = None,
-        norm_mean: np.ndarray | None = None,
-        norm_std: np.ndarray | None = None,
-    ):
-        super().__init__()
-        if not isinstance(feature, FeatureConfig):
-            raise ParameterError(f"feature must be a FeatureConfig, got {type(feature).__name__}")
-        if input_kind is None:
-            input_kind = "vector" if feature.pooling == "mean" else "sequence"
-        if input_kind not in ("sequence", "vector"):
-            raise ParameterError(f"input_kind={input_kind!r} must be 'sequence' or 'vector'")
-        if (input_kind == "vector") != (feature.pooling == "mean"):
-            raise ParameterError(
-                f"input_kind={input_kind!r} does not fit feature pooling={feature.pooling!r}"
-            )
-        if (norm_mean is None) != (norm_std is None):
-            raise ParameterError("norm_mean and norm_std must be given together")
-        self.feature = feature
-        self.input_kind = input_kind
-        self.frontend = FeatureFrontend(feature)
-        self.model = model.eval()
-        self.min_samples = min_samples_for(feature, min_frames=int(getattr(model, "min_frames", 1)))
-        self.standardize = norm_mean is not None
-        if self.standardize:
-            mean = np.asarray(norm_mean, dtype=np.float32)
-            std = np.asarray(norm_std, dtype=np.float32)
-            for name, arr in (("norm_mean", mean), ("norm_std", std)):
-                if arr.shape != (feature.n_features,):
-                    raise ParameterError(
-                        f"{name} has shape {arr.shape}, expected ({feature.n_features},)"
-                    )
-            if not np.all(std > 0):
-                raise ParameterError("norm_std must be positive everywhere")
-            shape = (feature.n_features, 1) if input_kind == "sequence" else (feature.n_features,)
-            self.register_buffer("norm_mean", torch.tensor(mean.reshape(shape)))
-            self.register_buffer("norm_std", torch.tensor(std.reshape(shape)))
-
-    def pad_short(self, y: torch.Tensor) -> torch.Tensor:
-        """Zero-pad waveforms shorter than ``min_samples`` at the end (graph-friendly)."""
-        if self.min_samples <= 1:
-            return y
-        n = y.shape[1]  # an int in eager mode, a traced 0-d tensor while exporting
-        end = torch.clamp(torch.as_tensor(n), min=self.min_samples)
-        return torch.cat([y, y.new_zeros(y.shape[0], self.min_samples)], dim=1)[:, :end]
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        x = self.frontend(self.pad_short(y))  # (B, n_features, T) or (B, n_features)
-        if self.standardize:
-            x = (x - self.norm_mean) / self.norm_std
-        logits = self.model(x)  # (B, n_classes)
-        return torch.softmax(logits, dim=-1)
-
-
-def _probe_signals(sr: int, min_samples: int) -> list[np.ndarray]:
-    """Check inputs: batches of chirp+noise of several lengths, a short clip, silence."""
     rng = np.random.default_rng(0)
 
     def clip(n: int, seed: int) -> np.ndarray:
@@ -191,7 +107,7 @@ def _probe_signals(sr: int, min_samples: int) -> list[np.ndarray]:
         clip(max(min_samples // 2, 1), 4)[None],  # shorter than min_samples: padded in graph
         np.zeros((1, mid_n), dtype=np.float32),  # silence
         (0.1 * rng.standard_normal((3, int(0.7 * sr)))).astype(np.float32),  # batch of 3 noise
-    ]
+    ] + ([clip(long_samples, 5)[None]] if long_samples > 0 else [])
 
 
 def check_onnx(
@@ -283,6 +199,7 @@ def export_model(
     input_kind: str | None = None,
     norm_mean: np.ndarray | None = None,
     norm_std: np.ndarray | None = None,
+    clip_frames: int | None = None,
     opset: int = 17,
     check: bool = True,
     metadata: Mapping[str, str] | None = None,
@@ -299,8 +216,9 @@ def export_model(
         Class names in logit order (``len(classes)`` must equal the logits).
     out_path : path
         The ``.onnx`` file to write (parent folders are created).
-    input_kind, norm_mean, norm_std
-        See :class:`WaveformClassifier`.
+    input_kind, norm_mean, norm_std, clip_frames
+        See :class:`WaveformClassifier` (``clip_frames``: windows averaged in
+        the graph; ``None``, the default, scores whole waveforms).
     opset : int
         ONNX opset, 13 to 20 with torch 2.13 (the graph is written by torch's
         TorchScript-based exporter, ``dynamo=False``: it needs no onnxscript).
@@ -318,8 +236,10 @@ def export_model(
     ------
     ParameterError
         Bad arguments.
+    ExportError
+        If the model does not run on the front end's output or torch cannot trace it.
     SoundclassError
-        If the export fails or onnxruntime disagrees with torch.
+        If onnxruntime disagrees with torch (or fails).
     """
     import onnx
 
@@ -331,11 +251,21 @@ def export_model(
         raise ParameterError("classes must not be empty")
     out = Path(out_path)
     module = WaveformClassifier(
-        model, feature, input_kind=input_kind, norm_mean=norm_mean, norm_std=norm_std
+        model, feature, input_kind=input_kind, norm_mean=norm_mean, norm_std=norm_std,
+        clip_frames=clip_frames,
     ).eval()
-    example = torch.from_numpy(_probe_signals(feature.sr, module.min_samples)[0])
-    with torch.inference_mode():
-        n_out = module(example).shape[-1]
+    long_frames = probe_frames(feature)
+    signals = _probe_signals(feature.sr, module.min_samples,
+                             min_samples_for(feature, min_frames=long_frames) if long_frames else 0)
+    example = torch.from_numpy(signals[0])
+    try:
+        with torch.inference_mode():
+            n_out = module(example).shape[-1]
+    except Exception as exc:  # a shape mismatch is a RuntimeError deep inside torch
+        raise ExportError(
+            f"{out}: the model does not take the {feature.kind!r} front end's output "
+            f"(features of {feature.n_features} rows) ({short_reason(exc)})"
+        ) from exc
     if n_out != len(classes):
         raise ParameterError(f"the model has {n_out} outputs but {len(classes)} classes were given")
 
@@ -350,13 +280,16 @@ def export_model(
         "feature": json.dumps(config_to_dict(feature)),
         "input": module.input_kind,
         "min_samples": str(module.min_samples),
+        "window_frames": "" if clip_frames is None else str(clip_frames),
         "soundclass_version": __version__,
         **{str(k): str(v) for k, v in (metadata or {}).items()},
     }
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = (
         f"soundclass: mono float32 waveform (batch, samples) at {feature.sr} Hz -> "
-        f"class probabilities (batch, {len(classes)}); the whole waveform is scored"
+        f"class probabilities (batch, {len(classes)}); "
+        + ("the whole waveform is scored" if clip_frames is None
+           else f"the logits of windows of {clip_frames} frames are averaged")
     )
     try:
         onnx.checker.check_model(proto)
@@ -365,7 +298,7 @@ def export_model(
     _save_onnx(proto, out)
     if check:
         try:
-            check_onnx(module, out, _probe_signals(feature.sr, module.min_samples))
+            check_onnx(module, out, signals)
         except SoundclassError:
             out.unlink(missing_ok=True)  # never leave a graph that failed its check
             raise
@@ -401,30 +334,39 @@ def export_onnx(
     ------
     CheckpointError
         If the checkpoint cannot be loaded.
+    ExportError
+        ``model 'NAME' (checkpoint) cannot be exported to ONNX: why``.
     SoundclassError
-        If the export or the check fails.
+        If the check fails.
     """
     from soundclass.inference.checkpoint import load_checkpoint
     from soundclass.inference.predict import resolve_checkpoint
 
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
-    return export_model(
-        ckpt.model,
-        ckpt.feature,
-        ckpt.classes,
-        out_path,
-        input_kind=ckpt.input,
-        norm_mean=ckpt.norm_mean,
-        norm_std=ckpt.norm_std,
-        opset=opset,
-        check=check,
-        metadata={
-            "model_name": ckpt.model_name,
-            # the torch predictor's window; the graph itself scores whole waveforms
-            "clip_frames": "" if ckpt.clip_frames is None else str(ckpt.clip_frames),
-            **_calibration_metadata(ckpt),
-        },
-    )
+    windows = graph_clip_frames(ckpt.feature, ckpt.clip_frames)
+    try:
+        return export_model(
+            ckpt.model,
+            ckpt.feature,
+            ckpt.classes,
+            out_path,
+            input_kind=ckpt.input,
+            norm_mean=ckpt.norm_mean,
+            norm_std=ckpt.norm_std,
+            clip_frames=windows,
+            opset=opset,
+            check=check,
+            metadata={
+                "model_name": ckpt.model_name,
+                # the torch predictor's window (the graph's own is window_frames)
+                "clip_frames": "" if ckpt.clip_frames is None else str(ckpt.clip_frames),
+                **_calibration_metadata(ckpt),
+            },
+        )
+    except ExportError as exc:
+        raise ExportError(
+            f"model {ckpt.model_name!r} ({ckpt.path}) cannot be exported to ONNX: {exc}"
+        ) from exc
 
 
 def _calibration_metadata(ckpt: Any) -> dict[str, str]:

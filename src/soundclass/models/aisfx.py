@@ -16,7 +16,9 @@ Library functions:
   ``[mean over blocks, max over blocks]`` (1024 values);
 - :func:`aisfx_embedding`: the cacheable feature ``(512, n_blocks)``
   (soundclass' ``(n_features, t)`` layout), what ``FeatureConfig(kind='aisfx')``
-  computes.
+  computes;
+- :class:`AisfxEmbedding`: that feature from waveforms as one torch module
+  (the front end of the ONNX graph of :mod:`soundclass.inference.export`).
 
 Registered models (their features are the ``'aisfx'`` and ``'aisfx-logmel'``
 kinds of :class:`soundclass.config.FeatureConfig`; the file-level embedding
@@ -50,9 +52,9 @@ from soundclass.dsp.aisfx import (
     AISFX_N_MELS,
     AISFX_SR,
     BLOCK_FRAMES,
-    BLOCK_HOP,
     aisfx_blocks,
 )
+from soundclass.dsp.aisfx_frontend import AisfxLogmel, cut_blocks
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.models.aisfx_weights import EMBEDDING_PREFIX, pretrained_state
 from soundclass.models.classical import StatsLinear
@@ -62,6 +64,7 @@ __all__ = [
     "EMBEDDING_DIM",
     "AisfxConvBlock",
     "AisfxEmbeddingNet",
+    "AisfxEmbedding",
     "AisfxClassifier",
     "pretrained_embedding_net",
     "embed_blocks",
@@ -197,6 +200,47 @@ def aisfx_embedding(y: np.ndarray, sr: float) -> np.ndarray:
     return np.ascontiguousarray(embed_clip(y, sr=sr).T)
 
 
+def _block_embeddings(net: AisfxEmbeddingNet, logmel: torch.Tensor) -> torch.Tensor:
+    """``(B, 96, t)`` log-mel -> ``(B, n_blocks, 512)``: :func:`~soundclass.dsp.aisfx_frontend.cut_blocks`, then ``net``.
+
+    No Python branch on ``t``, so a traced graph keeps the time axis dynamic.
+    """
+    blocks = cut_blocks(logmel)  # (B, n_blocks, 100, 96)
+    batch = blocks.shape[0]
+    e = net(blocks.reshape(-1, BLOCK_FRAMES, AISFX_N_MELS))  # (B * n_blocks, 512)
+    return e.reshape(batch, -1, e.shape[-1])
+
+
+class AisfxEmbedding(nn.Module):
+    """Waveforms -> the cacheable ``'aisfx'`` feature, as :func:`aisfx_embedding` (torch, exportable).
+
+    :class:`~soundclass.dsp.aisfx_frontend.AisfxLogmel`, blocks of 100 frames
+    (hop 50, a clip shorter than one block zero-padded to one), the network.
+
+    Parameters
+    ----------
+    net : AisfxEmbeddingNet or None
+        ``None``: a private copy of :func:`pretrained_embedding_net` (eval mode, frozen).
+
+    Shapes
+    ------
+    ``(B, n)`` mono float32 at 44.1 kHz -> ``(B, 512, n_blocks)``.
+    """
+
+    def __init__(self, net: AisfxEmbeddingNet | None = None):
+        super().__init__()
+        if net is None:
+            net = AisfxEmbeddingNet()
+            net.load_state_dict(_embedding_state(), strict=True)
+            for p in net.parameters():
+                p.requires_grad_(False)
+        self.logmel = AisfxLogmel()
+        self.net = net.eval()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return _block_embeddings(self.net, self.logmel(y)).transpose(1, 2)
+
+
 class AisfxClassifier(nn.Module):
     """The aiSFX network with a new head, for fine-tuning (registered as ``aisfx``).
 
@@ -227,13 +271,7 @@ class AisfxClassifier(nn.Module):
         """``x`` [shape=(B, 96, T)] aiSFX log-mel -> logits [shape=(B, n_classes)]."""
         if x.ndim != 3 or x.shape[1] != AISFX_N_MELS:
             raise ParameterError(f"aisfx expects (B, {AISFX_N_MELS}, T), got shape {tuple(x.shape)}")
-        B, _, T = x.shape
-        if T < BLOCK_FRAMES:  # zero-pad to one block, as the front end does
-            x = F.pad(x, (0, BLOCK_FRAMES - T))
-        blocks = x.unfold(2, BLOCK_FRAMES, BLOCK_HOP)  # (B, 96, n_blocks, 100)
-        n_blocks = blocks.shape[2]
-        blocks = blocks.permute(0, 2, 3, 1).reshape(B * n_blocks, BLOCK_FRAMES, AISFX_N_MELS)
-        e = self.embedding_net(blocks).reshape(B, n_blocks, EMBEDDING_DIM)
+        e = _block_embeddings(self.embedding_net, x)  # (B, n_blocks, 512); short x zero-padded
         pooled = torch.cat([e.mean(dim=1), e.amax(dim=1)], dim=-1)  # (B, 1024)
         return self.head(self.dropout(pooled))
 

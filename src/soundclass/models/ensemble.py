@@ -70,6 +70,8 @@ class Ensemble(nn.Module):
         if (norm_mean is None) != (norm_std is None):
             raise ParameterError("norm_mean and norm_std must be given together")
         self.members = nn.ModuleList(members)
+        # the shortest input every member takes (the predictor and the exporters pad to it)
+        self.min_frames = max(int(getattr(m, "min_frames", 1)) for m in members)
         if norm_mean is not None:
             mean = torch.as_tensor(norm_mean, dtype=torch.float32)
             std = torch.as_tensor(norm_std, dtype=torch.float32)

@@ -1,0 +1,240 @@
+"""The torch module the ONNX waveform graph is traced from: front end, standardisation, model, softmax.
+
+:class:`WaveformClassifier` is what :mod:`soundclass.inference.export` writes.
+Its parts depend on the checkpoint's feature kind, so every registered model
+exports (:func:`waveform_frontend`):
+
+- ``melspectrogram``, ``logmel``, ``mfcc`` (``seed-*``, the CNNs,
+  ``logmel-logreg``, ``mfcc-svm``): :class:`~soundclass.dsp.frontend.FeatureFrontend`,
+  equal to ``compute_feature``;
+- ``aisfx`` (``aisfx-probe``): :class:`~soundclass.models.aisfx.AisfxEmbedding`,
+  peak normalisation, the aiSFX log-mel, blocks of 100 frames (hop 50, short
+  clips zero-padded to one block) and the pretrained network, whose weights
+  become part of the graph;
+- ``aisfx-logmel`` (``aisfx``, the fine-tuned network):
+  :class:`~soundclass.dsp.aisfx_frontend.AisfxLogmel`; the model cuts its own
+  blocks.
+
+Windows (:class:`WindowedLogits`): the torch predictor averages the logits of
+windows of ``clip_frames`` frames over a clip at least one window long
+(:func:`soundclass.inference.predictor.window_starts`).  The aiSFX fine-tune is
+trained on one-block windows and its head sees the pooled blocks, so its graph
+averages the same windows (:func:`graph_clip_frames`); every other graph scores
+the whole waveform in one pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from soundclass.config import FeatureConfig
+from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
+from soundclass.errors import ParameterError, check_positive_int
+
+__all__ = [
+    "WaveformClassifier",
+    "WindowedLogits",
+    "waveform_frontend",
+    "graph_clip_frames",
+    "min_samples_for",
+    "probe_frames",
+]
+
+
+def min_samples_for(feature: FeatureConfig, *, min_frames: int = 1) -> int:
+    """Fewest samples giving at least ``min_frames`` frames (and 9 frames with deltas).
+
+    Parameters
+    ----------
+    feature : FeatureConfig
+    min_frames : int
+        Frames the model needs (``model.min_frames`` of the PANNs-style CNNs).
+
+    Returns
+    -------
+    int >= 1
+    """
+    frames = max(int(min_frames), DELTA_WIDTH if feature.deltas else 1, 1)
+    if feature.center:
+        # frames = 1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length
+        n = feature.n_fft - 2 * (feature.n_fft // 2) + (frames - 1) * feature.hop_length
+        if feature.pad_mode == "reflect":
+            n = max(n, feature.n_fft // 2 + 1)
+    else:
+        n = feature.n_fft + (frames - 1) * feature.hop_length
+    return max(n, 1)
+
+
+def waveform_frontend(feature: FeatureConfig) -> nn.Module:
+    """The torch module computing ``compute_feature(y, feature)`` from waveforms ``(B, n)``.
+
+    Raises
+    ------
+    SoundclassError
+        ``kind='aisfx'`` without the ``aisfx`` weights installed (the message
+        gives the install command).
+    """
+    if feature.kind == "aisfx":
+        from soundclass.models.aisfx import AisfxEmbedding
+
+        return AisfxEmbedding()
+    if feature.kind == "aisfx-logmel":
+        from soundclass.dsp.aisfx_frontend import AisfxLogmel
+
+        return AisfxLogmel()
+    return FeatureFrontend(feature)
+
+
+def graph_clip_frames(feature: FeatureConfig, clip_frames: int | None) -> int | None:
+    """The window the graph averages over for a checkpoint (``None``: the whole waveform).
+
+    The checkpoint's ``clip_frames`` for the aiSFX fine-tune (``aisfx-logmel``
+    features), ``None`` for every other model (see the module docstring).
+    """
+    return clip_frames if feature.kind == "aisfx-logmel" else None
+
+
+def probe_frames(feature: FeatureConfig) -> int:
+    """Frames of a check clip that takes every path of the graph (several aiSFX blocks and windows), 0: none needed."""
+    if feature.kind in ("aisfx", "aisfx-logmel"):
+        from soundclass.dsp.aisfx import BLOCK_FRAMES, BLOCK_HOP
+
+        return 2 * BLOCK_FRAMES + BLOCK_HOP + 7  # 4 blocks, 3 windows of one block
+    return 0
+
+
+class WindowedLogits(nn.Module):
+    """Mean logits over the torch predictor's windows (``tta=1``), inside the graph.
+
+    A clip of ``T >= clip_frames`` frames is cut into ``ceil(T / clip_frames)``
+    windows whose starts are ``rint(linspace(0, T - clip_frames, count))``
+    (:func:`soundclass.inference.predictor.window_starts`, computed the same
+    way in float64); a shorter clip is one window, the clip itself.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Logits model over ``(B, n_features, T)``, taking any ``T >= 1``
+        (``min_frames`` 1: the predictor's padding of shorter pieces is not reproduced).
+    clip_frames : int
+        Window length.
+
+    Shapes
+    ------
+    ``(B, n_features, T)`` -> ``(B, n_classes)``.
+    """
+
+    def __init__(self, model: nn.Module, clip_frames: int):
+        super().__init__()
+        if int(getattr(model, "min_frames", 1)) > 1:
+            raise ParameterError(
+                f"windows in the graph need a model that takes any length (min_frames={model.min_frames})"
+            )
+        self.model = model
+        self.clip_frames = check_positive_int("clip_frames", clip_frames)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, rows = x.shape[0], x.shape[1]
+        n = torch.as_tensor(x.shape[2])  # a traced 0-d tensor while exporting
+        length = torch.clamp(n, max=self.clip_frames)
+        count = (n + self.clip_frames - 1) // self.clip_frames  # >= 1
+        slack = (n - length).double()  # 0 for a clip of at most one window
+        i = torch.arange(count)
+        # numpy.linspace: i * (slack / (count - 1)), the last start exactly slack
+        starts = torch.round(i.double() * (slack / torch.clamp(count - 1, min=1).double()))
+        starts = torch.where(i == count - 1, slack, starts).long()
+        idx = (starts[:, None] + torch.arange(length)[None, :]).reshape(-1)  # (count * length,)
+        windows = torch.index_select(x, 2, idx).reshape(batch, rows, count, length)
+        windows = windows.permute(0, 2, 1, 3).reshape(-1, rows, length)  # (B * count, rows, length)
+        logits = self.model(windows)
+        return logits.reshape(batch, -1, logits.shape[-1]).mean(dim=1)
+
+
+class WaveformClassifier(nn.Module):
+    """Front end + standardization + model (+ windows) + softmax, as one module.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Logits model taking ``(B, n_features, T)`` (``input_kind='sequence'``) or
+        ``(B, n_features)`` (``'vector'``); put in eval mode.
+    feature : FeatureConfig
+        The feature the model takes (:func:`waveform_frontend`); its
+        ``pooling`` must match ``input_kind``.
+    input_kind : {'sequence', 'vector'} or None
+        ``None``: ``'vector'`` when ``feature.pooling == 'mean'``, else ``'sequence'``.
+    norm_mean, norm_std : np.ndarray [shape=(n_features,)] or None
+        Standardization ``(x - mean) / std`` per feature row, before the model.
+    clip_frames : int or None
+        Average the logits of the predictor's windows of this many frames
+        (:class:`WindowedLogits`, sequence models only); ``None`` scores the
+        whole waveform.
+
+    Shapes
+    ------
+    ``(B, n)`` waveforms at ``feature.sr`` -> ``(B, n_classes)`` probabilities.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature: FeatureConfig,
+        *,
+        input_kind: str | None = None,
+        norm_mean: np.ndarray | None = None,
+        norm_std: np.ndarray | None = None,
+        clip_frames: int | None = None,
+    ):
+        super().__init__()
+        if not isinstance(feature, FeatureConfig):
+            raise ParameterError(f"feature must be a FeatureConfig, got {type(feature).__name__}")
+        if input_kind is None:
+            input_kind = "vector" if feature.pooling == "mean" else "sequence"
+        if input_kind not in ("sequence", "vector"):
+            raise ParameterError(f"input_kind={input_kind!r} must be 'sequence' or 'vector'")
+        if (input_kind == "vector") != (feature.pooling == "mean"):
+            raise ParameterError(
+                f"input_kind={input_kind!r} does not fit feature pooling={feature.pooling!r}"
+            )
+        if (norm_mean is None) != (norm_std is None):
+            raise ParameterError("norm_mean and norm_std must be given together")
+        if clip_frames is not None and input_kind != "sequence":
+            raise ParameterError("clip_frames (windows) needs a sequence model")
+        self.feature = feature
+        self.input_kind = input_kind
+        self.clip_frames = clip_frames
+        self.frontend = waveform_frontend(feature)
+        model = model.eval()
+        self.model = model if clip_frames is None else WindowedLogits(model, clip_frames)
+        self.min_samples = min_samples_for(feature, min_frames=int(getattr(model, "min_frames", 1)))
+        self.standardize = norm_mean is not None
+        if self.standardize:
+            mean = np.asarray(norm_mean, dtype=np.float32)
+            std = np.asarray(norm_std, dtype=np.float32)
+            for name, arr in (("norm_mean", mean), ("norm_std", std)):
+                if arr.shape != (feature.n_features,):
+                    raise ParameterError(
+                        f"{name} has shape {arr.shape}, expected ({feature.n_features},)"
+                    )
+            if not np.all(std > 0):
+                raise ParameterError("norm_std must be positive everywhere")
+            shape = (feature.n_features, 1) if input_kind == "sequence" else (feature.n_features,)
+            self.register_buffer("norm_mean", torch.tensor(mean.reshape(shape)))
+            self.register_buffer("norm_std", torch.tensor(std.reshape(shape)))
+
+    def pad_short(self, y: torch.Tensor) -> torch.Tensor:
+        """Zero-pad waveforms shorter than ``min_samples`` at the end (graph-friendly)."""
+        if self.min_samples <= 1:
+            return y
+        n = y.shape[1]  # an int in eager mode, a traced 0-d tensor while exporting
+        end = torch.clamp(torch.as_tensor(n), min=self.min_samples)
+        return torch.cat([y, y.new_zeros(y.shape[0], self.min_samples)], dim=1)[:, :end]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        x = self.frontend(self.pad_short(y))  # (B, n_features, T) or (B, n_features)
+        if self.standardize:
+            x = (x - self.norm_mean) / self.norm_std
+        logits = self.model(x)  # (B, n_classes)
+        return torch.softmax(logits, dim=-1)
