@@ -20,7 +20,9 @@ a run trained on clips of mixed length gets):
   to the ``--n`` generated clips, each decoded separately; no cache);
 - the featurization ratio against the tutorial pipeline (``speed.py``'s
   functions);
-- the training overhead slot (:func:`training_overhead`, issue 9 item 3).
+- training samples/s of the default ``cnn`` loop against a bare PyTorch loop
+  over the same tensors (:func:`training_overhead`; the mixed-length training
+  case takes longer and is in ``benchmarks/train_overhead.py``).
 
 Usage::
 
@@ -162,12 +164,20 @@ def featurization_ratio(paths: list[str], *, tutorial_n: int, n_jobs: int) -> tu
     return _rate(tutorial_n, t_tut), _rate(len(paths), t_fast)
 
 
-def training_overhead(args: argparse.Namespace, run_dir: Path) -> list[tuple[str, str]]:
-    """Slot for issue 9 item 3: training samples/s of the default loop vs a bare loop (another phase).
+def training_overhead(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Training samples/s of the default ``cnn`` loop against a bare PyTorch loop on the same tensors.
 
-    Returns rows ``(label, value)`` to print; empty until the training phase fills it.
+    ``benchmarks/train_overhead.py``'s measurement (it also runs the long mixed-length case).
     """
-    return []
+    from train_overhead import overhead_rates
+
+    if args.train_clips_overhead <= 0:
+        return []
+    r = overhead_rates(n_clips=args.train_clips_overhead, seconds=5.0, epochs=1, repeats=2, seed=args.seed)
+    return [("training samples/s (cnn, 5 s clips, batch "
+             f"{r['batch_size']}, best of 2)", f"bare PyTorch loop {r['bare']:.1f}, fit without augmentations "
+             f"{r['off']:.1f} ({r['bare'] / r['off']:.2f}x the bare loop's time, target <= 1.2x), fit with the "
+             f"default augmentations {r['on']:.1f} ({r['bare'] / r['on']:.2f}x)")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,14 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2, help="feature extraction processes")
     parser.add_argument("--batch-size", type=int, default=8, help="pieces per forward pass (new paths)")
     parser.add_argument("--quick", action="store_true",
-                        help="--n 300 --old-n 100 --torch-n 150 --waveform-n 60 --rss-clips 1500")
+                        help="--n 300 --old-n 100 --torch-n 150 --waveform-n 60 --rss-clips 1500 "
+                             "--train-clips-overhead 64")
+    parser.add_argument("--train-clips-overhead", type=int, default=256,
+                        help="5 s clips of the training-overhead measurement, at least one batch of 32 "
+                             "(0: skip)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.old_n, args.torch_n, args.waveform_n, args.rss_clips = 300, 100, 150, 60, [1500]
+        args.train_clips_overhead = 64
     args.old_n, args.torch_n, args.waveform_n = (min(v, args.n) for v in (args.old_n, args.torch_n, args.waveform_n))
     if min(args.n, args.old_n, args.torch_n, args.waveform_n, args.tutorial_n, args.n_jobs, args.batch_size) <= 0:
         parser.error("counts must be positive")
+    if 0 < args.train_clips_overhead < 32:
+        parser.error("--train-clips-overhead must be 0 or at least one batch (32)")
 
     with tempfile.TemporaryDirectory(prefix="soundclass-throughput-") as tmp:
         tmp = Path(tmp)
@@ -256,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         rss = {n: rss_child(str(run), paths, n, "auto", args.n_jobs) for n in args.rss_clips if n > 0}
         tut_rate, fast_rate = featurization_ratio(paths[: min(args.n, 600)], tutorial_n=args.tutorial_n,
                                                   n_jobs=args.n_jobs)
-        extra = training_overhead(args, run)
+        extra = training_overhead(args)
 
     print(f"\nclips of {frames} frames (5 s); every rate below was measured in this run")
     print(f"{'predict path':72s} {'clips':>6s} {'clips/s':>9s}")
@@ -286,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n / m['seconds']:.0f} clips/s, {m['failed']} failed (target < 1 GB)")
     print(f"featurization: tutorial {tut_rate:.1f} files/s, extract_many {fast_rate:.1f} files/s: "
           f"{fast_rate / tut_rate:.1f}x (target >= 20x)")
-    for label, value in extra or [("training overhead", "see benchmarks/train_overhead.py (same machine, same run)")]:
+    for label, value in extra:
         print(f"{label}: {value}")
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(this benchmark process peaked at {rss_self:.0f} MiB; it holds all {args.n} features on purpose)")

@@ -140,25 +140,42 @@ def padding_share(feats, config: TrainConfig, clip_frames: int) -> float:
     return 1.0 - real / total
 
 
-def overhead(args) -> None:
-    feats, y = make_features(np.full(args.n_overhead, args.overhead_seconds), seed=args.seed)
-    base = resolve_config(TrainConfig(model=MODEL, seed=args.seed, epochs=args.overhead_epochs, patience=0,
-                                      clip_seconds=args.overhead_seconds, val_size=0))
+def overhead_rates(*, n_clips: int, seconds: float, epochs: int, repeats: int, seed: int) -> dict[str, float]:
+    """Samples/s of the bare loop and of :func:`fit` without and with the default augmentations.
+
+    Interleaved ``repeats`` times, the best of each counts (the machine's load drifts).
+    """
+    feats, y = make_features(np.full(n_clips, seconds), seed=seed)
+    base = resolve_config(TrainConfig(model=MODEL, seed=seed, epochs=epochs, patience=0,
+                                      clip_seconds=seconds, val_size=0))
     plain = base.replace(mixup_alpha=0.0, spec_augment=False, time_stretch=0.0, freq_warp=0.0)
-    n = (args.n_overhead // base.batch_size) * base.batch_size * args.overhead_epochs
+    n = (n_clips // base.batch_size) * base.batch_size * epochs
     empty = np.zeros(0, np.int64)
     rows = []
-    for _ in range(args.repeats):  # interleaved, best of: the machine's load drifts
-        rows.append((bare_loop(feats, y, batch_size=base.batch_size, epochs=args.overhead_epochs,
-                               lr=base.lr, seed=args.seed),
+    for _ in range(repeats):
+        rows.append((bare_loop(feats, y, batch_size=base.batch_size, epochs=epochs, lr=base.lr, seed=seed),
                      fit_seconds(feats, y, [], empty, plain)[0], fit_seconds(feats, y, [], empty, base)[0]))
     bare, off, on = (min(col) for col in zip(*rows, strict=True))
-    print(f"## Overhead: {args.n_overhead} clips of {args.overhead_seconds:g} s, batch {base.batch_size}, "
-          f"{args.overhead_epochs} epochs, {torch.get_num_threads()} torch threads, best of {args.repeats}")
-    print("| loop | samples/s | ratio to bare |\n|---|---|---|")
-    print(f"| bare PyTorch (model, AdamW, cross-entropy) | {n / bare:.1f} | 1.00 |")
-    print(f"| fit, augmentations off | {n / off:.1f} | {off / bare:.2f} |")
-    print(f"| fit, default augmentations (mixup, SpecAugment, time stretch) | {n / on:.1f} | {on / bare:.2f} |")
+    return {"bare": n / bare, "off": n / off, "on": n / on, "batch_size": base.batch_size,
+            "threads": torch.get_num_threads()}
+
+
+def overhead_table(r: dict[str, float]) -> str:
+    """The overhead rates of :func:`overhead_rates` as a markdown table (ratio = time / bare time)."""
+    return "\n".join([
+        "| loop | samples/s | ratio to bare |", "|---|---|---|",
+        f"| bare PyTorch (model, AdamW, cross-entropy) | {r['bare']:.1f} | 1.00 |",
+        f"| fit, augmentations off | {r['off']:.1f} | {r['bare'] / r['off']:.2f} |",
+        f"| fit, default augmentations (mixup, SpecAugment, time stretch) | {r['on']:.1f} | "
+        f"{r['bare'] / r['on']:.2f} |"])
+
+
+def overhead(args) -> None:
+    r = overhead_rates(n_clips=args.n_overhead, seconds=args.overhead_seconds, epochs=args.overhead_epochs,
+                       repeats=args.repeats, seed=args.seed)
+    print(f"## Overhead: {args.n_overhead} clips of {args.overhead_seconds:g} s, batch {r['batch_size']}, "
+          f"{args.overhead_epochs} epochs, {r['threads']} torch threads, best of {args.repeats}")
+    print(overhead_table(r))
     print()
 
 

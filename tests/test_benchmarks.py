@@ -1,0 +1,66 @@
+"""The benchmark scripts run end to end on tiny inputs and print the rows the README quotes.
+
+The figures themselves are not checked (these machines are shared and noisy);
+what is checked is that every script still runs against the current library
+(a changed default once broke one silently) and prints each row it promises.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def _bench(name: str):
+    return importlib.import_module(name)
+
+
+def test_train_overhead_prints_both_tables(capsys):
+    bench = _bench("train_overhead")
+    assert bench.main(["--n-overhead", "16", "--overhead-seconds", "0.5", "--overhead-epochs", "1",
+                       "--repeats", "1", "--n-mixed", "20", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("| bare PyTorch", "| fit, augmentations off", "| fit, default augmentations",
+                "| before: 90th percentile", "| after: "):
+        assert row in out
+    # the mixed-length table has a number in every column of both rows
+    rows = [line for line in out.splitlines() if line.startswith(("| before", "| after"))]
+    assert len(rows) == 2 and all(line.count("|") == 9 for line in rows)
+
+
+def test_throughput_prints_every_path(capsys):
+    bench = _bench("throughput")
+    assert bench.main(["--n", "10", "--old-n", "4", "--torch-n", "4", "--waveform-n", "3",
+                       "--rss-clips", "12", "--tutorial-n", "2", "--train-clips-overhead", "32"]) == 0
+    out = capsys.readouterr().out
+    for row in ("old torch path", "new torch path", "onnxruntime path, predict_paths end to end",
+                "warm feature cache", "waveform ONNX graph alone", "bare onnxruntime forward",
+                "vs old torch path", "peak RSS predicting 12 clips", "featurization: tutorial",
+                "training samples/s", "bare PyTorch loop"):
+        assert row in out, row
+    assert "0 failed" in out
+
+
+@pytest.mark.parametrize("folds", [0, 2])
+def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
+    from soundclass.data import synth
+
+    data = tmp_path / "data"
+    synth.make_demo_dataset(data, n_per_class=8, sr=8000, n_sources=4, seed=0)
+    bench = _bench("accuracy")
+    args = [str(data), "--models", "seed-cnn,mfcc-svm", "--epochs", "1", "--quiet", "-o", str(tmp_path / "out"),
+            "--group-pattern", r"^(?P<group>[a-z]+_s\d+)_"]
+    if folds:
+        args += ["--folds", str(folds)]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["seed-cnn", "mfcc-svm"]
+    out = capsys.readouterr().out
+    assert "| seed-cnn |" in out and "| mfcc-svm |" in out
