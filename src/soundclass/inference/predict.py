@@ -205,8 +205,7 @@ def predict_paths(
     from soundclass.inference.calibrated import apply_checkpoint_calibration
     from soundclass.util.executors import default_n_jobs, make_executor
 
-    if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
-        raise ParameterError(f"tta={tta!r} must be a positive integer")
+    tta = check_positive_int("tta", tta, allow_numpy=False)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     runner = _backend(checkpoint, backend)
     ckpt = runner.checkpoint
