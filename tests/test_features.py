@@ -61,6 +61,17 @@ def test_stft_frame_count_and_layout(signal):
     np.testing.assert_allclose(mag[:, 10], 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kw", STFT_COMBOS)
+def test_frame_count_and_params_agree_with_stft(kw):
+    y = np.random.default_rng(0).standard_normal(3001).astype(np.float32)
+    n_fft, hop, win = stft_mod.check_stft_params(
+        n_fft=kw.get("n_fft", 2048), hop_length=kw.get("hop_length"), win_length=kw.get("win_length"))
+    assert (hop, win) == (kw.get("hop_length") or win // 4, kw.get("win_length") or n_fft)
+    t = stft_mod.frame_count(y.size, n_fft=n_fft, hop_length=hop, center=kw.get("center", True))
+    assert stft(y, **kw).shape == (1 + n_fft // 2, t)
+    assert librosa.stft(y, **kw).shape[-1] == t
+
+
 def test_stft_in_blocks_equals_one_block(signal, monkeypatch):
     y = signal(sr=8000, seconds=2.0)
     whole = stft(y, n_fft=256, hop_length=64)

@@ -2,7 +2,7 @@
 
 Every ``soundclass`` import in every module (lazy imports inside functions too) is
 read with :mod:`ast` and checked against the stage order documented in
-``docs/architecture.md``.
+``docs/architecture.md``; no module imports another one's private (``_name``) names.
 """
 
 from __future__ import annotations
@@ -112,3 +112,27 @@ def test_the_checker_sees_upward_and_lazy_imports():
     found = _imported(ast.parse(src), ("data", "scan"))
     assert ("training",) in found
     assert ("inference",) in found
+
+
+def _private_imports(tree: ast.AST) -> list[str]:
+    """``module.name`` of every ``_name`` imported from a soundclass module (``__dunder__`` names are public)."""
+    return sorted(
+        f"{'.' * node.level}{node.module or ''}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("soundclass"))
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    )
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_private_names_of_another(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = _private_imports(tree)
+    assert found == [], f"{path.relative_to(PACKAGE)} imports private names (make them public): {found}"
+
+
+def test_the_private_import_checker_sees_lazy_and_relative_imports():
+    src = ("from soundclass import __version__\nfrom soundclass.extraction import extract as _extract\n"
+           "def f():\n    from soundclass.inference.predict import _load\nfrom .axes import _pool\n")
+    assert _private_imports(ast.parse(src)) == [".axes._pool", "soundclass.inference.predict._load"]

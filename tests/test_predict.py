@@ -7,13 +7,25 @@ import pytest
 
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.predict import Predictions, resolve_checkpoint, top_k_labels
+from soundclass.inference.predict import (
+    Predictions,
+    predict_paths,
+    resolve_checkpoint,
+    top_k_labels,
+)
 
 CLASSES = SAMPLE_CLASSES
 
 
 
 
+
+
+@pytest.mark.parametrize("tta", [0, -1, 2.0, True, np.int64(2), "2"])
+def test_predict_paths_refuses_tta_before_loading_anything(tta):
+    # numpy integers too: tta must be a plain int (checked before the checkpoint is touched)
+    with pytest.raises(ParameterError, match=r"^tta=.* must be a positive integer$"):
+        predict_paths("no/such/checkpoint", [], tta=tta)
 
 
 def test_top_k_labels_stable_ties():

@@ -147,7 +147,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
 def test_resume_after_a_save_cut_short_is_refused(tmp_path, monkeypatch):
     """Killed between training_state.safetensors and training_state.json: no silent extra epoch."""
     cfg = TrainConfig(model=VEC, epochs=4)
-    real = state_module._atomic_write_json
+    real = state_module.write_json
     calls = {"n": 0}
 
     def killed_on_second_save(path, obj):
@@ -156,7 +156,7 @@ def test_resume_after_a_save_cut_short_is_refused(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real(path, obj)
 
-    monkeypatch.setattr(state_module, "_atomic_write_json", killed_on_second_save)
+    monkeypatch.setattr(state_module, "write_json", killed_on_second_save)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, cfg)
     monkeypatch.undo()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from soundclass.errors import ParameterError
 from soundclass.training import BatchAugment, EarlyStopping, loop
 
 
@@ -19,6 +21,13 @@ def test_early_stopping():
     lo = EarlyStopping(0, mode="min")
     assert lo.step(1.0, 0) and lo.step(0.5, 1) and not lo.step(float("nan"), 2)
     assert not lo.should_stop  # patience 0 never stops
+    assert EarlyStopping(np.int64(3)).patience == 3 and type(EarlyStopping(np.int64(3)).patience) is int
+
+
+@pytest.mark.parametrize("patience", [-1, 1.0, 2.5, True, "3", None])
+def test_early_stopping_refuses_non_integer_patience(patience):
+    with pytest.raises(ParameterError, match=rf"^patience={patience!r} must be a non-negative integer$"):
+        EarlyStopping(patience)
 
 
 

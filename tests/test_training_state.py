@@ -100,7 +100,7 @@ def test_killed_between_the_two_files_is_refused(tmp_path, monkeypatch):
     def killed(path, obj):
         raise KeyboardInterrupt  # the process dies before the JSON (the commit point) is written
 
-    monkeypatch.setattr(state_module, "_atomic_write_json", killed)
+    monkeypatch.setattr(state_module, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         _save(tmp_path, 1, value=2.0)
     monkeypatch.undo()

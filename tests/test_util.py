@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from soundclass.errors import (
     check_non_negative_int,
     check_positive_int,
     check_range,
+    is_int,
+    is_number,
 )
 from soundclass.util import atomic, pool
 from soundclass.util.executors import SerialExecutor
@@ -141,6 +144,23 @@ def test_integer_and_range_family():
             check_range("x", bad, low=0)
     with pytest.raises(ParameterError, match=r"x=0 must be > 0"):
         check_range("x", 0, low=0, low_open=True)
+
+
+def test_is_int_and_is_number_refuse_bools():
+    assert is_int(3) and is_int(np.int64(3)) and is_int(np.uint8(0))
+    assert not any(is_int(v) for v in (True, np.True_, 3.0, "3", None))
+    assert is_int(3, allow_numpy=False) and not is_int(np.int64(3), allow_numpy=False)
+    assert all(is_number(v) for v in (3, 2.5, np.float32(1), np.int8(1), float("nan")))
+    assert not any(is_number(v) for v in (False, np.bool_(True), "1", None, 1j))
+
+
+def test_allow_numpy_false_refuses_numpy_integers_with_the_same_message():
+    assert type(check_positive_int("tta", 2, allow_numpy=False)) is int
+    with pytest.raises(ParameterError, match=re.escape(f"tta={np.int64(2)!r} must be a positive integer")):
+        check_positive_int("tta", np.int64(2), allow_numpy=False)
+    with pytest.raises(ParameterError, match="must be a non-negative integer or None"):
+        check_non_negative_int("k", np.int32(1), allow_none=True, allow_numpy=False)
+    assert check_non_negative_int("k", None, allow_none=True, allow_numpy=False) is None
 
 
 # ----------------------------------------------------------------------------- pool runner

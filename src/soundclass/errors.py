@@ -18,6 +18,8 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "check_range",
+    "is_int",
+    "is_number",
     "SoundclassError",
     "ParameterError",
     "AudioDecodeError",
@@ -69,17 +71,29 @@ class ExportError(SoundclassError):
     take what the exported front end computes); the message names the model and why."""
 
 
-def _is_int(value) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+def is_int(value, *, allow_numpy: bool = True) -> bool:
+    """Whether ``value`` is an integer: a Python one or (``allow_numpy``) a numpy one, never a bool.
+
+    The one definition of "an integer" behind :func:`check_int` and the
+    predicates of the training ``Setting`` table.
+    """
+    kinds = (int, np.integer) if allow_numpy else int
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, kinds)
+
+
+def is_number(value) -> bool:
+    """Whether ``value`` is a real number (Python or numpy int or float, possibly not finite), not a bool."""
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating)))
 
 
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None,
-              allow_none: bool = False, what: str | None = None) -> int | None:
+              allow_none: bool = False, allow_numpy: bool = True, what: str | None = None) -> int | None:
     """``value`` as an ``int`` if it is an integer in ``[low, high]``.
 
-    Integers and numpy integers are accepted; bools, floats (``2.5`` and
-    ``2.0``) and strings are not.
+    Integers and numpy integers are accepted (numpy ones not with
+    ``allow_numpy=False``); bools, floats (``2.5`` and ``2.0``) and strings
+    are not.
 
     Parameters
     ----------
@@ -90,6 +104,8 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
         Inclusive bounds (``None``: unbounded).
     allow_none : bool
         Return ``None`` for ``None`` instead of refusing it.
+    allow_numpy : bool
+        Accept numpy integers (off where a value must be a plain ``int``).
     what : str or None
         The requirement in words, e.g. ``"a positive integer"``; default
         ``"an integer in [low, high]"`` or ``"an integer >= low"``.
@@ -111,14 +127,16 @@ def check_int(name: str, value, *, low: int | None = None, high: int | None = No
             what = f"an integer <= {high}"
         else:
             what = "an integer"
-    if (not _is_int(value) or (low is not None and value < low)
+    if (not is_int(value, allow_numpy=allow_numpy) or (low is not None and value < low)
             or (high is not None and value > high)):
         raise ParameterError(f"{name}={value!r} must be {what}" + (" or None" if allow_none else ""))
     return int(value)
 
 
-def check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
-    """``value`` as an ``int`` if it is a positive integer (numpy integers too, not bools).
+def check_positive_int(name: str, value, *, allow_none: bool = False,
+                       allow_numpy: bool = True) -> int | None:
+    """``value`` as an ``int`` if it is a positive integer (numpy integers too unless
+    ``allow_numpy=False``; never bools).
 
     Raises
     ------
@@ -126,18 +144,22 @@ def check_positive_int(name: str, value, *, allow_none: bool = False) -> int | N
         ``f"{name}={value!r} must be a positive integer"`` otherwise (with
         ``" or None"`` when ``allow_none``).
     """
-    return check_int(name, value, low=1, allow_none=allow_none, what="a positive integer")
+    return check_int(name, value, low=1, allow_none=allow_none, allow_numpy=allow_numpy,
+                     what="a positive integer")
 
 
-def check_non_negative_int(name: str, value, *, allow_none: bool = False) -> int | None:
-    """``value`` as an ``int`` if it is an integer >= 0 (numpy integers too, not bools).
+def check_non_negative_int(name: str, value, *, allow_none: bool = False,
+                           allow_numpy: bool = True) -> int | None:
+    """``value`` as an ``int`` if it is an integer >= 0 (numpy integers too unless
+    ``allow_numpy=False``; never bools).
 
     Raises
     ------
     ParameterError
         ``f"{name}={value!r} must be a non-negative integer"`` otherwise.
     """
-    return check_int(name, value, low=0, allow_none=allow_none, what="a non-negative integer")
+    return check_int(name, value, low=0, allow_none=allow_none, allow_numpy=allow_numpy,
+                     what="a non-negative integer")
 
 
 def check_range(name: str, value, *, low: float | None = None, high: float | None = None,
@@ -172,8 +194,7 @@ def check_range(name: str, value, *, low: float | None = None, high: float | Non
         what = f"{'<' if high_open else '<='} {high:g}"
     else:
         what = "a finite number"
-    ok = (not isinstance(value, (bool, np.bool_))
-          and isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value))
+    ok = is_number(value) and np.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

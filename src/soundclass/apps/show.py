@@ -211,7 +211,7 @@ def show_timeline(
     """
     import itertools
 
-    from soundclass.inference.predict import _load
+    from soundclass.inference.predict import as_checkpoint
     from soundclass.inference.timeline import iter_windows, score_windows
     from soundclass.inference.windows import default_window_seconds, window_proba_fn
     from soundclass.plots.timeline import plot_timeline
@@ -219,7 +219,7 @@ def show_timeline(
     for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("n_mels", n_mels)):
         check_positive_int(name, value)
     check_positive("max_seconds", max_seconds)
-    ckpt = _load(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     path = os.fspath(path)
     head = audio.info(path)
     sr = int(ckpt.feature.sr)

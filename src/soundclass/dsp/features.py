@@ -28,16 +28,15 @@ import scipy.sparse
 from soundclass.dsp.filters import mel as mel_filter
 from soundclass.dsp.filters import mel_sparse
 from soundclass.dsp.stft import (
-    _check_power,
-    _float_signal,
-    _gather_blocks,
-    _n_frames,
-    _power,
-    _stft_params,
+    check_stft_params,
+    float_signal,
+    frame_count,
+    gather_blocks,
     spectrogram,
+    spectrum_power,
     stft,
 )
-from soundclass.errors import ParameterError, check_int, check_positive_int
+from soundclass.errors import ParameterError, check_int, check_positive, check_positive_int
 
 __all__ = [
     "amplitude_to_db",
@@ -55,8 +54,8 @@ def _mel_power_1d(
     center, pad_mode, power,
 ) -> np.ndarray:
     """Mel spectrogram of one signal (n,), block by block; shape (n_mels, t)."""
-    return _gather_blocks(
-        y, lambda spec: basis @ _power(spec, power),  # (n_mels, bins) @ (bins, nb)
+    return gather_blocks(
+        y, lambda spec: basis @ spectrum_power(spec, power=power),  # (n_mels, bins) @ (bins, nb)
         rows=basis.shape[0], dtype=y.dtype,
         n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
         center=center, pad_mode=pad_mode,
@@ -115,9 +114,9 @@ def melspectrogram(
         return np.matmul(basis, S)
     if y is None:
         raise ParameterError("melspectrogram needs either y (a signal) or S (a spectrogram)")
-    power = _check_power(power)
-    y = _float_signal(y)
-    n_fft, hop_length, win_length = _stft_params(n_fft, hop_length, win_length)
+    power = check_positive("power", power)
+    y = float_signal(y)
+    n_fft, hop_length, win_length = check_stft_params(n_fft=n_fft, hop_length=hop_length, win_length=win_length)
     mel_filter(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)  # validates
     basis = _mel_basis(
         sr, n_fft, int(n_mels), float(fmin), float(sr) / 2 if fmax is None else float(fmax),
@@ -131,7 +130,7 @@ def melspectrogram(
         )
         for row in flat
     ]
-    n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
+    n_frames = frame_count(y.shape[-1], n_fft=n_fft, hop_length=hop_length, center=center)
     return np.stack(mels).reshape(*y.shape[:-1], int(n_mels), n_frames)
 
 

@@ -3,8 +3,10 @@
 The STFT runs ``scipy.fft.rfft`` over blocks of frames (memory stays bounded
 for long signals, and a block stays in a core's L2 cache); windows are cached
 per parameter set.  :func:`stft` and :func:`spectrogram` accept batches
-``(..., n)``; the block machinery (``_gather_blocks``) is shared with the mel
-projection of :mod:`soundclass.dsp.features`.
+``(..., n)``; the checks and the block machinery (:func:`check_stft_params`,
+:func:`float_signal`, :func:`gather_blocks`, :func:`spectrum_power`,
+:func:`frame_count`) are shared with the mel projection of
+:mod:`soundclass.dsp.features`.
 
 Computation happens in the precision of the input (float32 signals: float32
 FFT); the tolerances against librosa are stated in :mod:`soundclass.dsp.features`.
@@ -23,7 +25,16 @@ import scipy.signal
 from soundclass.audio import check_audio
 from soundclass.errors import ParameterError, check_positive, check_positive_int
 
-__all__ = ["MAX_BLOCK_BYTES", "spectrogram", "stft"]
+__all__ = [
+    "MAX_BLOCK_BYTES",
+    "check_stft_params",
+    "float_signal",
+    "frame_count",
+    "gather_blocks",
+    "spectrogram",
+    "spectrum_power",
+    "stft",
+]
 
 #: Bytes of windowed frames transformed at once: small enough to stay in a
 #: core's L2 cache, which makes the blocked STFT ~2x faster than one big rfft.
@@ -33,7 +44,22 @@ _PAD_MODES = ("constant", "edge", "linear_ramp", "reflect", "symmetric", "empty"
 
 
 # ----------------------------------------------------------------------------- checks
-def _stft_params(n_fft, hop_length, win_length) -> tuple[int, int, int]:
+def check_stft_params(*, n_fft, hop_length, win_length) -> tuple[int, int, int]:
+    """``(n_fft, hop_length, win_length)`` checked, with librosa's defaults filled in.
+
+    Parameters
+    ----------
+    n_fft : int
+    hop_length : int or None
+        ``None``: ``win_length // 4`` (refused when that is 0).
+    win_length : int or None
+        ``None``: ``n_fft``; at most ``n_fft``.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter and its value.
+    """
     n_fft = check_positive_int("n_fft", n_fft)
     win_length = n_fft if win_length is None else check_positive_int("win_length", win_length)
     if win_length > n_fft:
@@ -49,7 +75,25 @@ def _stft_params(n_fft, hop_length, win_length) -> tuple[int, int, int]:
     return n_fft, hop_length, win_length
 
 
-def _float_signal(y: np.ndarray) -> np.ndarray:
+def float_signal(y: np.ndarray) -> np.ndarray:
+    """``y`` checked (:func:`soundclass.audio.check_audio`) and in a precision the FFT keeps.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)], floating point
+
+    Returns
+    -------
+    np.ndarray [shape=(..., n)], float32 or float64
+        ``y`` itself when float32/float64, else cast to float32.
+
+    Raises
+    ------
+    ParameterError
+        ``y`` is not a real ndarray, or is not floating-point.
+    AudioDecodeError
+        NaN, infinite or huge samples.
+    """
     check_audio(y, max_ndim=None)
     if not np.issubdtype(y.dtype, np.floating):
         raise ParameterError(f"audio must be floating-point, got dtype={y.dtype}")
@@ -138,22 +182,49 @@ def _spectrum_blocks(
         yield start, stop, scipy.fft.rfft(windowed, axis=-2, overwrite_x=True)
 
 
-def _power(spec: np.ndarray, power: float) -> np.ndarray:
+def spectrum_power(spec: np.ndarray, *, power: float) -> np.ndarray:
+    """``|spec| ** power``, without the square root for ``power=2``.
+
+    Parameters
+    ----------
+    spec : np.ndarray [shape=(..., bins, t)], complex
+    power : float
+        1 for magnitude, 2 for power.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., bins, t)], real
+    """
     if power == 2.0:
         return np.square(spec.real) + np.square(spec.imag)
     mag = np.abs(spec)
     return mag if power == 1.0 else mag**power
 
 
-def _gather_blocks(
+def gather_blocks(
     y: np.ndarray, transform: Callable[[np.ndarray], np.ndarray], *, rows: int, dtype,
     n_fft: int, hop_length: int, win_length: int, window, center: bool, pad_mode: str,
 ) -> np.ndarray:
-    """``transform`` of every block of :func:`_spectrum_blocks`, gathered; shape (..., rows, t).
+    """``transform`` of every block of STFT frames of ``y``, gathered in one array.
 
-    ``transform`` maps a spectrum block (..., 1 + n_fft // 2, nb) to (..., rows, nb).
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+        Checked by :func:`float_signal`.
+    transform : callable
+        Maps a spectrum block [shape=(..., 1 + n_fft // 2, nb)] to [shape=(..., rows, nb)].
+    rows : int
+    dtype : numpy dtype
+        Of the result.
+    n_fft, hop_length, win_length, window, center, pad_mode
+        As in :func:`stft`, checked by :func:`check_stft_params`.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., rows, t)]
+        ``t = frame_count(n, ...)``.
     """
-    n_frames = _n_frames(y.shape[-1], n_fft, hop_length, center)
+    n_frames = frame_count(y.shape[-1], n_fft=n_fft, hop_length=hop_length, center=center)
     out = np.empty((*y.shape[:-1], rows, max(n_frames, 0)), dtype=dtype)
     for start, stop, spec in _spectrum_blocks(
         y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
@@ -161,10 +232,6 @@ def _gather_blocks(
     ):
         out[..., start:stop] = transform(spec)
     return out
-
-
-def _check_power(power) -> float:
-    return check_positive("power", power)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -201,9 +268,9 @@ def stft(
     np.ndarray [shape=(..., 1 + n_fft // 2, t)], complex64 (complex128 for float64 input)
         ``t = 1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length`` when centred.
     """
-    y = _float_signal(y)
-    n_fft, hop_length, win_length = _stft_params(n_fft, hop_length, win_length)
-    return _gather_blocks(
+    y = float_signal(y)
+    n_fft, hop_length, win_length = check_stft_params(n_fft=n_fft, hop_length=hop_length, win_length=win_length)
+    return gather_blocks(
         y, lambda spec: spec, rows=1 + n_fft // 2,
         dtype=np.complex64 if y.dtype == np.float32 else np.complex128,
         n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
@@ -211,7 +278,8 @@ def stft(
     )
 
 
-def _n_frames(n: int, n_fft: int, hop_length: int, center: bool) -> int:
+def frame_count(n: int, *, n_fft: int, hop_length: int, center: bool) -> int:
+    """STFT frames of ``n`` samples: ``1 + (n + 2 * (n_fft // 2) - n_fft) // hop_length`` when centred."""
     padded = n + 2 * (n_fft // 2) if center else n
     return 1 + (padded - n_fft) // hop_length
 
@@ -241,11 +309,11 @@ def spectrogram(
     -------
     np.ndarray [shape=(..., 1 + n_fft // 2, t)], float32 (float64 for float64 input)
     """
-    power = _check_power(power)
-    y = _float_signal(y)
-    n_fft, hop_length, win_length = _stft_params(n_fft, hop_length, win_length)
-    return _gather_blocks(
-        y, lambda spec: _power(spec, power), rows=1 + n_fft // 2, dtype=y.dtype,
+    power = check_positive("power", power)
+    y = float_signal(y)
+    n_fft, hop_length, win_length = check_stft_params(n_fft=n_fft, hop_length=hop_length, win_length=win_length)
+    return gather_blocks(
+        y, lambda spec: spectrum_power(spec, power=power), rows=1 + n_fft // 2, dtype=y.dtype,
         n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
         center=center, pad_mode=pad_mode,
     )

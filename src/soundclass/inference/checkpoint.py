@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,9 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_save
 
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
@@ -48,7 +44,13 @@ from soundclass.inference.checkpoint_checks import (
     feature_of,
     read_header,
 )
-from soundclass.util.atomic import write_bytes_atomic, write_json_atomic
+from soundclass.inference.checkpoint_files import (
+    read_json,
+    read_tensors,
+    saveable_tensor,
+    write_json,
+    write_tensors,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -127,19 +129,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj, indent=2, allow_nan=True)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    write_bytes_atomic(path, safetensors_save(tensors, metadata=metadata))
-
-
-def _to_saveable(t: torch.Tensor) -> torch.Tensor:
-    # clone: safetensors refuses tensors that share storage (tied weights, views)
-    return t.detach().to("cpu").contiguous().clone()
 
 
 def _json_safe(value: Any, what: str) -> Any:
@@ -236,7 +225,7 @@ def save_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tensors = {MODEL_PREFIX + k: _to_saveable(v) for k, v in model.state_dict().items()}
+    tensors = {MODEL_PREFIX + k: saveable_tensor(v) for k, v in model.state_dict().items()}
     mean, std = _stat(norm_mean, "norm_mean"), _stat(norm_std, "norm_std")
     if mean is not None:
         tensors[_NORM_MEAN] = mean
@@ -263,8 +252,8 @@ def save_checkpoint(
     }
     if calibration is not None:
         meta["calibration"] = check_calibration(calibration, out / META_NAME)
-    _atomic_save_tensors(out / WEIGHTS_NAME, tensors, {"format": "pt", "soundclass": __version__})
-    _atomic_write_json(out / META_NAME, meta)
+    write_tensors(out / WEIGHTS_NAME, tensors, metadata={"format": "pt", "soundclass": __version__})
+    write_json(out / META_NAME, meta)
     return out
 
 
@@ -286,27 +275,6 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     if p.suffix in (".json", ".safetensors"):
         raise CheckpointError(f"{p}: expected a checkpoint folder, {META_NAME} or {WEIGHTS_NAME}")
     return p
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from exc
 
 
 def _require(meta: dict, key: str, types: type | tuple[type, ...], where: Path) -> Any:
@@ -336,7 +304,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         Naming ``model.json`` and the offending field.
     """
     meta_path = checkpoint_dir(path) / META_NAME
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     if meta.get("format") != "soundclass-checkpoint":
         raise CheckpointError(f"{meta_path}: not a soundclass checkpoint (format={meta.get('format')!r})")
     version = meta.get("format_version")
@@ -417,7 +385,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{meta_path}: cannot rebuild model {name!r} with {kwargs} ({exc})") from exc
 
-    tensors = _read_tensors(weights_path)
+    tensors = read_tensors(weights_path)
     check_finite(tensors, weights_path)
     state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     try:

@@ -30,6 +30,7 @@ __all__ = [
     "Predictions",
     "FAILED_POLICIES",
     "resolve_checkpoint",
+    "as_checkpoint",
     "predict_paths",
     "use_backend",
     "PATHS_PER_CHUNK",
@@ -108,7 +109,25 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{p}: no checkpoint here (expected model.json in it or in {p / 'checkpoint'})")
 
 
-def _load(checkpoint: Any) -> Any:
+def as_checkpoint(checkpoint: Any) -> Any:
+    """``checkpoint`` loaded, if it is a path.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint or path
+        A loaded :class:`~soundclass.inference.checkpoint.Checkpoint` (returned
+        as is), or a checkpoint folder, its ``model.json`` or a training run
+        folder (see :func:`resolve_checkpoint`).
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint at the path, or one that does not load.
+    """
     if isinstance(checkpoint, (str, os.PathLike)):
         from soundclass.inference.checkpoint import load_checkpoint
 
@@ -150,7 +169,7 @@ def _backend(checkpoint: Any, backend: Any) -> Any:
         return backend
     if isinstance(checkpoint, Backend):
         return checkpoint
-    return make_backend(_load(checkpoint), _default_backend.get() if backend is None else backend)
+    return make_backend(as_checkpoint(checkpoint), _default_backend.get() if backend is None else backend)
 
 
 def predict_paths(
@@ -205,8 +224,7 @@ def predict_paths(
     from soundclass.inference.calibrated import apply_checkpoint_calibration
     from soundclass.util.executors import default_n_jobs, make_executor
 
-    if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
-        raise ParameterError(f"tta={tta!r} must be a positive integer")
+    tta = check_positive_int("tta", tta, allow_numpy=False)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     runner = _backend(checkpoint, backend)
     ckpt = runner.checkpoint

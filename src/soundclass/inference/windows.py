@@ -290,9 +290,9 @@ def predict_windows(
     """
     from tqdm.auto import tqdm
 
-    from soundclass.inference.predict import _load
+    from soundclass.inference.predict import as_checkpoint
 
-    ckpt = _load(checkpoint)
+    ckpt = as_checkpoint(checkpoint)
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     seg_out = segments_path(out)

@@ -11,22 +11,30 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
 from soundclass.dsp import filters
-from soundclass.errors import ParameterError, check_positive, check_positive_int
+from soundclass.errors import ParameterError
 
-__all__ = ["Y_AXES", "hz_tick_label"]
+__all__ = [
+    "MAX_COLUMNS",
+    "Y_AXES",
+    "axis_hz_to_mel",
+    "axis_mel_to_hz",
+    "check_2d",
+    "db_limits",
+    "fft_edges",
+    "finite_for_display",
+    "hz_tick_label",
+    "mel_edges",
+    "pool_rows",
+    "pool_time",
+    "set_hz_ticks",
+    "time_edges",
+]
 
 Y_AXES = ("log", "linear", "mel")
 _NICE_HZ = tuple(m * 10**k for k in range(0, 6) for m in (1, 2, 4, 5))
-_MAX_COLUMNS = 2000  # time frames drawn at most; longer pictures are max-pooled
+#: Time frames drawn at most; longer pictures are max-pooled.
+MAX_COLUMNS = 2000
 _MAX_ROWS = 600  # rows per axis height drawn at most (max-pooled)
-
-
-def _positive(name: str, value, *, allow_float: bool = True) -> None:
-    """A positive number (``allow_float``) or a positive integer, else ParameterError."""
-    if allow_float:
-        check_positive(name, value)
-    else:
-        check_positive_int(name, value)
 
 
 def hz_tick_label(x: float, pos: int | None = None) -> str:
@@ -36,7 +44,7 @@ def hz_tick_label(x: float, pos: int | None = None) -> str:
     return f"{x / 1000:g}k"
 
 
-def _finite(a: np.ndarray) -> np.ndarray:
+def finite_for_display(a: np.ndarray) -> np.ndarray:
     """``a`` as float with NaN/Inf replaced by the finite range (for display only)."""
     a = np.asarray(a, dtype=np.float64)
     bad = ~np.isfinite(a)
@@ -47,7 +55,7 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _db_limits(S_db: np.ndarray, vmin, vmax, top_db: float = 80.0) -> tuple[float, float]:
+def db_limits(S_db: np.ndarray, vmin, vmax, top_db: float = 80.0) -> tuple[float, float]:
     """Colour limits: the data's max and ``top_db`` below it, never an empty range."""
     hi = float(np.max(S_db)) if vmax is None else float(vmax)
     lo = max(float(np.min(S_db)), hi - top_db) if vmin is None else float(vmin)
@@ -58,11 +66,12 @@ def _db_limits(S_db: np.ndarray, vmin, vmax, top_db: float = 80.0) -> tuple[floa
     return lo, lo + top_db  # vmax missing or not above vmin
 
 
-def _time_edges(n_frames: int, *, sr: float, hop_length: int) -> np.ndarray:
+def time_edges(n_frames: int, *, sr: float, hop_length: int) -> np.ndarray:
+    """Edges in seconds of ``n_frames`` frames ``hop_length`` apart, shape ``(n_frames + 1,)``."""
     return np.arange(n_frames + 1) * (hop_length / float(sr))
 
 
-def _pool_time(S: np.ndarray, edges: np.ndarray, max_columns: int) -> tuple[np.ndarray, np.ndarray]:
+def pool_time(S: np.ndarray, edges: np.ndarray, max_columns: int) -> tuple[np.ndarray, np.ndarray]:
     """Max-pool the columns of ``S`` so at most ``max_columns`` are drawn."""
     t = S.shape[1]
     if t <= max_columns:
@@ -76,8 +85,8 @@ def _pool_time(S: np.ndarray, edges: np.ndarray, max_columns: int) -> tuple[np.n
     return pooled, new_edges
 
 
-def _pool_rows(S: np.ndarray, edges: np.ndarray, ax: Axes, *, cells: int = _MAX_ROWS
-               ) -> tuple[np.ndarray, np.ndarray]:
+def pool_rows(S: np.ndarray, edges: np.ndarray, ax: Axes, *, cells: int = _MAX_ROWS
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Max-pool rows that would share one of ``cells`` equal slices of the y axis.
 
     Without it, a 1025-bin spectrogram on a log axis puts dozens of bins in
@@ -96,7 +105,7 @@ def _pool_rows(S: np.ndarray, edges: np.ndarray, ax: Axes, *, cells: int = _MAX_
     return np.maximum.reduceat(S, starts, axis=0), np.append(edges[starts], edges[-1])
 
 
-def _fft_edges(n_bins: int, *, sr: float) -> np.ndarray:
+def fft_edges(n_bins: int, *, sr: float) -> np.ndarray:
     """Edges of the STFT bins (centres ``k * sr / n_fft``), clipped to ``[0, sr/2]``."""
     centres = np.linspace(0.0, sr / 2.0, n_bins)
     half = (centres[1] - centres[0]) / 2.0 if n_bins > 1 else sr / 4.0
@@ -104,30 +113,32 @@ def _fft_edges(n_bins: int, *, sr: float) -> np.ndarray:
     return np.clip(edges, 0.0, sr / 2.0)
 
 
-def _hz_to_mel(f, *, htk: bool = False):
+def axis_hz_to_mel(f, *, htk: bool = False):
+    """Hz to mel for a ``'function'`` y scale (negative ``f``, from the margins, clipped to 0)."""
     # negative frequencies only appear in matplotlib's margins; clip them for the htk log
     return filters.hz_to_mel(np.maximum(np.asarray(f, dtype=np.float64), 0.0), htk=htk)
 
 
-def _mel_to_hz(m, *, htk: bool = False):
+def axis_mel_to_hz(m, *, htk: bool = False):
+    """The inverse of :func:`axis_hz_to_mel`, in float64."""
     return filters.mel_to_hz(np.asarray(m, dtype=np.float64), htk=htk)
 
 
-def _mel_edges(n_mels: int, *, fmin: float, fmax: float, htk: bool) -> np.ndarray:
+def mel_edges(n_mels: int, *, fmin: float, fmax: float, htk: bool) -> np.ndarray:
     """Edges of the mel bands in Hz, shape ``(n_mels + 1,)``.
 
     Band ``i`` is centred on mel point ``i + 1`` of ``n_mels + 2`` (librosa's
     filterbank); inner edges lie midway in mel between neighbouring centres,
     the outer ones at ``fmin`` and ``fmax`` (the outer triangles reach them).
     """
-    lo, hi = _hz_to_mel(fmin, htk=htk), _hz_to_mel(fmax, htk=htk)
+    lo, hi = axis_hz_to_mel(fmin, htk=htk), axis_hz_to_mel(fmax, htk=htk)
     step = (hi - lo) / (n_mels + 1)
-    edges = _mel_to_hz(lo + step * (0.5 + np.arange(n_mels + 1)), htk=htk)
+    edges = axis_mel_to_hz(lo + step * (0.5 + np.arange(n_mels + 1)), htk=htk)
     edges[0], edges[-1] = fmin, fmax
     return edges
 
 
-def _set_hz_ticks(ax: Axes, lo: float, hi: float, *, min_gap: float = 0.085) -> None:
+def set_hz_ticks(ax: Axes, lo: float, hi: float, *, min_gap: float = 0.085) -> None:
     """Round Hz ticks on the y axis, labelled like ``500``, ``2k``.
 
     Linear axes get ~6 evenly spaced round ticks; log and mel axes get the
@@ -155,7 +166,8 @@ def _set_hz_ticks(ax: Axes, lo: float, hi: float, *, min_gap: float = 0.085) -> 
     ax.yaxis.set_minor_locator(FixedLocator([]))
 
 
-def _check_2d(name: str, S) -> np.ndarray:
+def check_2d(name: str, S) -> np.ndarray:
+    """``S`` as an array [shape=(n_bins, t)], ``n_bins > 0``; else ParameterError naming ``name``."""
     S = np.asarray(S)
     if S.ndim != 2 or S.shape[0] == 0:
         raise ParameterError(f"{name} must be 2-D (n_bins, t) with n_bins > 0; got shape {S.shape}")

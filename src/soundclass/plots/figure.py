@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from soundclass.util.atomic import atomic_open
 
-__all__ = ["DB_FORMAT", "MFCC_CMAP", "SPEC_CMAP", "new_figure", "save_figure"]
+__all__ = ["DB_FORMAT", "MFCC_CMAP", "SPEC_CMAP", "add_colorbar", "new_figure", "save_figure"]
 
 SPEC_CMAP = "magma"
 MFCC_CMAP = "coolwarm"
@@ -59,7 +59,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> str:
     return str(path)
 
 
-def _colorbar(ax: Axes, mappable, *, fmt: str | None, label: str | None = None):
+def add_colorbar(ax: Axes, mappable, *, fmt: str | None, label: str | None = None):
+    """The colour bar every picture uses, beside ``ax`` (tick format ``fmt``, optional ``label``)."""
     cbar = ax.figure.colorbar(mappable, ax=ax, format=fmt, pad=0.01, fraction=0.05)
     if label:
         cbar.set_label(label)

@@ -12,24 +12,23 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from soundclass.errors import ParameterError, check_int
+from soundclass.errors import ParameterError, check_int, check_positive, check_positive_int
 from soundclass.plots.axes import (
-    _MAX_COLUMNS,
+    MAX_COLUMNS,
     Y_AXES,
-    _check_2d,
-    _db_limits,
-    _fft_edges,
-    _finite,
-    _hz_to_mel,
-    _mel_edges,
-    _mel_to_hz,
-    _pool_rows,
-    _pool_time,
-    _positive,
-    _set_hz_ticks,
-    _time_edges,
+    axis_hz_to_mel,
+    axis_mel_to_hz,
+    check_2d,
+    db_limits,
+    fft_edges,
+    finite_for_display,
+    mel_edges,
+    pool_rows,
+    pool_time,
+    set_hz_ticks,
+    time_edges,
 )
-from soundclass.plots.figure import DB_FORMAT, MFCC_CMAP, SPEC_CMAP, _colorbar
+from soundclass.plots.figure import DB_FORMAT, MFCC_CMAP, SPEC_CMAP, add_colorbar
 
 __all__ = ["plot_mel", "plot_mfcc", "plot_spectrogram", "plot_waveform"]
 
@@ -65,7 +64,7 @@ def plot_waveform(
     -------
     Axes
     """
-    _positive("sr", sr)
+    check_positive("sr", sr)
     check_int("max_points", max_points, low=4)
     y = np.asarray(y)
     if y.ndim == 1:
@@ -111,14 +110,14 @@ def _mesh(
     vmax,
     offset: float,
 ):
-    S = _finite(S_db)
-    vmin, vmax = _db_limits(S, vmin, vmax)
-    t_edges = offset + _time_edges(S.shape[1], sr=sr, hop_length=hop_length)
+    S = finite_for_display(S_db)
+    vmin, vmax = db_limits(S, vmin, vmax)
+    t_edges = offset + time_edges(S.shape[1], sr=sr, hop_length=hop_length)
     if S.shape[1] == 0:  # shorter than one frame: draw one empty column
         S = np.full((S.shape[0], 1), vmin)
         t_edges = np.array([offset, offset + hop_length / float(sr)])
-    S, t_edges = _pool_time(S, t_edges, _MAX_COLUMNS)
-    S, freq_edges = _pool_rows(S, freq_edges, ax)
+    S, t_edges = pool_time(S, t_edges, MAX_COLUMNS)
+    S, freq_edges = pool_rows(S, freq_edges, ax)
     mesh = ax.pcolormesh(t_edges, freq_edges, S, cmap=cmap, vmin=vmin, vmax=vmax,
                          shading="flat", rasterized=True)
     ax.set_xlim(t_edges[0], t_edges[-1])
@@ -174,11 +173,11 @@ def plot_spectrogram(
     matplotlib.collections.QuadMesh
         Its colour bar, if any, is ``mesh.colorbar``.
     """
-    _positive("sr", sr)
-    _positive("hop_length", hop_length, allow_float=False)
+    check_positive("sr", sr)
+    check_positive_int("hop_length", hop_length)
     if y_axis not in Y_AXES:
         raise ParameterError(f"y_axis={y_axis!r} must be one of {Y_AXES}")
-    S_db = _check_2d("S_db", S_db)
+    S_db = check_2d("S_db", S_db)
     nyquist = sr / 2.0
     lo = 0.0 if fmin is None else float(fmin)
     hi = nyquist if fmax is None else float(fmax)
@@ -187,21 +186,21 @@ def plot_spectrogram(
     if y_axis == "mel":
         if hi > nyquist + 1e-9:
             raise ParameterError(f"fmax={fmax!r} must be <= sr/2={nyquist!r}")
-        edges = _mel_edges(S_db.shape[0], fmin=lo, fmax=hi, htk=htk)
-        ax.set_yscale("function", functions=(lambda f: _hz_to_mel(f, htk=htk),
-                                             lambda m: _mel_to_hz(m, htk=htk)))
+        edges = mel_edges(S_db.shape[0], fmin=lo, fmax=hi, htk=htk)
+        ax.set_yscale("function", functions=(lambda f: axis_hz_to_mel(f, htk=htk),
+                                             lambda m: axis_mel_to_hz(m, htk=htk)))
         view = (lo, hi)
     else:
-        edges = _fft_edges(S_db.shape[0], sr=sr)
+        edges = fft_edges(S_db.shape[0], sr=sr)
         if y_axis == "log":
             ax.set_yscale("symlog", base=2, linthresh=64.0, linscale=0.5)
         view = (lo, min(hi, nyquist))
     mesh = _mesh(S_db, edges, sr=sr, hop_length=hop_length, ax=ax, cmap=cmap,
                  vmin=vmin, vmax=vmax, offset=offset)
     ax.set_ylim(*view)
-    _set_hz_ticks(ax, *view)
+    set_hz_ticks(ax, *view)
     if colorbar:
-        _colorbar(ax, mesh, fmt=DB_FORMAT)
+        add_colorbar(ax, mesh, fmt=DB_FORMAT)
     return mesh
 
 
@@ -266,9 +265,9 @@ def plot_mfcc(
     -------
     matplotlib.collections.QuadMesh
     """
-    _positive("sr", sr)
-    _positive("hop_length", hop_length, allow_float=False)
-    M = _finite(_check_2d("M", M))
+    check_positive("sr", sr)
+    check_positive_int("hop_length", hop_length)
+    M = finite_for_display(check_2d("M", M))
     rest = M[1:] if M.shape[0] > 1 else M
     lim = float(np.percentile(np.abs(rest), 99)) if rest.size else 0.0
     lim = lim if lim > 1e-9 else 1.0
@@ -279,5 +278,5 @@ def plot_mfcc(
     ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
     ax.set_ylabel("MFCC")
     if colorbar:
-        _colorbar(ax, mesh, fmt=None)
+        add_colorbar(ax, mesh, fmt=None)
     return mesh

@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from soundclass.errors import ParameterError
-from soundclass.plots.figure import _colorbar
+from soundclass.plots.figure import add_colorbar
 
 __all__ = ["plot_confusion", "plot_history"]
 
@@ -165,5 +165,5 @@ def plot_confusion(
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     if colorbar:
-        _colorbar(ax, image, fmt=None, label="fraction of true class" if normalize else "clips")
+        add_colorbar(ax, image, fmt=None, label="fraction of true class" if normalize else "clips")
     return image

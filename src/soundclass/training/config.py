@@ -26,11 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
 from soundclass.data.fingerprint import DEFAULT_THRESHOLD
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, is_int, is_number
 from soundclass.models.panns import PANNS_MODELS
 from soundclass.models.registry import TRAIN_KEYS
 
@@ -61,14 +59,6 @@ RUNTIME_FIELDS = ("cache_dir", "n_jobs", "threads", "device", "epochs", "patienc
 _DERIVED_KEYS = ("feature_config", "pretrained_from")
 
 _UNSET = object()
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -120,11 +110,11 @@ class Setting:
 
 
 def _positive_int(help: str, **kw: Any) -> dict[str, Setting]:
-    return {"setting": Setting(help, int, lambda v: _is_int(v) and v > 0, "a positive integer", **kw)}
+    return {"setting": Setting(help, int, lambda v: is_int(v) and v > 0, "a positive integer", **kw)}
 
 
 def _number(help: str, must: str, ok: Callable[[float], bool], **kw: Any) -> dict[str, Setting]:
-    return {"setting": Setting(help, float, lambda v: _is_num(v) and bool(ok(v)), must, **kw)}
+    return {"setting": Setting(help, float, lambda v: is_number(v) and bool(ok(v)), must, **kw)}
 
 
 def _unit(help: str, must: str = "in [0, 1)", **kw: Any) -> dict[str, Setting]:
@@ -148,7 +138,7 @@ def _mapping(help: str, **kw: Any) -> dict[str, Setting]:
 
 
 def _val_size_ok(v: Any) -> bool:
-    return _is_num(v) and (0 <= v < 1 or (v >= 1 and float(v).is_integer()))
+    return is_number(v) and (0 <= v < 1 or (v >= 1 and float(v).is_integer()))
 
 
 def _registered_models() -> list[str]:
@@ -290,12 +280,12 @@ class TrainConfig:
         "fraction of all steps spent warming up, in [0, 1)", default=0.1))
     patience: int | None = field(default=None, metadata={"setting": Setting(
         "stop after this many epochs without improvement (0: never stop early)", int,
-        lambda v: _is_int(v) and v >= 0, "a non-negative integer (0 disables)", default=10)})
+        lambda v: is_int(v) and v >= 0, "a non-negative integer (0 disables)", default=10)})
     monitor: str | None = field(default=None, metadata=_choice(
         "validation quantity that selects the best checkpoint", MONITORS, default="macro_f1"))
     seed: int = field(default=0, metadata={"setting": Setting(
         "seed of every random draw (init, order, crops, augmentation, split)", int,
-        lambda v: _is_int(v) and v >= 0, "a non-negative integer")})
+        lambda v: is_int(v) and v >= 0, "a non-negative integer")})
     clip_seconds: float | None = field(default=None, metadata=_number(
         "training crop length in seconds", "a positive number or None", lambda v: v > 0))
     clip_percentile: float | None = field(default=None, metadata=_number(
@@ -336,7 +326,7 @@ class TrainConfig:
         "train K models on grouped folds, write out-of-fold predictions (oof.csv) and save their "
         "probability-averaging ensemble as the checkpoint; --val-size is still held out first and "
         "scored by the ensemble (--val-size 0: the out-of-fold predictions are the evaluation). "
-        "0 or 1: one model", int, lambda v: _is_int(v) and v >= 0, "a non-negative integer (0/1: no folds)",
+        "0 or 1: one model", int, lambda v: is_int(v) and v >= 0, "a non-negative integer (0/1: no folds)",
         metavar="K")})
     near_duplicates: float = field(default=DEFAULT_THRESHOLD, metadata=_number(
         "tie near duplicates (re-encoded, trimmed, resampled or gain-changed copies) into one split "
@@ -356,7 +346,7 @@ class TrainConfig:
         "feature cache folder, reused across runs (default: no cache)", "a folder path or None",
         lambda v: isinstance(v, (str, os.PathLike)), flag="--cache-dir", metavar="DIR"))
     n_jobs: int | None = field(default=None, metadata={"setting": Setting(
-        "parallel feature-extraction workers (default: all cores)", int, lambda v: _is_int(v) and v != 0,
+        "parallel feature-extraction workers (default: all cores)", int, lambda v: is_int(v) and v != 0,
         "a non-zero integer or None", flag="--jobs", metavar="N")})
     threads: int | None = field(default=None, metadata=_positive_int("torch threads"))
     device: str | None = field(default=None, metadata=_text(
@@ -375,7 +365,7 @@ class TrainConfig:
         metavar="M1,M2,..."))
     auto_folds: int = field(default=3, metadata={"setting": Setting(
         "--model auto: grouped cross-validation folds of the training part", int,
-        lambda v: _is_int(v) and v >= 2, "an integer >= 2", metavar="K")})
+        lambda v: is_int(v) and v >= 2, "an integer >= 2", metavar="K")})
     time_budget: float = field(default=1800.0, metadata=_number(
         "--model auto: seconds for scoring the candidates; expensive ones get fewer folds or are "
         "skipped (with the reason in the leaderboard) when it runs short", "a positive number",
@@ -425,6 +415,7 @@ def _validate(c: TrainConfig) -> None:
 # The lowest layer of the resolution order; a model spec's ``train`` dict and
 # then the user's non-None values override these.
 DEFAULTS: dict[str, Any] = {name: s.default for name, s in settings().items() if s.has_default}
+# Not derived: the registry sits below training and cannot read this table, so both are checked equal.
 if set(DEFAULTS) != set(TRAIN_KEYS):  # pragma: no cover - a programming error, caught by any test
     raise ImportError(f"TrainConfig settings with a default {sorted(DEFAULTS)} must be "
                       f"soundclass.models.registry.TRAIN_KEYS {sorted(TRAIN_KEYS)}")

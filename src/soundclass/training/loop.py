@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from soundclass.dsp import augment
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_non_negative_int
 from soundclass.inference.checkpoint import unwrap_model
 from soundclass.inference.predictor import predict_logits, softmax
 from soundclass.training import distributed as dist
-from soundclass.training.config import TrainConfig, _is_int
+from soundclass.training.config import TrainConfig
 from soundclass.training.data import derive_seed, set_epoch
 
 __all__ = ["BatchAugment", "EarlyStopping", "train_one_epoch", "validate"]
@@ -241,9 +241,8 @@ class EarlyStopping:
     def __init__(self, patience: int, *, mode: str = "max", min_delta: float = 0.0):
         if mode not in ("max", "min"):
             raise ParameterError(f"mode={mode!r} must be 'max' or 'min'")
-        if not _is_int(patience) or patience < 0:
-            raise ParameterError(f"patience={patience!r} must be a non-negative integer")
-        self.patience, self.mode, self.min_delta = int(patience), mode, float(min_delta)
+        self.patience = check_non_negative_int("patience", patience)
+        self.mode, self.min_delta = mode, float(min_delta)
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import (
-    _atomic_save_tensors,
-    _atomic_write_json,
-    _read_json,
-    _read_tensors,
-    _to_saveable,
-    unwrap_model,
+from soundclass.inference.checkpoint import unwrap_model
+from soundclass.inference.checkpoint_files import (
+    read_json,
+    read_tensors,
+    saveable_tensor,
+    write_json,
+    write_tensors,
 )
 from soundclass.util.hashing import sha256_file
 
@@ -87,7 +87,7 @@ class TrainingState:
 
 def _encode(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = _to_saveable(obj)
+        tensors[prefix] = saveable_tensor(obj)
         return {"__tensor__": prefix}
     if isinstance(obj, np.ndarray):
         tensors[prefix] = torch.from_numpy(np.ascontiguousarray(obj).copy())
@@ -204,9 +204,9 @@ def save_training_state(
         "rng": _encode(dict(rng_state if rng_state is not None else capture_rng_state()), "rng", tensors),
         "extra": _encode(dict(extra or {}), "extra", tensors),
     }
-    _atomic_save_tensors(out / STATE_WEIGHTS_NAME, tensors, {"format": "pt"})
+    write_tensors(out / STATE_WEIGHTS_NAME, tensors, metadata={"format": "pt"})
     tree["tensors"] = _file_record(out / STATE_WEIGHTS_NAME)
-    _atomic_write_json(out / STATE_META_NAME, tree)  # the commit point
+    write_json(out / STATE_META_NAME, tree)  # the commit point
     return out
 
 
@@ -241,13 +241,13 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
     """
     folder = Path(path)
     meta_path = folder / STATE_META_NAME
-    tree = _read_json(meta_path)
+    tree = read_json(meta_path)
     if tree.get("format") != _FORMAT:
         raise CheckpointError(f"{meta_path}: not a soundclass training state")
     if not isinstance(tree.get("epoch"), int):
         raise CheckpointError(f"{meta_path}: missing integer field 'epoch'")
     _check_tensor_file(tree, folder, meta_path)
-    tensors = _read_tensors(folder / STATE_WEIGHTS_NAME)
+    tensors = read_tensors(folder / STATE_WEIGHTS_NAME)
     return TrainingState(
         epoch=tree["epoch"],
         model_state=_decode(tree.get("model") or {}, tensors, meta_path),

@@ -63,7 +63,7 @@ from soundclass.apps.serve.service import (
     DEFAULT_WORKERS,
     App,
     RequestError,
-    _too_large,
+    too_large_message,
 )
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 
@@ -234,7 +234,7 @@ def _declared_length(request: Request, limit: int) -> int | None:
     if length < 0:
         raise RequestError(400, f"Content-Length={length} is negative")
     if length > limit:
-        raise RequestError(413, _too_large(length, limit))
+        raise RequestError(413, too_large_message(length, limit))
     return length
 
 
@@ -254,7 +254,7 @@ async def _read_upload(request: Request, length: int | None, limit: int, timeout
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
-                    raise RequestError(413, _too_large(f"more than {limit}", limit))
+                    raise RequestError(413, too_large_message(f"more than {limit}", limit))
                 if collector is not None:
                     collector.write(chunk)
                 else:

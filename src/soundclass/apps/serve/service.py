@@ -14,7 +14,10 @@ from soundclass.apps.serve.render import render_pictures
 from soundclass.audio import resample
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_WORKERS", "DEFAULT_QUEUE", "TOP_K", "App", "RequestError"]
+__all__ = [
+    "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_WORKERS", "DEFAULT_QUEUE", "TOP_K", "App", "RequestError",
+    "too_large_message",
+]
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 #: Worker threads and waiting uploads (sized for a 2-core machine).
@@ -120,7 +123,7 @@ class App:
             If the model returns no valid probabilities.
         """
         if len(data) > self.max_upload_bytes:
-            raise RequestError(413, _too_large(len(data), self.max_upload_bytes))
+            raise RequestError(413, too_large_message(len(data), self.max_upload_bytes))
         clip = decode_upload(data, max_seconds=self.max_seconds)
         sr = int(self.predictor.feature.sr)
         y = resample(clip.y, orig_sr=clip.sr, target_sr=sr)
@@ -191,5 +194,6 @@ class App:
         return {"window_seconds": window, "hop_seconds": hop, **tl.to_json()}
 
 
-def _too_large(n: int | str, limit: int) -> str:
+def too_large_message(n: int | str, limit: int) -> str:
+    """The 413 message for an upload of ``n`` bytes (or words like ``"more than N"``) above ``limit``."""
     return f"upload of {n} bytes is larger than the limit of {limit} bytes ({limit / 2**20:.1f} MB)"
