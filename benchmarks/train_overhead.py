@@ -150,6 +150,8 @@ def overhead_rates(*, n_clips: int, seconds: float, epochs: int, repeats: int, s
                                       clip_seconds=seconds, val_size=0))
     plain = base.replace(mixup_alpha=0.0, spec_augment=False, time_stretch=0.0, freq_warp=0.0)
     n = (n_clips // base.batch_size) * base.batch_size * epochs
+    if n == 0:
+        raise SystemExit(f"the overhead measurement needs at least one batch ({base.batch_size} clips)")
     empty = np.zeros(0, np.int64)
     rows = []
     for _ in range(repeats):

@@ -24,7 +24,7 @@ def _bench(name: str):
 
 def test_train_overhead_prints_both_tables(capsys):
     bench = _bench("train_overhead")
-    assert bench.main(["--n-overhead", "16", "--overhead-seconds", "0.5", "--overhead-epochs", "1",
+    assert bench.main(["--n-overhead", "32", "--overhead-seconds", "0.5", "--overhead-epochs", "1",
                        "--repeats", "1", "--n-mixed", "20", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     for row in ("| bare PyTorch", "| fit, augmentations off", "| fit, default augmentations",
