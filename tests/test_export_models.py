@@ -153,7 +153,8 @@ def test_metadata_names_the_model_and_its_windows(runs, name):
     assert (meta["model_name"], meta["sr"], meta["feature"]) == (name, spec.feature.sr, spec.feature)
     assert meta["classes"] == list(CLASSES)
     assert meta["min_samples"] == (8 * 256 if name == "mfcc-svm" else 1)  # 9 frames for the deltas
-    assert meta["window_frames"] == ("100" if name == "aisfx" else "")
+    assert meta["window_frames"] == (100 if name == "aisfx" else None)
+    assert meta["min_frames"] == 1
 
 
 def test_the_fine_tune_graph_averages_the_predictors_windows(runs):
@@ -171,19 +172,33 @@ def test_the_fine_tune_graph_averages_the_predictors_windows(runs):
     np.testing.assert_allclose(got, windows, rtol=0, atol=PREDICT_ATOL)
 
 
-def test_windowed_logits_equal_the_predictor_at_every_length():
+class _MinFrames(nn.Module):
+    """A conv + max-pool logits model that refuses inputs shorter than ``min_frames``."""
+
+    def __init__(self, min_frames: int):
+        super().__init__()
+        self.min_frames = min_frames
+        self.net = nn.Sequential(nn.Conv1d(4, 3, 3, padding=1), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+
+    def forward(self, x):
+        if x.shape[2] < self.min_frames:
+            raise ValueError(f"{x.shape[2]} frames < min_frames={self.min_frames}")
+        return self.net(x) + x.mean(dim=(1, 2))[:, None]  # the padding's level matters
+
+
+@pytest.mark.parametrize(("clip_frames", "min_frames"), [(7, 1), (7, 4), (7, 10), (None, 5)])
+def test_windowed_logits_equal_the_predictor_at_every_length(clip_frames, min_frames):
+    """Windows, short clips scored whole, and pieces padded to min_frames with the row minimum."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(4, 3, 3, padding=1), nn.AdaptiveMaxPool1d(1), nn.Flatten()).eval()
-    windowed = WindowedLogits(model, 7)
+    model = _MinFrames(min_frames).eval()
+    windowed = WindowedLogits(model, clip_frames)
     rng = np.random.default_rng(0)
-    for n in (1, 3, 6, 7, 8, 13, 14, 15, 22, 50):
-        x = rng.standard_normal((4, n)).astype(np.float32)
+    for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 14, 15, 22, 50):
+        x = (rng.standard_normal((4, n)) + rng.uniform(-3, 3, (4, 1))).astype(np.float32)
         with torch.inference_mode():
-            got = windowed(torch.from_numpy(x)[None]).numpy()
-        want = predict_logits(model, [x], input_kind="sequence", clip_frames=7)
+            got = windowed(torch.from_numpy(np.stack([x, 2 * x]))).numpy()
+        want = predict_logits(model, [x, 2 * x], input_kind="sequence", clip_frames=clip_frames)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"n={n}")
-    with pytest.raises(ParameterError, match="min_frames"):
-        WindowedLogits(create_model("cnn", n_classes=2, n_features=64), 50)
 
 
 @pytest.mark.parametrize("seconds", [0.05, 1.0, 2.33, 4.0])
@@ -277,7 +292,10 @@ def test_a_model_that_does_not_take_the_front_ends_output_is_a_clear_error(tmp_p
 
 
 def test_an_ensemble_of_cnns_pads_like_its_members_and_exports(tmp_path):
-    """The ensemble exposes its members' min_frames, so the graphs pad short clips as the predictor does."""
+    """The ensemble exposes its members' min_frames, so the graphs pad short clips as the predictor does.
+
+    The waveform graph pads the features (WindowedLogits), so it needs no waveform padding,
+    and averages the checkpoint's windows."""
     from soundclass.models.ensemble import ensemble_kwargs
 
     kwargs = ensemble_kwargs("cnn", n_members=2, member_kwargs={"channels": [8, 16, 16, 32]}, standardize=True)
@@ -286,12 +304,18 @@ def test_an_ensemble_of_cnns_pads_like_its_members_and_exports(tmp_path):
     model = create_model("ensemble", n_classes=3, n_features=feature.n_features, **kwargs)
     assert model.min_frames == model.members[0].min_frames == 16
     folder = save_checkpoint(tmp_path / "ens", model, model_name="ensemble", model_kwargs=kwargs,
-                             feature=feature, classes=CLASSES, train_config={})
-    onnx_path = export_onnx(folder, tmp_path / "ens.onnx")  # the check covers a clip of 1 sample
-    assert read_metadata(onnx_path)["min_samples"] == 15 * feature.hop_length
+                             feature=feature, classes=CLASSES, train_config={}, clip_frames=40)
+    onnx_path = export_onnx(folder, tmp_path / "ens.onnx")  # the check covers 1 sample and 2 windows
+    meta = read_metadata(onnx_path)
+    assert (meta["min_samples"], meta["min_frames"], meta["window_frames"]) == (1, 16, 40)
     ckpt = load_checkpoint(folder)
-    feats = [compute_feature(_clip(k, s, feature.sr, seed=k), feature) for k, s in enumerate((0.05, 0.6, 1.4))]
-    assert feats[0].shape[1] < 16
+    clips = [_clip(k, s, feature.sr, seed=k) for k, s in enumerate((0.05, 0.6, 1.4))]
+    feats = [compute_feature(y, feature) for y in clips]
+    assert feats[0].shape[1] < 16 and feats[2].shape[1] > 3 * 40
+    sess = _session(onnx_path)  # the waveform graph: padding to min_frames, 2 and 4 windows
+    for y, x in zip(clips, feats, strict=True):
+        np.testing.assert_allclose(sess.run(None, {INPUT_NAME: y[None]})[0], predict_proba(ckpt, [x]),
+                                   rtol=0, atol=PREDICT_ATOL, err_msg=f"{x.shape[1]} frames")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         onnx_backend = make_backend(ckpt, "auto", cache=False)

@@ -26,8 +26,8 @@ def register(subparsers) -> None:
             "rate -> class probabilities (batch, n_classes). Every registered model exports, "
             "with its feature front end inside the graph: the CNNs, seed-*, logmel-logreg, "
             "mfcc-svm, ensembles, aisfx-probe (the aiSFX front end and the pretrained network "
-            "too) and aisfx. The whole waveform is scored (no windowing), except for aisfx, "
-            "whose graph averages the same one-block windows as predict. A model torch cannot "
+            "too) and aisfx. The graph scores what predict scores: a model with a training window "
+            "averages the same windows, short clips are padded as predict pads them. A model torch cannot "
             "trace fails with an error naming it and why. Class names and the sample rate are "
             "stored in the metadata. By default onnxruntime is compared with torch on probe "
             "signals before the file is kept."
@@ -52,4 +52,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"input: waveform (batch, samples) float32 at {meta['sr']} Hz; "
           f"output: probabilities (batch, {len(meta['classes'])})")
     print(f"classes: {', '.join(meta['classes'])}")
+    if meta["window_frames"]:
+        print(f"windows: the logits of windows of {meta['window_frames']} frames are averaged, as predict does")
     return 0

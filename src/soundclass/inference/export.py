@@ -11,7 +11,8 @@ registered model exports; a model torch cannot trace (or that does not take its
 front end's output) is an :class:`~soundclass.errors.ExportError` naming it
 and the reason.  The ONNX ``metadata_props`` carry ``classes`` (JSON list, in
 column order), ``sr``, ``feature`` (JSON ``FeatureConfig``), ``input``,
-``min_samples``, ``window_frames`` and, from a checkpoint, ``model_name``, ``clip_frames``,
+``min_samples``, ``window_frames`` (the predictor's window the graph averages,
+``""``: none), ``min_frames`` and, from a checkpoint, ``model_name``, ``clip_frames``,
 ``temperature`` and ``unknown_threshold`` (the checkpoint's calibration: the
 graph outputs the uncalibrated softmax ``p``; calibrated is
 ``softmax(log(p) / temperature)``, and ``"unknown"`` is the answer when its top
@@ -20,27 +21,30 @@ value is below ``unknown_threshold``, ``""`` meaning none);
 
 What the graph scores
 ---------------------
-The *whole* waveform of each row, in one pass, for every model but the aiSFX
-fine-tune: sequence models see all frames of the clip at once (the torch
-predictor of :mod:`soundclass.inference.predictor` instead averages windows of
-``clip_frames`` frames when the checkpoint has them; the two agree when a clip
-is at most one window long or ``clip_frames`` is ``None``, as for the
-classical models and ``aisfx-probe``).  The ``aisfx`` graph averages the
-predictor's windows itself (``window_frames`` in the metadata), so it gives the
-predictor's answer at every length.  Rows of one batch have the same length,
-so batch clips of equal length (or score one at a time): zero-padding a clip
-changes its features.
+What ``predict`` scores (the torch predictor of
+:mod:`soundclass.inference.predictor`, ``tta=1``): a sequence model with a
+training window (the checkpoint's ``clip_frames``: the CNNs, ``seed-lstm``,
+``aisfx``, ensembles) averages the logits of the predictor's windows of
+``clip_frames`` frames over a clip at least one window long and scores a
+shorter clip whole (``window_frames`` in the metadata);
+every other model scores the whole clip.  A piece shorter than the model's
+``min_frames`` (the PANNs-style CNNs) is padded to it with each feature row's
+minimum, centred, as the predictor pads
+(:class:`~soundclass.inference.waveform_graph.WindowedLogits`).  So the graph
+gives ``predict``'s uncalibrated probabilities at every length.  Rows of one
+batch have the same length, so batch clips of equal length (or score one at
+a time): zero-padding a clip changes its features.
 
 Short clips
 -----------
 With ``center=True`` every waveform of at least one sample gives
 ``1 + samples // hop_length`` frames, so a clip shorter than one STFT frame
 (``n_fft`` samples) is still featured, as librosa does (zero padding).  Deltas
-need 9 frames and the PANNs-style CNNs need ``model.min_frames`` frames, so
-the graph first zero-pads (at the end, inside the graph) every waveform shorter
-than ``min_samples`` (stored in the metadata) to that length; longer waveforms
-pass unchanged.  For those short clips the result is that of the padded clip
-(``compute_feature`` refuses deltas of fewer than 9 frames).  The aiSFX
+need 9 frames, so the graph first zero-pads (at the end, inside the graph)
+every waveform shorter than ``min_samples`` (stored in the metadata) to that
+length; longer waveforms pass unchanged.  For those short clips the result is
+that of the padded clip (``compute_feature``, hence ``predict``, refuses
+deltas of fewer than 9 frames).  The aiSFX
 features of a clip shorter than one block (100 frames, 2.3 s) are zero-padded
 to one block, as the numpy recipe does.
 """
@@ -63,7 +67,6 @@ from soundclass.errors import ExportError, ParameterError, SoundclassError, chec
 from soundclass.inference.onnx_trace import short_reason, trace_to_onnx
 from soundclass.inference.waveform_graph import (
     WaveformClassifier,
-    graph_clip_frames,
     min_samples_for,
     probe_frames,
 )
@@ -217,8 +220,9 @@ def export_model(
     out_path : path
         The ``.onnx`` file to write (parent folders are created).
     input_kind, norm_mean, norm_std, clip_frames
-        See :class:`WaveformClassifier` (``clip_frames``: windows averaged in
-        the graph; ``None``, the default, scores whole waveforms).
+        See :class:`WaveformClassifier` (``clip_frames``: the predictor's
+        window, whose windows the graph averages; ``None``, the default,
+        scores whole clips).
     opset : int
         ONNX opset, 13 to 20 with torch 2.13 (the graph is written by torch's
         TorchScript-based exporter, ``dynamo=False``: it needs no onnxscript).
@@ -254,7 +258,7 @@ def export_model(
         model, feature, input_kind=input_kind, norm_mean=norm_mean, norm_std=norm_std,
         clip_frames=clip_frames,
     ).eval()
-    long_frames = probe_frames(feature)
+    long_frames = probe_frames(feature, clip_frames=clip_frames)
     signals = _probe_signals(feature.sr, module.min_samples,
                              min_samples_for(feature, min_frames=long_frames) if long_frames else 0)
     example = torch.from_numpy(signals[0])
@@ -281,6 +285,7 @@ def export_model(
         "input": module.input_kind,
         "min_samples": str(module.min_samples),
         "window_frames": "" if clip_frames is None else str(clip_frames),
+        "min_frames": str(module.min_frames),
         "soundclass_version": __version__,
         **{str(k): str(v) for k, v in (metadata or {}).items()},
     }
@@ -288,8 +293,8 @@ def export_model(
     proto.doc_string = (
         f"soundclass: mono float32 waveform (batch, samples) at {feature.sr} Hz -> "
         f"class probabilities (batch, {len(classes)}); "
-        + ("the whole waveform is scored" if clip_frames is None
-           else f"the logits of windows of {clip_frames} frames are averaged")
+        + ("the whole clip is scored" if clip_frames is None
+           else f"the logits of windows of {clip_frames} frames are averaged, as predict does")
     )
     try:
         onnx.checker.check_model(proto)
@@ -343,7 +348,7 @@ def export_onnx(
     from soundclass.inference.predict import resolve_checkpoint
 
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
-    windows = graph_clip_frames(ckpt.feature, ckpt.clip_frames)
+    windows = ckpt.clip_frames if ckpt.input == "sequence" else None  # the predictor's window
     try:
         return export_model(
             ckpt.model,
@@ -358,7 +363,7 @@ def export_onnx(
             check=check,
             metadata={
                 "model_name": ckpt.model_name,
-                # the torch predictor's window (the graph's own is window_frames)
+                # the checkpoint's window (the graph averages it: window_frames)
                 "clip_frames": "" if ckpt.clip_frames is None else str(ckpt.clip_frames),
                 **_calibration_metadata(ckpt),
             },
@@ -392,7 +397,8 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict:
     -------
     dict
         ``classes`` (list of str), ``sr`` (int), ``feature`` (FeatureConfig),
-        ``min_samples`` (int) and every other ``metadata_props`` entry as str.
+        ``min_samples`` (int), ``min_frames`` (int), ``window_frames`` (int
+        or None) and every other ``metadata_props`` entry as str.
 
     Raises
     ------
@@ -417,4 +423,6 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict:
     meta["sr"] = int(props["sr"])
     meta["feature"] = config_from_dict(FeatureConfig, json.loads(props["feature"]))
     meta["min_samples"] = int(props.get("min_samples", "1"))
+    meta["min_frames"] = int(props.get("min_frames", "1"))
+    meta["window_frames"] = int(props["window_frames"]) if props.get("window_frames") else None
     return meta

@@ -15,12 +15,15 @@ exports (:func:`waveform_frontend`):
   :class:`~soundclass.dsp.aisfx_frontend.AisfxLogmel`; the model cuts its own
   blocks.
 
-Windows (:class:`WindowedLogits`): the torch predictor averages the logits of
-windows of ``clip_frames`` frames over a clip at least one window long
-(:func:`soundclass.inference.predictor.window_starts`).  The aiSFX fine-tune is
-trained on one-block windows and its head sees the pooled blocks, so its graph
-averages the same windows (:func:`graph_clip_frames`); every other graph scores
-the whole waveform in one pass.
+Pieces (:class:`WindowedLogits`): the graph of a sequence model scores the
+pieces the torch predictor scores (:func:`soundclass.inference.predictor.plan_pieces`,
+``tta=1``) and averages their logits: windows of ``clip_frames`` frames over
+a clip at least one window long (:func:`~soundclass.inference.predictor.window_starts`),
+a shorter clip whole, and a piece shorter than the model's ``min_frames``
+padded to it, centred, with each feature row's minimum.  ``clip_frames`` is
+the checkpoint's (``window_frames`` in the ONNX metadata); a model without one
+and with ``min_frames`` 1 (the classical models, ``aisfx-probe``) sees the
+whole clip.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ __all__ = [
     "WaveformClassifier",
     "WindowedLogits",
     "waveform_frontend",
-    "graph_clip_frames",
     "min_samples_for",
     "probe_frames",
 ]
@@ -50,7 +52,8 @@ def min_samples_for(feature: FeatureConfig, *, min_frames: int = 1) -> int:
     ----------
     feature : FeatureConfig
     min_frames : int
-        Frames the model needs (``model.min_frames`` of the PANNs-style CNNs).
+        Frames wanted (the graph pads waveforms only for the deltas; a
+        model's ``min_frames`` is met by :class:`WindowedLogits`).
 
     Returns
     -------
@@ -87,66 +90,73 @@ def waveform_frontend(feature: FeatureConfig) -> nn.Module:
     return FeatureFrontend(feature)
 
 
-def graph_clip_frames(feature: FeatureConfig, clip_frames: int | None) -> int | None:
-    """The window the graph averages over for a checkpoint (``None``: the whole waveform).
+def probe_frames(feature: FeatureConfig, *, clip_frames: int | None = None) -> int:
+    """Frames of a check clip that takes every path of the graph, 0: none needed.
 
-    The checkpoint's ``clip_frames`` for the aiSFX fine-tune (``aisfx-logmel``
-    features), ``None`` for every other model (see the module docstring).
+    Two windows of ``clip_frames`` (overlapping: the shortest clip that
+    averages windows), four aiSFX blocks for the aiSFX kinds.
     """
-    return clip_frames if feature.kind == "aisfx-logmel" else None
-
-
-def probe_frames(feature: FeatureConfig) -> int:
-    """Frames of a check clip that takes every path of the graph (several aiSFX blocks and windows), 0: none needed."""
+    frames = 0
+    if clip_frames is not None:
+        frames = int(clip_frames) + int(clip_frames) // 2 + 7
     if feature.kind in ("aisfx", "aisfx-logmel"):
         from soundclass.dsp.aisfx import BLOCK_FRAMES, BLOCK_HOP
 
-        return 2 * BLOCK_FRAMES + BLOCK_HOP + 7  # 4 blocks, 3 windows of one block
-    return 0
+        frames = max(frames, 2 * BLOCK_FRAMES + BLOCK_HOP + 7)  # 4 blocks
+    return frames
 
 
 class WindowedLogits(nn.Module):
-    """Mean logits over the torch predictor's windows (``tta=1``), inside the graph.
+    """Mean logits over the torch predictor's pieces of a clip (``tta=1``), inside the graph.
 
-    A clip of ``T >= clip_frames`` frames is cut into ``ceil(T / clip_frames)``
-    windows whose starts are ``rint(linspace(0, T - clip_frames, count))``
-    (:func:`soundclass.inference.predictor.window_starts`, computed the same
-    way in float64); a shorter clip is one window, the clip itself.
+    For a clip of ``T`` frames, the window is ``P = max(min(T, clip_frames),
+    min_frames)`` frames (``clip_frames=None``: ``max(T, min_frames)``):
+
+    - ``T >= P``: ``ceil(T / P)`` windows whose starts are
+      ``rint(linspace(0, T - P, count))``, computed in float64 as
+      :func:`soundclass.inference.predictor.window_starts` does (one window,
+      the clip itself, when ``T < clip_frames``);
+    - ``T < P`` (fewer frames than the model takes): one window starting at
+      ``-((P - T) // 2)``, its frames outside the clip set to each row's
+      minimum over the clip, as the predictor pads.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Logits model over ``(B, n_features, T)``, taking any ``T >= 1``
-        (``min_frames`` 1: the predictor's padding of shorter pieces is not reproduced).
-    clip_frames : int
-        Window length.
+        Logits model over ``(B, n_features, T)``; its ``min_frames`` attribute
+        (default 1) is the shortest input it takes.
+    clip_frames : int or None
+        Window length (the checkpoint's training window); ``None``: no windows.
 
     Shapes
     ------
     ``(B, n_features, T)`` -> ``(B, n_classes)``.
     """
 
-    def __init__(self, model: nn.Module, clip_frames: int):
+    def __init__(self, model: nn.Module, clip_frames: int | None):
         super().__init__()
-        if int(getattr(model, "min_frames", 1)) > 1:
-            raise ParameterError(
-                f"windows in the graph need a model that takes any length (min_frames={model.min_frames})"
-            )
         self.model = model
-        self.clip_frames = check_positive_int("clip_frames", clip_frames)
+        self.clip_frames = None if clip_frames is None else check_positive_int("clip_frames", clip_frames)
+        self.min_frames = max(int(getattr(model, "min_frames", 1)), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, rows = x.shape[0], x.shape[1]
         n = torch.as_tensor(x.shape[2])  # a traced 0-d tensor while exporting
-        length = torch.clamp(n, max=self.clip_frames)
-        count = (n + self.clip_frames - 1) // self.clip_frames  # >= 1
-        slack = (n - length).double()  # 0 for a clip of at most one window
+        length = n if self.clip_frames is None else torch.clamp(n, max=self.clip_frames)
+        length = torch.clamp(length, min=self.min_frames)
+        count = (n + length - 1) // length  # >= 1; 1 when the clip is at most one window
+        slack = (n - length).double()  # < 0: one window, padded
         i = torch.arange(count)
         # numpy.linspace: i * (slack / (count - 1)), the last start exactly slack
         starts = torch.round(i.double() * (slack / torch.clamp(count - 1, min=1).double()))
         starts = torch.where(i == count - 1, slack, starts).long()
-        idx = (starts[:, None] + torch.arange(length)[None, :]).reshape(-1)  # (count * length,)
+        starts = torch.where(starts < 0, -(torch.clamp(length - n, min=0) // 2), starts)  # centred
+        idx = starts[:, None] + torch.arange(length)[None, :]  # (count, length)
+        inside = (idx >= 0) & (idx < n)
+        idx = torch.minimum(torch.clamp(idx, min=0), n - 1).reshape(-1)  # (count * length,)
         windows = torch.index_select(x, 2, idx).reshape(batch, rows, count, length)
+        floor = x.amin(dim=2, keepdim=True).unsqueeze(-1)  # (B, rows, 1, 1): the padding
+        windows = torch.where(inside, windows, floor)
         windows = windows.permute(0, 2, 1, 3).reshape(-1, rows, length)  # (B * count, rows, length)
         logits = self.model(windows)
         return logits.reshape(batch, -1, logits.shape[-1]).mean(dim=1)
@@ -168,9 +178,10 @@ class WaveformClassifier(nn.Module):
     norm_mean, norm_std : np.ndarray [shape=(n_features,)] or None
         Standardization ``(x - mean) / std`` per feature row, before the model.
     clip_frames : int or None
-        Average the logits of the predictor's windows of this many frames
-        (:class:`WindowedLogits`, sequence models only); ``None`` scores the
-        whole waveform.
+        The predictor's window (the checkpoint's ``clip_frames``, sequence
+        models only): the graph scores the predictor's pieces and averages
+        their logits (:class:`WindowedLogits`); ``None``: the whole clip,
+        still padded to the model's ``min_frames`` as the predictor does.
 
     Shapes
     ------
@@ -207,8 +218,11 @@ class WaveformClassifier(nn.Module):
         self.clip_frames = clip_frames
         self.frontend = waveform_frontend(feature)
         model = model.eval()
-        self.model = model if clip_frames is None else WindowedLogits(model, clip_frames)
-        self.min_samples = min_samples_for(feature, min_frames=int(getattr(model, "min_frames", 1)))
+        min_frames = max(int(getattr(model, "min_frames", 1)), 1)
+        windowed = input_kind == "sequence" and (clip_frames is not None or min_frames > 1)
+        self.model = WindowedLogits(model, clip_frames) if windowed else model
+        self.min_frames = min_frames if input_kind == "sequence" else 1
+        self.min_samples = min_samples_for(feature)  # the model's min_frames: WindowedLogits pads
         self.standardize = norm_mean is not None
         if self.standardize:
             mean = np.asarray(norm_mean, dtype=np.float32)
@@ -225,7 +239,7 @@ class WaveformClassifier(nn.Module):
             self.register_buffer("norm_std", torch.tensor(std.reshape(shape)))
 
     def pad_short(self, y: torch.Tensor) -> torch.Tensor:
-        """Zero-pad waveforms shorter than ``min_samples`` at the end (graph-friendly)."""
+        """Zero-pad waveforms shorter than ``min_samples`` (the deltas' 9 frames) at the end."""
         if self.min_samples <= 1:
             return y
         n = y.shape[1]  # an int in eager mode, a traced 0-d tensor while exporting
