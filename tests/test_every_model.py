@@ -43,6 +43,10 @@ from soundclass.training import TrainConfig, train
 ort = pytest.importorskip("onnxruntime")
 
 MODELS = builtin_models()
+# The clips here are longer than the 0.25 s window, so training pads nothing and every model
+# is trained with bucket=False: short clips are scored padded to one window, as trained.
+# "cnn:bucketed" trains with length-bucketed batches: short clips are scored whole.
+VARIANTS = {"cnn:bucketed": {"bucket": True}}
 FOLDS_OF = {"ensemble": "cnn", "ensemble-vector": "seed-cnn"}  # trained as `train --folds 2`
 # TrainConfig overrides: the PANNs layouts at a few channels per block, and a learning rate
 # that moves them in their one step (the fine-tuning default, 1e-4 after a warm-up, leaves
@@ -80,16 +84,17 @@ def demo(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_per_class=4, sr=8000, n_sources=2, seed=0)
 
 
-@pytest.fixture(scope="module", params=MODELS)
+@pytest.fixture(scope="module", params=[*MODELS, *VARIANTS])
 def run(request, demo, tmp_path_factory):
     """One model trained briefly, its test files and the torch ``predict`` of all of them."""
-    name = request.param
-    root = tmp_path_factory.mktemp(name)
+    variant = request.param
+    name = variant.split(":")[0]
+    root = tmp_path_factory.mktemp(variant.replace(":", "-"))
     model = FOLDS_OF.get(name, name)
     config = TrainConfig(
         model=model, n_jobs=1, epochs=1, val_size=4, group_pattern=DEMO_GROUP_PATTERN,
         cache_dir=str(root / "cache"), clip_seconds=None if model == "aisfx" else CLIP_SECONDS,
-        folds=2 if name in FOLDS_OF else 0, **TINY.get(model, {}),
+        folds=2 if name in FOLDS_OF else 0, **TINY.get(model, {}), **VARIANTS.get(variant, {}),
     )
     res = train(demo, config, out_dir=root / "run", progress=False)
     assert not res.failures
@@ -109,7 +114,8 @@ def run(request, demo, tmp_path_factory):
     paths = list(picked.paths) + list(wavs.values())
     torch_pred = predict_paths(res.checkpoint_dir, paths, backend="torch", n_jobs=1, progress=False)
     assert not torch_pred.failures
-    return {"name": name, "dir": res.checkpoint_dir, "ckpt": ckpt, "wavs": wavs, "frames": frames,
+    return {"name": name, "variant": variant, "dir": res.checkpoint_dir, "ckpt": ckpt, "wavs": wavs,
+            "frames": frames,
             "paths": paths, "torch": torch_pred, "root": root, "labelled": picked}
 
 
@@ -221,3 +227,25 @@ def test_exported_graph_equals_predict_at_every_length(run):
 def test_every_builtin_model_is_covered():
     assert set(MODELS) >= {"cnn", "cnn6", "cnn10", "cnn14", "cnn-wide", "seed-cnn", "seed-lstm", "mfcc-svm",
                            "logmel-logreg", "aisfx-probe", "aisfx", "ensemble", "ensemble-vector"}
+
+
+def test_short_clips_are_scored_as_the_model_was_trained(run):
+    """Padded to one window after training on padded windows, whole after bucketed training."""
+    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference.predictor import pads_short_clips, predict_proba
+
+    ckpt = run["ckpt"]
+    if ckpt.input != "sequence" or ckpt.clip_frames is None:
+        assert not pads_short_clips(ckpt)
+        return
+    bucketed = ckpt.train_config.get("bucket")
+    assert isinstance(bucketed, bool)  # resolved at training and saved in the checkpoint
+    assert pads_short_clips(ckpt) is (not bucketed)
+    i = run["paths"].index(run["wavs"]["short"])
+    feature = compute_feature(load(run["paths"][i], sr=ckpt.feature.sr)[0], ckpt.feature)
+    padded, whole = (predict_proba(ckpt, [feature], pad_to_window=pad) for pad in (True, False))
+    want = run["torch"].proba[i]  # predict_paths, calibrated by the checkpoint's temperature
+    got = apply_checkpoint_calibration(ckpt, whole if bucketed else padded)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=run["variant"])
+    if getattr(ckpt.model, "min_frames", 1) < ckpt.clip_frames:  # else both pad to min_frames
+        assert np.abs(padded - whole).max() > 1e-6  # the choice matters for this clip

@@ -103,7 +103,7 @@ class Backend:
         return f"Backend(kind={self.kind!r}, model={self.checkpoint.model_name!r})"
 
     def proba(
-        self, features: Any, *, tta: int = 1, batch_size: int = 32, pad_to_window: bool = False
+        self, features: Any, *, tta: int = 1, batch_size: int = 32, pad_to_window: bool | None = None
     ) -> np.ndarray:
         """Probabilities [shape=(N, n_classes)] of cached features (see :func:`~soundclass.inference.predictor.predict_proba`)."""
         return predict_proba(

@@ -26,7 +26,8 @@ What ``predict`` scores (the torch predictor of
 training window (the checkpoint's ``clip_frames``: the CNNs, ``seed-lstm``,
 ``aisfx``, ensembles) averages the logits of the predictor's windows of
 ``clip_frames`` frames over a clip at least one window long and scores a
-shorter clip whole (``window_frames`` in the metadata);
+shorter clip whole, or padded to one window when the model was trained on
+batches padded to it (``window_frames`` and ``pads_to_window`` in the metadata);
 every other model scores the whole clip.  A piece shorter than the model's
 ``min_frames`` (the PANNs-style CNNs) is padded to it with each feature row's
 minimum, centred, as the predictor pads
@@ -203,6 +204,7 @@ def export_model(
     norm_mean: np.ndarray | None = None,
     norm_std: np.ndarray | None = None,
     clip_frames: int | None = None,
+    pad_to_window: bool = False,
     opset: int = 17,
     check: bool = True,
     metadata: Mapping[str, str] | None = None,
@@ -219,7 +221,7 @@ def export_model(
         Class names in logit order (``len(classes)`` must equal the logits).
     out_path : path
         The ``.onnx`` file to write (parent folders are created).
-    input_kind, norm_mean, norm_std, clip_frames
+    input_kind, norm_mean, norm_std, clip_frames, pad_to_window
         See :class:`WaveformClassifier` (``clip_frames``: the predictor's
         window, whose windows the graph averages; ``None``, the default,
         scores whole clips).
@@ -256,7 +258,7 @@ def export_model(
     out = Path(out_path)
     module = WaveformClassifier(
         model, feature, input_kind=input_kind, norm_mean=norm_mean, norm_std=norm_std,
-        clip_frames=clip_frames,
+        clip_frames=clip_frames, pad_to_window=pad_to_window,
     ).eval()
     long_frames = probe_frames(feature, clip_frames=clip_frames)
     signals = _probe_signals(feature.sr, module.min_samples,
@@ -285,6 +287,7 @@ def export_model(
         "input": module.input_kind,
         "min_samples": str(module.min_samples),
         "window_frames": "" if clip_frames is None else str(clip_frames),
+        "pads_to_window": str(bool(pad_to_window and clip_frames is not None)).lower(),
         "min_frames": str(module.min_frames),
         "soundclass_version": __version__,
         **{str(k): str(v) for k, v in (metadata or {}).items()},
@@ -294,7 +297,8 @@ def export_model(
         f"soundclass: mono float32 waveform (batch, samples) at {feature.sr} Hz -> "
         f"class probabilities (batch, {len(classes)}); "
         + ("the whole clip is scored" if clip_frames is None
-           else f"the logits of windows of {clip_frames} frames are averaged, as predict does")
+           else f"the logits of windows of {clip_frames} frames are averaged, as predict does"
+           + ("; shorter clips are padded to one window" if pad_to_window else ""))
     )
     try:
         onnx.checker.check_model(proto)
@@ -346,6 +350,7 @@ def export_onnx(
     """
     from soundclass.inference.checkpoint import load_checkpoint
     from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.inference.predictor import pads_short_clips
 
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
     windows = ckpt.clip_frames if ckpt.input == "sequence" else None  # the predictor's window
@@ -359,6 +364,7 @@ def export_onnx(
             norm_mean=ckpt.norm_mean,
             norm_std=ckpt.norm_std,
             clip_frames=windows,
+            pad_to_window=pads_short_clips(ckpt),
             opset=opset,
             check=check,
             metadata={
@@ -398,7 +404,8 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict:
     dict
         ``classes`` (list of str), ``sr`` (int), ``feature`` (FeatureConfig),
         ``min_samples`` (int), ``min_frames`` (int), ``window_frames`` (int
-        or None) and every other ``metadata_props`` entry as str.
+        or None), ``pads_to_window`` (bool) and every other ``metadata_props``
+        entry as str.
 
     Raises
     ------
@@ -425,4 +432,5 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict:
     meta["min_samples"] = int(props.get("min_samples", "1"))
     meta["min_frames"] = int(props.get("min_frames", "1"))
     meta["window_frames"] = int(props["window_frames"]) if props.get("window_frames") else None
+    meta["pads_to_window"] = props.get("pads_to_window", "false") == "true"
     return meta

@@ -127,23 +127,31 @@ class WindowedLogits(nn.Module):
         (default 1) is the shortest input it takes.
     clip_frames : int or None
         Window length (the checkpoint's training window); ``None``: no windows.
+    pad_to_window : bool
+        Pad a clip shorter than ``clip_frames`` to one centred window instead
+        of scoring it at its own length (a model trained on batches padded to
+        the window: :func:`soundclass.inference.predictor.pads_short_clips`).
 
     Shapes
     ------
     ``(B, n_features, T)`` -> ``(B, n_classes)``.
     """
 
-    def __init__(self, model: nn.Module, clip_frames: int | None):
+    def __init__(self, model: nn.Module, clip_frames: int | None, *, pad_to_window: bool = False):
         super().__init__()
         self.model = model
         self.clip_frames = None if clip_frames is None else check_positive_int("clip_frames", clip_frames)
         self.min_frames = max(int(getattr(model, "min_frames", 1)), 1)
+        self.pad_to_window = bool(pad_to_window) and self.clip_frames is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, rows = x.shape[0], x.shape[1]
         n = torch.as_tensor(x.shape[2])  # a traced 0-d tensor while exporting
-        length = n if self.clip_frames is None else torch.clamp(n, max=self.clip_frames)
-        length = torch.clamp(length, min=self.min_frames)
+        if self.pad_to_window:
+            length = torch.as_tensor(max(self.clip_frames, self.min_frames))
+        else:
+            length = n if self.clip_frames is None else torch.clamp(n, max=self.clip_frames)
+            length = torch.clamp(length, min=self.min_frames)
         count = (n + length - 1) // length  # >= 1; 1 when the clip is at most one window
         slack = (n - length).double()  # < 0: one window, padded
         i = torch.arange(count)
@@ -182,6 +190,8 @@ class WaveformClassifier(nn.Module):
         models only): the graph scores the predictor's pieces and averages
         their logits (:class:`WindowedLogits`); ``None``: the whole clip,
         still padded to the model's ``min_frames`` as the predictor does.
+    pad_to_window : bool
+        Short clips padded to one window (see :class:`WindowedLogits`).
 
     Shapes
     ------
@@ -197,6 +207,7 @@ class WaveformClassifier(nn.Module):
         norm_mean: np.ndarray | None = None,
         norm_std: np.ndarray | None = None,
         clip_frames: int | None = None,
+        pad_to_window: bool = False,
     ):
         super().__init__()
         if not isinstance(feature, FeatureConfig):
@@ -220,7 +231,7 @@ class WaveformClassifier(nn.Module):
         model = model.eval()
         min_frames = max(int(getattr(model, "min_frames", 1)), 1)
         windowed = input_kind == "sequence" and (clip_frames is not None or min_frames > 1)
-        self.model = WindowedLogits(model, clip_frames) if windowed else model
+        self.model = WindowedLogits(model, clip_frames, pad_to_window=pad_to_window) if windowed else model
         self.min_frames = min_frames if input_kind == "sequence" else 1
         self.min_samples = min_samples_for(feature)  # the model's min_frames: WindowedLogits pads
         self.standardize = norm_mean is not None

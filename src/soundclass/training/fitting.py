@@ -274,7 +274,13 @@ class _Run:
         return loop.validate(self.model, d.val_features, d.val_targets, classes=d.classes,
                              input_kind=d.input_kind, clip_frames=d.clip_frames, norm_mean=d.norm_mean,
                              norm_std=d.norm_std, batch_size=max(64, self.config.batch_size),
-                             threads=self.config.threads)
+                             threads=self.config.threads, pad_to_window=self._pads)
+
+    @property
+    def _pads(self) -> bool:
+        """Short validation clips padded to the window, as training padded them (``bucket=False``)."""
+        return self.data.input_kind == "sequence" and self.data.clip_frames is not None \
+            and self.config.bucket is False
 
     def _end_epoch(self, epoch: int, tr: Mapping[str, Any]) -> None:
         """Validate, step early stopping, write checkpoint/, last/ and history.json."""
@@ -336,7 +342,7 @@ class _Run:
             val_proba = softmax(predict_logits(
                 best.model, d.val_features, input_kind=best.input, clip_frames=best.clip_frames,
                 norm_mean=best.norm_mean, norm_std=best.norm_std, batch_size=max(64, self.config.batch_size),
-                threads=self.config.threads))
+                threads=self.config.threads, pad_to_window=self._pads))
         best_epoch = self.stopper.best_epoch
         return FitResult(
             checkpoint_dir=self.ckpt_dir, last_dir=self.last_dir, history=self.history,

@@ -178,6 +178,7 @@ def train_folds(
     oof = np.zeros((y.size, len(classes)), dtype=np.float64)
     members, means, stds, dirs, histories, best = [], [], [], [], [], []
     clip_frames = None
+    padded = []  # per member: trained on batches padded to the window (bucket=False)
     for k, (tr, va) in enumerate(splits):
         member_dir = out / "folds" / f"fold_{k}"
         result = fit([features[i] for i in tr], y[tr], [features[i] for i in va], y[va],
@@ -189,6 +190,7 @@ def train_folds(
         means.append(member.norm_mean)
         stds.append(member.norm_std)
         clip_frames = member.clip_frames
+        padded.append(result.config.bucket is False)
         dirs.append(member_dir)
         histories.append(result.history)
         best.append(result.best_epoch)
@@ -205,15 +207,19 @@ def train_folds(
         _say(f"out-of-fold ({y.size} clips, {k_folds} folds): accuracy {oof_metrics['accuracy']:.3f}, "
              f"macro-F1 {oof_metrics['macro_f1']:.3f}")
 
+    if config.bucket is None and padded:  # the ensemble is scored as most of its members were trained
+        config = config.replace(bucket=not (2 * sum(padded) > len(padded)))
     ensemble, ckpt_dir = _save_ensemble(out / "checkpoint", members, means, stds, config=config,
                                         classes=classes, clip_frames=clip_frames, oof_metrics=oof_metrics)
     val_proba = None
     if len(val_features):
-        from soundclass.inference.predictor import predict_logits, softmax
+        from soundclass.inference.checkpoint import load_checkpoint
+        from soundclass.inference.predictor import pads_short_clips, predict_logits, softmax
 
+        pads = pads_short_clips(load_checkpoint(ckpt_dir))  # as predict scores the saved ensemble
         val_proba = softmax(predict_logits(ensemble, [np.asarray(f, dtype=np.float32) for f in val_features],
                                            input_kind=spec.input, clip_frames=clip_frames,
-                                           batch_size=max(64, config.batch_size)))
+                                           batch_size=max(64, config.batch_size), pad_to_window=pads))
     return FoldsResult(checkpoint_dir=ckpt_dir, fold=fold, oof_proba=oof.astype(np.float32),
                        oof_metrics=oof_metrics, val_proba=val_proba, member_dirs=dirs,
                        histories=histories, best_epochs=best)

@@ -194,11 +194,14 @@ def validate(
     norm_std: np.ndarray | None = None,
     batch_size: int = 64,
     threads: int | None = None,
+    pad_to_window: bool = False,
 ) -> dict[str, Any]:
     """Clip-level validation through :func:`soundclass.inference.predictor.predict_logits`.
 
     Exactly what ``predict`` computes: a clip shorter than ``clip_frames`` is
-    scored whole at its own length, longer clips by the windowed average.
+    scored whole at its own length (padded to one window with
+    ``pad_to_window``, for a model trained on padded windows), longer clips by
+    the windowed average.
 
     Returns
     -------
@@ -211,7 +214,8 @@ def validate(
     from soundclass.evaluation.metrics import evaluate_predictions
 
     logits = predict_logits(unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
-                            norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, threads=threads)
+                            norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, threads=threads,
+                            pad_to_window=pad_to_window)
     t = np.asarray(targets, dtype=np.int64)
     loss = float(F.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(t)))
     proba = softmax(logits)
