@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from soundclass.audio import check_audio, resample, to_mono
+from soundclass.data.lag_correlation import lag_correlation_bounds, lag_correlations
 from soundclass.dsp.features import melspectrogram
 from soundclass.errors import ParameterError
 
@@ -78,6 +79,12 @@ PROFILE_TOLERANCE_DB = 3.0
 #: Similarity at and above which two clips are near duplicates (see the module text).
 DEFAULT_THRESHOLD = 0.835
 _BLOCK = 512
+# The upper bounds that rule pairs out before the exact score: (band groups, pairs of at least this
+# many frames together).  16 groups are cheap and enough for dissimilar long clips, where the exact
+# score costs most; 64 groups are tighter.  A bound must stay this far below the threshold (far
+# above float64 rounding, see lag_correlation) for its pair to be left out.
+_BOUND_STAGES = ((16, 256), (64, 0))
+_BOUND_MARGIN = 1e-3
 
 
 def fingerprint(y: np.ndarray, *, sr: float) -> np.ndarray:
@@ -146,35 +153,7 @@ def similarity(a: np.ndarray, b: np.ndarray, *, min_overlap: float = MIN_OVERLAP
         raise ParameterError(f"fingerprints have {a.shape[0]} and {b.shape[0]} bands")
     if not 0 < min_overlap <= 1:
         raise ParameterError(f"min_overlap={min_overlap!r} must be in (0, 1]")
-    la, lb = a.shape[1], b.shape[1]
-    lags = np.arange(-(lb - 1), la)  # b[t - lag] lies under a[t]
-    lo_a, hi_a = np.maximum(lags, 0), np.minimum(la, lb + lags)  # a[lo_a:hi_a] overlaps b
-    overlap = hi_a - lo_a
-    keep = overlap >= max(2, int(np.ceil(min_overlap * min(la, lb))))
-    if not keep.any():
-        return 0.0
-    lags, lo_a, hi_a, overlap = lags[keep], lo_a[keep], hi_a[keep], overlap[keep]
-    lo_b, hi_b = lo_a - lags, hi_a - lags
-    size = 1 << int(np.ceil(np.log2(la + lb)))
-    # cross[lag] = sum_t a[:, t] b[:, t - lag], one row per band
-    cross = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[:, lags % size]
-
-    def window_sums(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = x.astype(np.float64)  # sums of squares: cancellation needs the precision
-        c1 = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
-        c2 = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)], axis=1)
-        return c1[:, hi] - c1[:, lo], c2[:, hi] - c2[:, lo]  # (n_bands, n_lags)
-
-    sa, saa = window_sums(a, lo_a, hi_a)
-    sb, sbb = window_sums(b, lo_b, hi_b)
-    # Pearson over the overlap, each band centred on its own overlap mean, pooled over bands
-    cov = (cross - sa * sb / overlap).sum(axis=0)
-    var_a = np.maximum(saa - sa * sa / overlap, 0).sum(axis=0)
-    var_b = np.maximum(sbb - sb * sb / overlap, 0).sum(axis=0)
-    den = np.sqrt(var_a * var_b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(den > 1e-9, cov / den, 0.0)
-    return float(np.clip(score.max(), -1.0, 1.0)) if score.size else 0.0
+    return float(lag_correlations([a, b], [0], [1], min_overlap=min_overlap)[0])
 
 
 def _profile(fp: np.ndarray) -> np.ndarray:
@@ -228,7 +207,7 @@ def near_duplicate_pairs(
     order = np.argsort(lengths, kind="stable")
     lengths_sorted, shapes_sorted = lengths[order], shapes[order]
     cut = shapes.shape[1] * profile_tolerance_db**2  # squared distance = n_bands * rms**2
-    pairs: list[tuple[int, int, float]] = []
+    first, second = [], []  # candidate pairs, as positions in duration order (shorter first)
     n = len(fps)
     for start in range(0, n, _BLOCK):
         rows = slice(start, min(n, start + _BLOCK))
@@ -242,10 +221,21 @@ def near_duplicate_pairs(
         ii = np.arange(rows.start, rows.stop)[:, None]
         jj = np.arange(cols.start, cols.stop)[None, :]
         ok &= jj > ii
-        for r, c in zip(*np.nonzero(ok), strict=True):
-            a, b = int(order[rows.start + r]), int(order[cols.start + c])
-            score = similarity(fps[a], fps[b])
-            if score >= threshold:
-                i, j = sorted((index[a], index[b]))
-                pairs.append((i, j, score))
+        r, c = np.nonzero(ok)
+        first.append(rows.start + r)
+        second.append(cols.start + c)
+    first, second = np.concatenate(first), np.concatenate(second)
+    by_length = [fps[i] for i in order]
+    for n_groups, min_frames in _BOUND_STAGES:  # rule out pairs whose score provably stays below the threshold
+        use = np.flatnonzero(lengths_sorted[first] + lengths_sorted[second] >= min_frames)
+        bound = lag_correlation_bounds(by_length, first[use], second[use], min_overlap=MIN_OVERLAP, n_groups=n_groups)
+        keep = np.ones(first.size, dtype=bool)
+        keep[use[bound < threshold - _BOUND_MARGIN]] = False
+        first, second = first[keep], second[keep]
+    scores = lag_correlations(by_length, first, second, min_overlap=MIN_OVERLAP)
+    pairs: list[tuple[int, int, float]] = []
+    for r, c, score in zip(first.tolist(), second.tolist(), scores.tolist(), strict=True):
+        if score >= threshold:
+            i, j = sorted((index[int(order[r])], index[int(order[c])]))
+            pairs.append((i, j, score))
     return sorted(pairs)
