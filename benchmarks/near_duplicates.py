@@ -13,7 +13,7 @@ It prints wall and CPU seconds of both, their ratio, whether the flagged pairs
 are identical and the largest score difference.  Usage::
 
     python benchmarks/near_duplicates.py ../shared/datasets/donateacry
-    python benchmarks/near_duplicates.py ../shared/datasets/fsdd --limit 1000
+    python benchmarks/near_duplicates.py ../shared/datasets/fsdd --limit 1000 --threshold 0.6
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class StageTimer:
             setattr(fingerprint_module, name, orig)
 
 
-def timed(fn, *args):
+def timed(fn, fps, threshold):
     wall, cpu = time.perf_counter(), time.process_time()
-    out = fn(*args)
+    out = fn(fps, threshold=threshold)
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -81,6 +81,8 @@ def main() -> None:
                         help="fingerprint cache folder (default: a folder in the temp dir)")
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for fingerprinting")
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips (sorted paths)")
+    parser.add_argument("--threshold", type=float, default=fingerprint_module.DEFAULT_THRESHOLD,
+                        help="similarity at which pairs are flagged (lower it to compare more scores)")
     parser.add_argument("--skip-old", action="store_true", help="time only the new search")
     args = parser.parse_args()
 
@@ -92,7 +94,7 @@ def main() -> None:
           f"fingerprints in {time.perf_counter() - t:.1f} s (not timed below)")
 
     with StageTimer() as stages:
-        new, new_wall, new_cpu = timed(fingerprint_module.near_duplicate_pairs, fps)
+        new, new_wall, new_cpu = timed(fingerprint_module.near_duplicate_pairs, fps, args.threshold)
     staged = sum(s for _, _, s in stages.stages)
     print(f"new: {new_wall:8.2f} s wall {new_cpu:8.2f} s CPU, {len(new)} pairs flagged")
     print(f"  pre-filters and the rest   {new_wall - staged:6.2f} s")
@@ -100,7 +102,7 @@ def main() -> None:
         print(f"  {label:<26} {seconds:6.2f} s  {n_pairs:7d} pairs")
     if args.skip_old:
         return
-    old, old_wall, old_cpu = timed(reference_near_duplicate_pairs, fps)
+    old, old_wall, old_cpu = timed(reference_near_duplicate_pairs, fps, args.threshold)
     print(f"old: {old_wall:8.2f} s wall {old_cpu:8.2f} s CPU, {len(old)} pairs flagged")
     same = [p[:2] for p in new] == [p[:2] for p in old]
     diff = max((abs(a[2] - b[2]) for a, b in zip(new, old, strict=False)), default=0.0)

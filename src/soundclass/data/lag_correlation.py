@@ -42,10 +42,13 @@ from scipy.fft import next_fast_len
 __all__ = ["MAX_BYTES", "lag_correlations", "lag_correlation_bounds"]
 
 #: Default bound on the per-array tables held at once (FFTs, window sums), in bytes.
-MAX_BYTES = 256 * 2**20
+MAX_BYTES = 64 * 2**20
 _WORK = 1 << 17  # elements of one (pairs, lags, n_bands) work array: about an L2 cache
 _GROWTH = 1.5  # largest FFT size of a block over its first array's own need
-_QUIET = 1e-6  # group variances below this fraction of the array's energy: not bounded
+# Group variances below this fraction of the array's energy are not bounded.  Rounding in the sums
+# is about 1e-15 of that energy, so above it rho and the sines are good to about 1e-9 (the sines'
+# square roots to 3e-5), far inside the margin the caller leaves below its threshold.
+_QUIET = 1e-6
 # sum_k conj(x1[..., k]) x2[..., k]; numpy < 2 has no vecdot
 _vecdot = getattr(np, "vecdot", None) or (lambda x1, x2, out: np.einsum("...k,...k->...", np.conj(x1), x2, out=out))
 
@@ -62,45 +65,60 @@ class _Store:
     likewise holds the energy the groups leave out.
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray], n_fft: int, edges: np.ndarray | None = None):
+    def __init__(self, arrays: Sequence[np.ndarray], n_fft: int, edges: np.ndarray | None = None,
+                 pool: dict | None = None):
         n, n_bands = len(arrays), arrays[0].shape[0]
         n_cols = n_bands if edges is None else edges.size - 1
         lengths = [x.shape[1] for x in arrays]
         t_max = max(lengths)  # <= n_fft: a block's FFT size covers both arrays of each pair
-        self.n_fft, self.suffix = n_fft, t_max + 1
-        self.spec = np.empty((n, n_fft // 2 + 1, n_cols), dtype=np.complex128)
-        self.sums = np.empty((n, 2 * (t_max + 1), n_cols))
-        self.energy = np.zeros((n, t_max + 1))
-        self.residual = None if edges is None else np.zeros((n, t_max + 1))
-        scale = None if edges is None else 1.0 / np.sqrt(np.diff(edges))[:, None]
         step = max(1, 4 * _WORK // (n_cols * t_max))  # arrays transformed together, zero-padded
+        pool = {} if pool is None else pool
+
+        def buffer(key: str, shape: tuple, dtype: type = np.float64) -> np.ndarray:
+            # the previous store's memory, when it is large enough: fresh pages cost page faults
+            size = int(np.prod(shape))
+            if key not in pool or pool[key].size < size:
+                pool[key] = np.empty(size, dtype=dtype)
+            return pool[key][:size].reshape(shape)
+
+        self.n_fft, self.suffix = n_fft, t_max + 1
+        self.spec = buffer("spec", (n, n_fft // 2 + 1, n_cols), np.complex128)
+        self.sums = buffer("sums", (n, 2 * (t_max + 1), n_cols))
+        self.energy = buffer("energy", (n, t_max + 1))
+        self.energy[:, 0] = 0.0
+        self.residual = None if edges is None else buffer("residual", (n, t_max + 1))
+        if self.residual is not None:
+            self.residual[:] = 0.0
+        scale = None if edges is None else 1.0 / np.sqrt(np.diff(edges))[:, None]
+        prefix, frames = self.sums[:, : t_max + 1], self.sums[:, 1 : t_max + 1]
+        prefix[:, 0] = 0.0
+        for i, a in enumerate(arrays):  # the frames, time-major and zero-padded, where their sums go
+            a = np.asarray(a)
+            frames[i, lengths[i] :] = 0.0
+            if edges is None:
+                frames[i, : lengths[i]] = a.T
+                continue
+            # the orthonormal group projection, and the energy it leaves out, of the array less its
+            # band means: a constant per band leaves every score unchanged (each overlap is centred),
+            # and without it that energy is mostly not the variance it bounds
+            a = a.astype(np.float64)
+            a -= a.mean(axis=1, keepdims=True)
+            if n_bands % n_cols:
+                groups = np.add.reduceat(a, edges[:-1], axis=0) * scale
+            else:  # equal groups: the same sums, faster
+                groups = a.reshape(n_cols, n_bands // n_cols, -1).sum(axis=1) * scale
+            frames[i, : lengths[i]] = groups.T
+            rest = np.einsum("kt,kt->t", a, a) - np.einsum("kt,kt->t", groups, groups)
+            np.cumsum(np.maximum(rest, 0.0), out=self.residual[i, 1 : lengths[i] + 1])
         for start in range(0, n, step):
-            stop = min(n, start + step)
-            x = np.zeros((stop - start, t_max, n_cols))  # time-major
-            for i in range(start, stop):
-                a = np.asarray(arrays[i])
-                if edges is None:
-                    x[i - start, : lengths[i]] = a.T
-                    continue
-                # the orthonormal group projection, and the energy it leaves out
-                a = a.astype(np.float64)
-                if n_bands % n_cols:
-                    groups = np.add.reduceat(a, edges[:-1], axis=0) * scale
-                else:  # equal groups: the same sums, faster
-                    groups = a.reshape(n_cols, n_bands // n_cols, -1).sum(axis=1) * scale
-                x[i - start, : lengths[i]] = groups.T
-                rest = np.einsum("kt,kt->t", a, a) - np.einsum("kt,kt->t", groups, groups)
-                np.cumsum(np.maximum(rest, 0.0), out=self.residual[i, 1 : lengths[i] + 1])
-            self.spec[start:stop] = np.fft.rfft(x, n_fft, axis=1)
-            prefix = self.sums[start:stop, : t_max + 1]
-            prefix[:, 0] = 0.0
-            for t in range(t_max):  # np.cumsum's order, a frame of all arrays at a time (faster)
-                np.add(prefix[:, t], x[:, t], out=prefix[:, t + 1])
-            # suffix sums of each array from l to its own end (0 past the end), as window sums are
-            total = prefix[np.arange(stop - start), lengths[start:stop]]  # (k, n_cols)
-            np.subtract(total[:, None, :], prefix, out=self.sums[start:stop, t_max + 1 :])
-            np.cumsum(np.einsum("ntk,ntk->nt", x, x), axis=1, out=self.energy[start:stop, 1:])
-        self.norms = np.einsum("ntk,ntk->nt", self.sums, self.sums)
+            self.spec[start : start + step] = np.fft.rfft(frames[start : start + step], n_fft, axis=1)
+        np.cumsum(np.einsum("ntk,ntk->nt", frames, frames), axis=1, out=self.energy[:, 1:])
+        for t in range(t_max):  # the frames into prefix sums in place, in np.cumsum's order
+            np.add(prefix[:, t], frames[:, t], out=frames[:, t])
+        # suffix sums of each array from l to its own end (0 past the end), as window sums are
+        total = prefix[np.arange(n), lengths]  # (n, n_cols)
+        np.subtract(total[:, None, :], prefix, out=self.sums[:, t_max + 1 :])
+        self.norms = np.einsum("ntk,ntk->nt", self.sums, self.sums, out=buffer("norms", self.sums.shape[:2]))
 
     @staticmethod
     def nbytes(n_cols: int, length: int, n_fft: int) -> int:
@@ -218,8 +236,10 @@ def _run(arrays: Sequence[np.ndarray], first: np.ndarray, second: np.ndarray, mi
     half = max(1, max_bytes // 2)
     local = np.full(len(arrays), -1, dtype=np.int64)
 
-    def store(ids: np.ndarray, n_fft: int) -> _Store:
-        return _Store([arrays[i] for i in ids], n_fft, edges)
+    pools: dict[str, dict] = {"rows": {}, "partners": {}}  # memory reused from block to block
+
+    def store(ids: np.ndarray, n_fft: int, role: str) -> _Store:
+        return _Store([arrays[i] for i in ids], n_fft, edges, pools[role])
 
     k = 0
     while k < row_ids.size:
@@ -236,7 +256,7 @@ def _run(arrays: Sequence[np.ndarray], first: np.ndarray, second: np.ndarray, mi
             frames, block_need, k1 = grown_frames, grown, k1 + 1
         n_fft = next_fast_len(block_need, real=True)
         block_ids = row_ids[k:k1]
-        rows = store(block_ids, n_fft)
+        rows = store(block_ids, n_fft, "rows")
         local[block_ids] = np.arange(block_ids.size)
         sel = todo[starts[k]:stops[k1 - 1]]
         sel = sel[np.argsort(b[sel], kind="stable")]  # by partner
@@ -257,7 +277,7 @@ def _run(arrays: Sequence[np.ndarray], first: np.ndarray, second: np.ndarray, mi
                     break
                 q1 += 1
             chunk = partners[q:q1]
-            cols = store(chunk, n_fft)
+            cols = store(chunk, n_fft, "partners")
             part = outside[(b[sel[outside]] >= chunk[0]) & (b[sel[outside]] <= chunk[-1])]
             _pairs(rows, ia[part], la[sel[part]], cols, np.searchsorted(chunk, b[sel[part]]), lb[sel[part]],
                    m[sel[part]], bound, out, sel[part])
@@ -308,20 +328,22 @@ def lag_correlation_bounds(
 ) -> np.ndarray:
     """Upper bounds of :func:`lag_correlations` from ``n_groups`` band groups.
 
-    Each frame splits orthogonally into its projection on the band groups
-    (``n_groups`` runs of adjacent bands, each frame's group sums over the
-    square root of the group size) and the rest.  At every lag the centred
-    overlaps then split exactly: ``cov = cov_g + cov_r`` and ``var = var_g +
-    var_r``, with ``|cov_r| <= sqrt(var_r,a var_r,b)`` (Cauchy-Schwarz) and
-    ``var_r <= e_r``, the rest's plain sum of squares over the overlap (a sum
-    of squares is smallest about the mean).  With ``rho = cov_g / sqrt(var_g,a
-    var_g,b)`` and ``sin^2 x = var_r / var``, the score is ``rho cos x_a cos x_b
-    + sin x_a sin x_b``, where each ``x`` is at most ``X`` with ``sin^2 X =
-    e_r / (var_g + e_r)``; its largest value over those angles (at ``X_a, X_b``,
-    or for ``rho > 0`` at ``sqrt(rho^2 + (1 - rho^2) sin^2 min(X_a, X_b))``
-    when ``rho tan max >= tan min``) bounds the lag's score, and 0 bounds a lag
-    whose exact score is 0.  Only the groups go through the FFTs and window
-    sums, so pairs far below a threshold are ruled out cheaply.
+    A constant per band changes no score (every overlap is centred), so each
+    array first loses its band means.  Each frame then splits orthogonally
+    into its projection on the band groups (``n_groups`` runs of adjacent
+    bands; the group sums over the square root of the group size) and the
+    rest.  At every lag the centred overlaps split exactly: ``cov = cov_g +
+    cov_r`` and ``var = var_g + var_r``, with ``|cov_r| <= sqrt(var_r,a
+    var_r,b)`` (Cauchy-Schwarz) and ``var_r <= e_r``, the rest's plain sum of
+    squares over the overlap (a sum of squares is smallest about the mean).
+    With ``rho = cov_g / sqrt(var_g,a var_g,b)`` and ``sin^2 x = var_r / var``
+    the score is ``rho cos x_a cos x_b + sin x_a sin x_b``, each ``x`` at most
+    ``X`` with ``sin^2 X = e_r / (var_g + e_r)``.  The largest value over those
+    angles bounds the lag's score: at ``(X_a, X_b)``, or, when ``rho > 0`` and
+    ``rho tan(max X) >= tan(min X)``, ``sqrt(rho^2 + (1 - rho^2) sin^2(min
+    X))``; and 0 bounds a lag whose exact score is 0.  Only the groups go
+    through the FFTs and window sums, so pairs far below a threshold are ruled
+    out cheaply.
 
     Parameters
     ----------
@@ -334,8 +356,8 @@ def lag_correlation_bounds(
     -------
     np.ndarray of float64 [shape=(n_pairs,)]
         ``>= lag_correlations(...)`` pair by pair, up to float64 rounding
-        (below 1e-5); ``inf`` where an overlap holds less than 1e-4 of an
-        array's energy, so rounding could matter.
+        (below 1e-4, see ``_QUIET``); ``inf`` where a lag's group variance is
+        below 1e-6 of an array's energy, so that rounding could matter.
     """
     if not len(arrays):
         return np.zeros(np.size(first))
