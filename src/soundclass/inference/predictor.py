@@ -47,6 +47,7 @@ from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
     "pads_short_clips",
+    "window_padding",
     "window_starts",
     "standardize",
     "plan_pieces",
@@ -229,13 +230,18 @@ def _standardize_batch(batch: np.ndarray, mean: np.ndarray | None, std: np.ndarr
 def pads_short_clips(checkpoint: Any) -> bool:
     """Whether clips shorter than the window are padded to it for ``checkpoint`` (see the module text).
 
-    True for a sequence model with a window whose training padded every clip to
-    it (``train_config['bucket'] is False``); False otherwise, also when the
-    checkpoint does not say.
+    :func:`window_padding` of the checkpoint's input kind, window and
+    ``train_config['bucket']`` (False also when the checkpoint does not say).
     """
     config = getattr(checkpoint, "train_config", None) or {}
     bucket = config.get("bucket") if isinstance(config, dict) else getattr(config, "bucket", None)
-    return checkpoint.input == "sequence" and checkpoint.clip_frames is not None and bucket is False
+    return window_padding(input_kind=checkpoint.input, clip_frames=checkpoint.clip_frames, bucket=bucket)
+
+
+def window_padding(*, input_kind: str, clip_frames: int | None, bucket: bool | None) -> bool:
+    """The rule of :func:`pads_short_clips`: a sequence model with a window whose training
+    padded every clip to it (``bucket is False``) scores short clips padded to one window."""
+    return input_kind == "sequence" and clip_frames is not None and bucket is False
 
 
 def plan_pieces(

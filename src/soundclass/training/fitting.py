@@ -25,7 +25,7 @@ import torch
 
 from soundclass.errors import ParameterError
 from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, standardize
+from soundclass.inference.predictor import predict_logits, softmax, standardize, window_padding
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -279,8 +279,8 @@ class _Run:
     @property
     def _pads(self) -> bool:
         """Short validation clips padded to the window, as training padded them (``bucket=False``)."""
-        return self.data.input_kind == "sequence" and self.data.clip_frames is not None \
-            and self.config.bucket is False
+        return window_padding(input_kind=self.data.input_kind, clip_frames=self.data.clip_frames,
+                              bucket=self.config.bucket)
 
     def _end_epoch(self, epoch: int, tr: Mapping[str, Any]) -> None:
         """Validate, step early stopping, write checkpoint/, last/ and history.json."""

@@ -213,10 +213,10 @@ def train_folds(
                                         classes=classes, clip_frames=clip_frames, oof_metrics=oof_metrics)
     val_proba = None
     if len(val_features):
-        from soundclass.inference.checkpoint import load_checkpoint
-        from soundclass.inference.predictor import pads_short_clips, predict_logits, softmax
+        from soundclass.inference.predictor import predict_logits, softmax, window_padding
 
-        pads = pads_short_clips(load_checkpoint(ckpt_dir))  # as predict scores the saved ensemble
+        # as predict scores the saved ensemble (its train_config holds this bucket)
+        pads = window_padding(input_kind=spec.input, clip_frames=clip_frames, bucket=config.bucket)
         val_proba = softmax(predict_logits(ensemble, [np.asarray(f, dtype=np.float32) for f in val_features],
                                            input_kind=spec.input, clip_frames=clip_frames,
                                            batch_size=max(64, config.batch_size), pad_to_window=pads))
