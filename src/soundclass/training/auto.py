@@ -152,8 +152,10 @@ def estimate_extract_seconds(config: Any, n_clips: int, *, cache: bool,
     d = durations if durations is not None and durations.size else np.array([_ASSUMED_SECONDS])
     kind = feature_config(config).kind
     if kind == "aisfx":
-        frames = 1 + np.floor(d * 44100 / 1024)  # the aiSFX front end: hop 1024 at 44.1 kHz
-        blocks = 1 + np.maximum(frames - 100, 0) // 50  # dsp.aisfx.frames_to_blocks
+        from soundclass.dsp.aisfx import AISFX_HOP_LENGTH, AISFX_SR, BLOCK_FRAMES, BLOCK_HOP
+
+        frames = 1 + np.floor(d * AISFX_SR / AISFX_HOP_LENGTH)  # centred frames of the front end
+        blocks = 1 + np.maximum(frames - BLOCK_FRAMES, 0) // BLOCK_HOP  # as dsp.aisfx.frames_to_blocks
         per_clip = _AISFX_BLOCK_SECONDS * float(np.mean(blocks))
     else:
         a, b = _EXTRACT_COST.get(kind, (0.002, 0.0005))
