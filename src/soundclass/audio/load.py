@@ -9,6 +9,7 @@ resample with soxr HQ (output size checked before resampling), check again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -124,32 +125,37 @@ def _check_params(sr, offset, duration, dtype, max_seconds, max_sr, max_channels
     return dtype
 
 
-def _native(src: Source, **options) -> Native:
-    """Decode with the sniffed decoder; if it cannot open the data, with the next one.
+def _first_decoder(src: Source, run) -> tuple[Any, CannotOpen | None]:
+    """``run(decoder, sniffed)`` with the sniffed decoder; if it cannot open the data, with the next one.
 
-    When every decoder fails, the first decoder's reason is the error (it is the
-    one the content pointed to).
+    Returns what ``run`` returned and the first decoder's :class:`CannotOpen`
+    (``None`` if the first one opened it).  When every decoder fails, the first
+    decoder's reason is the error (it is the one the content pointed to); a
+    fallback that opens the data but fails too also reports the first reason.
     """
     sniffed = sniff(src.head)
-    first: AudioDecodeError | None = None
+    first: CannotOpen | None = None
     for decoder in sniffed.decoders:
         try:
-            if decoder == PYAV:
-                nat = pyav_backend.decode(src, **options)
-            else:
-                nat = soundfile_backend.decode(src, sniffed, **options)
+            return run(decoder, sniffed), first
         except CannotOpen as exc:
             first = first or exc
-            continue
         except AudioDecodeError:
             if first is None:
                 raise
-            break  # the fallback opened it but failed too: report the first reason
-        if first is not None:
-            nat.warnings.insert(0, f"decoded by FFmpeg: libsndfile could not ({first.reason})")
-        return nat
+            break
     assert first is not None
     raise AudioDecodeError(first.path, first.reason) from None
+
+
+def _native(src: Source, **options) -> Native:
+    """Decode with the sniffed decoder, or the next one (:func:`_first_decoder`)."""
+    nat, first = _first_decoder(src, lambda decoder, sniffed: (
+        pyav_backend.decode(src, **options) if decoder == PYAV
+        else soundfile_backend.decode(src, sniffed, **options)))
+    if first is not None:
+        nat.warnings.insert(0, f"decoded by FFmpeg: libsndfile could not ({first.reason})")
+    return nat
 
 
 def decode(
@@ -289,22 +295,8 @@ def info(source: SourceLike, *, name: str | None = None) -> AudioInfo:
     label = source_name(source, name)
     try:
         with open_source(source, name=name) as src:
-            sniffed = sniff(src.head)
-            first: CannotOpen | None = None
-            nat = None
-            for decoder in sniffed.decoders:
-                try:
-                    nat = (pyav_backend.probe(src) if decoder == PYAV
-                           else soundfile_backend.probe(src, sniffed))
-                    break
-                except CannotOpen as exc:
-                    first = first or exc
-                except AudioDecodeError:
-                    if first is None:
-                        raise
-                    break
-            if nat is None:
-                raise AudioDecodeError(first.path, first.reason)
+            nat, _ = _first_decoder(src, lambda decoder, sniffed: (
+                pyav_backend.probe(src) if decoder == PYAV else soundfile_backend.probe(src, sniffed)))
     except MemoryError:
         raise AudioDecodeError(label, "out of memory while reading the header") from None
     return AudioInfo(
