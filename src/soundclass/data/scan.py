@@ -124,24 +124,13 @@ def _scan_one(
     clip_run: int = 3,
     want_fingerprint: bool = False,
 ) -> tuple[ScanRow, np.ndarray | None]:
-    """:func:`scan_file` and, with ``want_fingerprint``, the clip's fingerprint.
-
-    Scanning one file never raises for a bad file (the reason goes into ``error``).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-    label : str, optional
-    n_fft : int
-        Files with fewer native samples are flagged ``very_short``.
-    clip_level, clip_run
-        A run of ``clip_run`` samples at ``|y| >= clip_level`` counts as
-        clipping; the default level is 0.999 of full scale (0.99 for 8-bit
-        files, whose largest positive sample is 127/128).
+    """:func:`scan_file` (same parameters; never raises for a bad file) and, with
+    ``want_fingerprint``, the clip's near-duplicate fingerprint.
 
     Returns
     -------
-    ScanRow
+    (ScanRow, np.ndarray or None)
+        The row and the fingerprint (``None`` unless wanted and computable).
     """
     path = os.fspath(path)
     fields_: dict = {"path": path, "label": label, "name": os.path.basename(path)}
