@@ -20,6 +20,10 @@ a run trained on clips of mixed length gets):
   to the ``--n`` generated clips, each decoded separately; no cache);
 - the featurization ratio against the tutorial pipeline (``speed.py``'s
   functions);
+- every predict path above and the featurization ratio are measured once per
+  round, ``--repeat`` rounds (all paths in turn within a round, so the VM's
+  drift hits them alike); the table gives the median and range, the ratios
+  are medians of the ratios within each round;
 - training samples/s of the default ``cnn`` loop against a bare PyTorch loop
   over the same tensors (:func:`training_overhead`; the mixed-length training
   case takes longer and is in ``benchmarks/train_overhead.py``).
@@ -52,6 +56,7 @@ from soundclass.extraction.cache import get_features
 from soundclass.extraction.extract import extract_many
 from soundclass.inference.backends import OnnxLogits, export_logits_onnx, make_backend
 from soundclass.inference.checkpoint import load_checkpoint
+from soundclass.inference.export import export_onnx
 from soundclass.inference.predict import predict_paths, resolve_checkpoint
 from soundclass.inference.predictor import available_cores, predict_proba, torch_threads
 
@@ -106,21 +111,78 @@ def bare_forward(ckpt, features: list[np.ndarray], *, batch_size: int, onnx: Onn
     return {"torch": t_torch, "onnx": t_onnx}
 
 
-def waveform_graph(ckpt, paths: list[str], folder: Path) -> tuple[float, float]:
-    """Seconds to decode ``paths`` (in this process) and to run the waveform graph on them, one per call."""
+def waveform_session(graph: Path):
+    """An onnxruntime session of the exported waveform graph, with the cores predict uses."""
     import onnxruntime as ort
 
-    from soundclass.audio import load
-    from soundclass.inference.export import export_onnx
-
-    graph = export_onnx(ckpt.path, folder / "waveform.onnx", check=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = available_cores()
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def waveform_graph(session, ckpt, paths: list[str]) -> tuple[float, float]:
+    """Seconds to decode ``paths`` (in this process) and to run the waveform graph on them, one per call."""
+    from soundclass.audio import load
+
     waves, t_decode = _timed(lambda: [load(p, sr=ckpt.feature.sr)[0][None] for p in paths])
     session.run(None, {"waveform": waves[0]})
     _, t_graph = _timed(lambda: [session.run(None, {"waveform": y}) for y in waves])
     return t_decode, t_graph
+
+
+class PredictPaths:
+    """Every predict path of the table, each measured once per :meth:`one_round` on the same clips."""
+
+    def __init__(self, *, ckpt, paths: list[str], backend_torch, backend_onnx, raw_logits: OnnxLogits,
+                 graph: Path, cache_dir: Path, args: argparse.Namespace):
+        self.ckpt, self.paths, self.args, self.cache_dir = ckpt, paths, args, cache_dir
+        self.backend_torch, self.backend_onnx, self.raw_logits = backend_torch, backend_onnx, raw_logits
+        self.session = waveform_session(graph)
+        self.features: list[np.ndarray] = []
+        self.preds = None
+
+    def one_round(self) -> dict[str, tuple[str, int, float]]:
+        """``key -> (label, clips, seconds)`` of every path, in the order of the printed table."""
+        a, ckpt, paths = self.args, self.ckpt, self.paths
+        common = {"n_jobs": a.n_jobs, "progress": False, "batch_size": a.batch_size}
+        out: dict[str, tuple[str, int, float]] = {}
+        self.features = []  # this round's features replace the last round's
+        (self.features, _), t_feat = _timed(lambda: get_features(paths, ckpt.feature, n_jobs=a.n_jobs,
+                                                                 progress=False))
+        out["features"] = (f"features only ({a.n_jobs} procs, no cache)", a.n, t_feat)
+        old = self.features[: a.old_n]
+        _, t_old = _timed(lambda: predict_proba(ckpt, old, batch_size=64, pad_to_window=True))
+        out["old"] = (f"old torch path: pad to {ckpt.clip_frames} frames, batch 64 (features + model)",
+                      a.old_n, t_feat * a.old_n / a.n + t_old)
+        _, t = _timed(lambda: predict_paths(self.backend_torch, paths[: a.torch_n], **common))
+        out["torch"] = ("new torch path, predict_paths end to end", a.torch_n, t)
+        self.preds, t = _timed(lambda: predict_paths(self.backend_onnx, paths, **common))
+        out["onnx"] = ("onnxruntime path, predict_paths end to end", a.n, t)
+        if not self.cache_dir.exists():
+            predict_paths(self.backend_onnx, paths, cache_dir=self.cache_dir, **common)  # fills the cache
+        _, t = _timed(lambda: predict_paths(self.backend_onnx, paths, cache_dir=self.cache_dir, **common))
+        out["warm"] = ("onnxruntime path, warm feature cache", a.n, t)
+        t_decode, t_graph = waveform_graph(self.session, ckpt, paths[: a.waveform_n])
+        out["waveform"] = ("waveform ONNX graph (export.py), decode in-process + graph", a.waveform_n,
+                           t_decode + t_graph)
+        out["graph"] = ("waveform ONNX graph alone, front end inside, 1 clip per call (ceiling)", a.waveform_n,
+                        t_graph)
+        bare = bare_forward(ckpt, self.features, batch_size=a.batch_size, onnx=self.raw_logits, torch_n=a.torch_n)
+        n_bare = min(len(self.features), -(-a.torch_n // a.batch_size) * a.batch_size)
+        out["bare_torch"] = (f"bare torch forward, batch {a.batch_size} (ceiling)", n_bare, bare["torch"])
+        out["bare_onnx"] = (f"bare onnxruntime forward, batch {a.batch_size} (ceiling)", a.n, bare["onnx"])
+        return out
+
+
+def median_rates(rounds: list[dict[str, tuple[str, int, float]]]) -> dict[str, tuple[float, float, float]]:
+    """``key -> (median, lowest, highest)`` clips/s over the rounds."""
+    rates = {k: [_rate(n, t) for _, n, t in (r[k] for r in rounds)] for k in rounds[0]}
+    return {k: (float(np.median(v)), min(v), max(v)) for k, v in rates.items()}
+
+
+def median_ratio(rounds: list[dict[str, tuple[str, int, float]]], num: str, den: str) -> float:
+    """Median over the rounds of ``rate(num) / rate(den)``, each ratio taken within one round."""
+    return float(np.median([_rate(*r[num][1:]) / _rate(*r[den][1:]) for r in rounds]))
 
 
 def rss_child(run: str, clips: list[str], n: int, backend: str, n_jobs: int) -> dict:
@@ -202,13 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-clips-overhead", type=int, default=256,
                         help="5 s clips of the training-overhead measurement, at least one batch of 32 "
                              "(0: skip)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every predict path and of the featurization ratio; the medians are "
+                             "reported (default 3: this VM's speed drifts by a fifth between minutes)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.old_n, args.torch_n, args.waveform_n, args.rss_clips = 300, 100, 150, 60, [1500]
         args.train_clips_overhead = 64
     args.old_n, args.torch_n, args.waveform_n = (min(v, args.n) for v in (args.old_n, args.torch_n, args.waveform_n))
-    if min(args.n, args.old_n, args.torch_n, args.waveform_n, args.tutorial_n, args.n_jobs, args.batch_size) <= 0:
+    if min(args.n, args.old_n, args.torch_n, args.waveform_n, args.tutorial_n, args.n_jobs, args.batch_size,
+           args.repeat) <= 0:
         parser.error("counts must be positive")
     if 0 < args.train_clips_overhead < 32:
         parser.error("--train-clips-overhead must be 0 or at least one batch (32)")
@@ -231,67 +297,50 @@ def main(argv: list[str] | None = None) -> int:
 
         backend_torch = make_backend(ckpt, "torch")
         backend_onnx, t_export = _timed(lambda: make_backend(ckpt, "onnx", cache=False))
-        common = {"n_jobs": args.n_jobs, "progress": False, "batch_size": args.batch_size}
-        rows: list[tuple[str, int, float]] = []
-
-        (features, _), t_feat = _timed(lambda: get_features(paths, ckpt.feature, n_jobs=args.n_jobs,
-                                                            progress=False))
-        rows.append((f"features only ({args.n_jobs} procs, no cache)", args.n, t_feat))
-        frames = features[0].shape[1]
-        start = time.perf_counter()
-        predict_proba(ckpt, features[: args.old_n], batch_size=64, pad_to_window=True)
-        t_old = time.perf_counter() - start
-        rows.append((f"old torch path: pad to {ckpt.clip_frames} frames, batch 64 (features + model)",
-                     args.old_n, t_feat * args.old_n / args.n + t_old))
-        _, t_new_torch = _timed(lambda: predict_paths(backend_torch, paths[: args.torch_n], **common))
-        rows.append(("new torch path, predict_paths end to end", args.torch_n, t_new_torch))
-        preds, t_new_onnx = _timed(lambda: predict_paths(backend_onnx, paths, **common))
-        rows.append(("onnxruntime path, predict_paths end to end", args.n, t_new_onnx))
-        cache_dir = tmp / "cache"
-        predict_paths(backend_onnx, paths, cache_dir=cache_dir, **common)  # fills the cache
-        _, t_warm = _timed(lambda: predict_paths(backend_onnx, paths, cache_dir=cache_dir, **common))
-        rows.append(("onnxruntime path, warm feature cache", args.n, t_warm))
-        t_decode, t_graph = waveform_graph(ckpt, paths[: args.waveform_n], tmp)
-        rows.append(("waveform ONNX graph (export.py), decode in-process + graph", args.waveform_n,
-                     t_decode + t_graph))
-        rows.append(("waveform ONNX graph alone, front end inside, 1 clip per call (ceiling)", args.waveform_n,
-                     t_graph))
         raw_logits = OnnxLogits(export_logits_onnx(ckpt.model, input_kind=ckpt.input,
                                                    n_features=ckpt.feature.n_features))
-        bare = bare_forward(ckpt, features, batch_size=args.batch_size, onnx=raw_logits, torch_n=args.torch_n)
-        n_bare = min(len(features), -(-args.torch_n // args.batch_size) * args.batch_size)
-        rows.append((f"bare torch forward, batch {args.batch_size} (ceiling)", n_bare, bare["torch"]))
-        rows.append((f"bare onnxruntime forward, batch {args.batch_size} (ceiling)", args.n, bare["onnx"]))
+        graph = export_onnx(ckpt.path, tmp / "waveform.onnx", check=False)
+        paths_ = PredictPaths(ckpt=ckpt, paths=paths, backend_torch=backend_torch, backend_onnx=backend_onnx,
+                              raw_logits=raw_logits, graph=graph, cache_dir=tmp / "cache", args=args)
+        reps = []
+        for rep in range(args.repeat):  # every path once per round: the VM's drift hits all of them alike
+            reps.append(paths_.one_round())
+            print(f"round {rep + 1}/{args.repeat}: " + ", ".join(
+                f"{k} {_rate(n, t):.0f}" for k, (_, n, t) in reps[-1].items()) + " clips/s", flush=True)
+        features = paths_.features
+        frames = features[0].shape[1]
         sweep = {}
         for b in (1, 2, 4, 8, 16, 32):  # what DEFAULT_BATCH_SIZE was chosen from
             sub = features[: min(len(features), 16 * b, 256)]
             sweep[b] = _rate(len(sub), bare_forward(ckpt, sub, batch_size=b, onnx=raw_logits, torch_n=0)["onnx"])
-        same = np.abs(preds.proba - predict_proba(ckpt, features)).max()
-        del features
+        same = np.abs(paths_.preds.proba - predict_proba(ckpt, features)).max()
+        del features, paths_
 
         make_backend(ckpt, "auto")  # caches the graph in the run folder, as a first predict would
         rss = {n: rss_child(str(run), paths, n, "auto", args.n_jobs) for n in args.rss_clips if n > 0}
-        tut_rate, fast_rate = featurization_ratio(paths[: min(args.n, 600)], tutorial_n=args.tutorial_n,
-                                                  n_jobs=args.n_jobs)
+        feat_rounds = [featurization_ratio(paths[: min(args.n, 600)], tutorial_n=args.tutorial_n,
+                                           n_jobs=args.n_jobs) for _ in range(args.repeat)]
         extra = training_overhead(args)
 
-    print(f"\nclips of {frames} frames (5 s); every rate below was measured in this run")
-    print(f"{'predict path':72s} {'clips':>6s} {'clips/s':>9s}")
-    for label, n, t in rows:
-        print(f"{label:72s} {n:6d} {_rate(n, t):9.1f}")
-    r = dict(zip(("features", "old", "torch", "onnx", "warm", "waveform", "graph", "bare_torch", "bare_onnx"),
-                 (_rate(n, t) for _, n, t in rows), strict=True))
-    old, e2e_onnx, e2e_torch = r["old"], r["onnx"], r["torch"]
+    med = median_rates(reps)
+    print(f"\nclips of {frames} frames (5 s); every rate below was measured in this run, each path once per "
+          f"round, {args.repeat} round(s): the median, and the range over the rounds")
+    print(f"{'predict path':72s} {'clips':>6s} {'clips/s':>9s} {'range':>13s}")
+    for key, (label, n, _) in reps[0].items():
+        m, lo, hi = med[key]
+        print(f"{label:72s} {n:6d} {m:9.1f} {lo:6.1f}-{hi:<6.1f}")
+    e2e_onnx = med["onnx"][0]
     print()
-    print(f"onnxruntime end to end vs old torch path: {e2e_onnx / old:.1f}x (target >= 5x); "
-          f"new torch vs old: {e2e_torch / old:.1f}x")
-    print(f"onnxruntime end to end: {e2e_onnx:.0f} clips/s (target >= 200 on 2 cores)")
+    print(f"onnxruntime end to end vs old torch path: {median_ratio(reps, 'onnx', 'old'):.1f}x (target >= 5x); "
+          f"new torch vs old: {median_ratio(reps, 'torch', 'old'):.1f}x (medians of the per-round ratios)")
+    print(f"onnxruntime end to end: {e2e_onnx:.0f} clips/s median (target >= 200 on 2 cores)")
     print(f"the exported graph alone (waveform in, front end inside: what the issue measured as the bare "
-          f"onnxruntime forward) / end to end = {r['graph'] / e2e_onnx:.2f}x (target <= 1.3x)")
-    print(f"the model part alone (features in, the logits graph) / end to end = {r['bare_onnx'] / e2e_onnx:.2f}x "
-          f"cold, {r['bare_onnx'] / r['warm']:.2f}x warm cache (cold, features and model share the 2 cores)")
+          f"onnxruntime forward) / end to end = {median_ratio(reps, 'graph', 'onnx'):.2f}x (target <= 1.3x)")
+    print(f"the model part alone (features in, the logits graph) / end to end = "
+          f"{median_ratio(reps, 'bare_onnx', 'onnx'):.2f}x cold, {median_ratio(reps, 'bare_onnx', 'warm'):.2f}x "
+          f"warm cache (cold, features and model share the 2 cores)")
     print(f"cached features + logits graph vs waveform graph: "
-          f"{e2e_onnx / r['waveform']:.1f}x (why the dataset path runs the model part only)")
+          f"{median_ratio(reps, 'onnx', 'waveform'):.1f}x (why the dataset path runs the model part only)")
     print("bare onnxruntime forward by batch size: "
           + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items()) + " clips/s")
     print(f"onnx logits graph export + check: {t_export:.1f} s (once per checkpoint, then cached)")
@@ -301,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
               f"process (VmHWM; ru_maxrss {m['rss_mib']:.0f}, inherited from this process across exec), "
               f"{m['workers_mib']:.0f} MiB largest worker; {m['seconds']:.0f} s, "
               f"{n / m['seconds']:.0f} clips/s, {m['failed']} failed (target < 1 GB)")
-    print(f"featurization: tutorial {tut_rate:.1f} files/s, extract_many {fast_rate:.1f} files/s: "
-          f"{fast_rate / tut_rate:.1f}x (target >= 20x)")
+    ratios = [fast / tut for tut, fast in feat_rounds]
+    print(f"featurization: tutorial {np.median([t for t, _ in feat_rounds]):.1f} files/s, extract_many "
+          f"{np.median([f for _, f in feat_rounds]):.1f} files/s: {np.median(ratios):.1f}x median of "
+          f"{len(ratios)} round(s) (range {min(ratios):.1f}-{max(ratios):.1f}x; target >= 20x)")
     for label, value in extra:
         print(f"{label}: {value}")
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -25,7 +25,7 @@ def _bench(name: str):
 def test_train_overhead_prints_both_tables(capsys):
     bench = _bench("train_overhead")
     assert bench.main(["--n-overhead", "32", "--overhead-seconds", "0.5", "--overhead-epochs", "1",
-                       "--repeats", "1", "--n-mixed", "20", "--epochs", "1"]) == 0
+                       "--repeats", "1", "--n-mixed", "20", "--epochs", "1", "--skip", "real"]) == 0
     out = capsys.readouterr().out
     for row in ("| bare PyTorch", "| fit, augmentations off", "| fit, default augmentations",
                 "| before: 90th percentile", "| after: "):
@@ -38,14 +38,28 @@ def test_train_overhead_prints_both_tables(capsys):
 def test_throughput_prints_every_path(capsys):
     bench = _bench("throughput")
     assert bench.main(["--n", "10", "--old-n", "4", "--torch-n", "4", "--waveform-n", "3",
-                       "--rss-clips", "12", "--tutorial-n", "2", "--train-clips-overhead", "32"]) == 0
+                       "--rss-clips", "12", "--tutorial-n", "2", "--train-clips-overhead", "32",
+                       "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     for row in ("old torch path", "new torch path", "onnxruntime path, predict_paths end to end",
                 "warm feature cache", "waveform ONNX graph alone", "bare onnxruntime forward",
                 "vs old torch path", "peak RSS predicting 12 clips", "featurization: tutorial",
-                "training samples/s", "bare PyTorch loop"):
+                "training samples/s", "bare PyTorch loop", "round 2/2", "median of 2 round(s)"):
         assert row in out, row
     assert "0 failed" in out
+
+
+def test_train_overhead_crop_rules_per_held_out_group(tmp_path, capsys):
+    from soundclass.data import synth
+
+    synth.make_demo_dataset(tmp_path / "data", n_per_class=6, sr=8000, n_sources=3, seed=0)
+    bench = _bench("train_overhead")
+    r = bench.crop_rules(tmp_path / "data", r"^(?P<group>[a-z]+_s\d+)_")
+    assert r["clips"] == 24 and len(r["folds"]) == 12  # 4 classes x 3 sources
+    for old, new, bucket in r["folds"]:  # the default rule never crops longer than the old one
+        assert 0.5 <= new <= old <= 10.0 and isinstance(bucket, bool)
+    assert bench.main(["--skip", "overhead", "--skip", "mixed", "--datasets", str(tmp_path / "absent")]) == 0
+    assert "absent or no known group pattern: skipped" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("folds", [0, 2])
