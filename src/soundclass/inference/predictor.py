@@ -370,7 +370,7 @@ def predict_logits(
             [shape[1] for shape in shapes], clip_frames=clip_frames, tta=tta,
             min_frames=max(int(getattr(run, "min_frames", 1)), 1), pad_to_window=pad_to_window,
         )
-        return _pieces_logits(run, items, pieces, mean, std, batch_size)
+        return _pieces_logits(run, items, shapes[0][0], pieces, mean, std, batch_size)
 
 
 def _checked(logits: np.ndarray, n: int) -> np.ndarray:
@@ -380,7 +380,7 @@ def _checked(logits: np.ndarray, n: int) -> np.ndarray:
     return logits
 
 
-def _pieces_logits(run, items, pieces, mean, std, batch_size) -> np.ndarray:
+def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndarray:
     order = sorted(range(len(pieces)), key=lambda k: pieces[k][2])  # stable: by length
     owners = np.array([pieces[k][0] for k in order], dtype=np.int64)
     sums: np.ndarray | None = None
@@ -401,8 +401,10 @@ def _pieces_logits(run, items, pieces, mean, std, batch_size) -> np.ndarray:
         while stop < len(order) and stop - start < batch_size and pieces[order[stop]][2] == length:
             stop += 1
         chunk = [pieces[k] for k in order[start:stop]]
-        batch = np.stack([_window(clip(i), s, n) for i, s, n in chunk])  # (B, n_features, length)
-        batch = _standardize_batch(batch.astype(np.float32, copy=False), mean, std)
+        batch = np.empty((len(chunk), n_rows, length), dtype=np.float32)  # (B, n_features, length)
+        for row, (i, s, n) in enumerate(chunk):  # copied in one by one: no window keeps its clip alive
+            batch[row] = _window(clip(i), s, n)
+        batch = _standardize_batch(batch, mean, std)
         logits = _checked(run(batch), len(chunk))  # (B, n_classes)
         if sums is None:
             sums = np.zeros((len(items), logits.shape[1]), dtype=np.float64)
