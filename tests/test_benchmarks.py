@@ -48,6 +48,16 @@ def test_throughput_prints_every_path(capsys):
     assert "0 failed" in out
 
 
+def test_train_memory_prints_both_peaks(capsys):
+    bench = _bench("train_memory")
+    assert bench.main(["--n", "10", "--batch-size", "4", "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines()
+            if line.startswith(("| in memory (no cache) |", "| streamed from the cache (cache_dir) |"))]
+    assert len(rows) == 2 and all(line.count("MiB") == 3 for line in rows)
+    assert "peak RSS ratio, in memory / streamed:" in out
+
+
 @pytest.mark.parametrize("folds", [0, 2])
 def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
     from soundclass.data import synth

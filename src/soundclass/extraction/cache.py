@@ -312,10 +312,10 @@ class FeatureCache:
             n_paths=len(paths), hashed=hashed, cached=n_cached, computed=len(todo), failed=len(failures)
         )
         if lazy:  # entries on disk by path and shape; an array only where the entry could not be written
-            return StoredFeatures(
-                [self.entry_path(config, sha) if isinstance(f, tuple) else f for f, sha in zip(features, shas, strict=True)],
-                [f if isinstance(f, tuple) or f is None else f.shape for f in features],
-            ), failures
+            sources = [self.entry_path(config, sha) if isinstance(f, tuple) else f
+                       for f, sha in zip(features, shas, strict=True)]
+            shapes = [f if isinstance(f, tuple) or f is None else f.shape for f in features]
+            return StoredFeatures(sources, shapes), failures
         return features, failures
 
     def _compute(self, todo, config, found, failed, *, lazy, n_jobs, executor, progress, chunk_size) -> None:
