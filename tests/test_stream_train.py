@@ -28,6 +28,7 @@ from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_logits
 from soundclass.training import TrainConfig, fit, norm_stats, train
 from soundclass.training import fitting as fitting_module
+from soundclass.training.data import ClipDataset
 from soundclass.training.trainer import prepare_data
 
 SR = 8000
@@ -173,6 +174,28 @@ def test_norm_stats_and_predictions_read_each_stored_clip_once(tmp_path, wavs, l
     ref = predict_logits(run, eager, input_kind="sequence", clip_frames=7, tta=2, batch_size=3,
                          norm_mean=mean, norm_std=std)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("pad_to_batch", [False, True])
+def test_stored_clip_dataset_gives_the_in_memory_batches(tmp_path, wavs, loads, pad_to_batch):
+    lazy, _ = get_features(wavs, CFG, cache_dir=tmp_path / "c", n_jobs=1, progress=False, lazy=True)
+    clips = take(lazy, [i for i, s in enumerate(lazy.shapes) if s is not None])  # 19 to 50 frames
+    mean, std = norm_stats(clips)
+    kw = {"clip_frames": 30, "seed": 3, "pad_to_batch": pad_to_batch, "norm_mean": mean, "norm_std": std}
+    targets = [0, 1, 0, 1, 0]
+    streamed, memory = ClipDataset(clips, targets, **kw), ClipDataset(list(clips), targets, **kw)
+    assert streamed.clips is None and memory.clips is not None
+    np.testing.assert_array_equal(streamed.lengths, memory.lengths)
+    for epoch in (0, 2):
+        streamed.set_epoch(epoch)
+        memory.set_epoch(epoch)
+        for idx in ([0, 1, 2], [4, 3], [2]):  # short clips padded with their standardized minimum
+            loads.reset()
+            x, y = streamed.__getitems__(idx)
+            assert loads.count == len(idx) and loads.at_once == 1
+            x_ref, y_ref = memory.__getitems__(idx)
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+        assert torch.equal(streamed[1][0], memory[1][0])
 
 
 def test_an_entry_changed_after_the_check_is_a_named_error(tmp_path, wavs):
