@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from soundclass.config import FeatureConfig
+from soundclass.extraction.stored import StoredFeatures, take
 from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_logits, predict_proba, softmax
 from soundclass.models import ModelSpec, register_model
@@ -139,7 +140,8 @@ def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chanc
         return prepared[-1]
 
     def spy_cv(name, config, features, targets, **kw):
-        seen.append((name, [id(f) for f in features], np.asarray(targets).copy()))
+        assert isinstance(features, StoredFeatures)  # with a cache dir: read on use, never all held
+        seen.append((name, features.paths, np.asarray(targets).copy()))
         return real_cv(name, config, features, targets, **kw)
 
     monkeypatch.setattr(trainer_module, "prepare_data", spy_prepare)
@@ -150,8 +152,9 @@ def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chanc
     val_paths = {it.path for it in res.val_items}
     for data, (_, ids, targets) in zip(prepared, seen, strict=True):
         assert val_paths == {data.items[i].path for i in data.val_idx}  # the run's own split
-        train_ids = {id(data.features[i]) for i in data.train_idx}
-        val_ids = {id(data.features[i]) for i in data.val_idx}
+        # by cache entry (content): exact duplicates are tied into one group, so on one side
+        train_ids = set(take(data.features, data.train_idx).paths)
+        val_ids = set(take(data.features, data.val_idx).paths)
         assert set(ids) == train_ids and not set(ids) & val_ids
         np.testing.assert_array_equal(targets, data.targets[data.train_idx])
 

@@ -62,6 +62,16 @@ def test_train_overhead_crop_rules_per_held_out_group(tmp_path, capsys):
     assert "absent or no known group pattern: skipped" in capsys.readouterr().out
 
 
+def test_train_memory_prints_both_peaks(capsys):
+    bench = _bench("train_memory")
+    assert bench.main(["--n", "10", "--batch-size", "4", "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines()
+            if line.startswith(("| in memory (no cache) |", "| streamed from the cache (cache_dir) |"))]
+    assert len(rows) == 2 and all(line.count("MiB") == 3 for line in rows)
+    assert "peak RSS ratio, in memory / streamed:" in out
+
+
 @pytest.mark.parametrize("folds", [0, 2])
 def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
     from soundclass.data import synth

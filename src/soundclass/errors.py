@@ -23,6 +23,7 @@ __all__ = [
     "SoundclassError",
     "ParameterError",
     "AudioDecodeError",
+    "CacheEntryError",
     "DatasetError",
     "CheckpointError",
     "ExportError",
@@ -53,6 +54,26 @@ class AudioDecodeError(SoundclassError):
         self.reason = reason
         where = "<memory>" if self.path is None else self.path
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class CacheEntryError(SoundclassError):
+    """A feature cache entry that was checked earlier is gone or no longer valid when read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The entry file.
+    reason : str
+        What is wrong with it, in words a user can act on.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
 
     def __reduce__(self):  # picklable across process pools
         return (type(self), (self.path, self.reason))

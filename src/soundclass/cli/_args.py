@@ -99,7 +99,9 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--jobs``, ``--cache-dir``, ``--executor`` and ``--quiet`` (train, evaluate, predict)."""
     add_jobs_option(parser)
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="feature cache folder, reused across runs (default: no cache)")
+                        help="feature cache folder, reused across runs; with it, training reads the "
+                        "features from the cache batch by batch instead of holding them all in memory "
+                        "(default: no cache)")
     add_executor_option(parser)
     add_quiet_option(parser)
 

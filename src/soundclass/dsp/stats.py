@@ -73,10 +73,21 @@ def stack_stats(features: Sequence[np.ndarray], *, stats: Sequence[str] = ("mean
     Returns
     -------
     np.ndarray [shape=(n_clips, len(stats) * n_features)], float64
+
+    Notes
+    -----
+    One pass over ``features``, one clip at a time: a sequence that reads
+    its clips on access (features still in the cache) is read once and never
+    held whole.
     """
     if len(features) == 0:
         raise ParameterError("features is empty")
-    rows = {np.shape(f)[0] if np.ndim(f) == 2 else None for f in features}
-    if None in rows or len(rows) != 1:
-        raise ParameterError(f"features must all be (n_features, t) with one n_features, got {sorted(map(str, rows))}")
-    return np.stack([feature_stats(f, stats=stats) for f in features])
+    rows: set[int | None] = set()
+    out = []
+    for f in features:
+        rows.add(np.shape(f)[0] if np.ndim(f) == 2 else None)
+        if None in rows or len(rows) != 1:
+            raise ParameterError(f"features must all be (n_features, t) with one n_features, "
+                                 f"got {sorted(map(str, rows))}")
+        out.append(feature_stats(f, stats=stats))
+    return np.stack(out)

@@ -19,10 +19,17 @@ arrive, so an interrupted run leaves no half-written entry and the next run
 computes only what is missing.
 
 Every feature entry is a ``.npy`` file followed by a trailer of
-:data:`CHECKSUM_MAGIC` and the SHA-256 of the ``.npy`` bytes (``np.load``
-still reads it); an entry whose checksum does not match (bit rot, a torn
-write after a power cut, an entry of an older layout) is recomputed, never
-returned.  Entries are therefore not ``fsync``\ ed one by one.
+:data:`CHECKSUM_MAGIC` and the SHA-256 of the ``.npy`` bytes
+(:mod:`soundclass.extraction.entry`; ``np.load`` still reads it); an entry
+whose checksum does not match (bit rot, a torn write after a power cut, an
+entry of an older layout) is recomputed, never returned.  Entries are
+therefore not ``fsync``\ ed one by one.
+
+With ``lazy=True`` the features are not kept: every entry is read, checked
+and dropped, and :meth:`FeatureCache.get` returns a
+:class:`~soundclass.extraction.stored.StoredFeatures` that reads (and checks
+again) each entry when it is used, so memory is bounded by what the caller
+holds at once, not by the dataset.
 
 Failures are reported, never raised.  Only failures caused by the file's
 *content* (undecodable, too short...) are recorded against the content,
@@ -34,8 +41,6 @@ same bytes under another name, or in a later run, are computed again.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import time
@@ -49,9 +54,11 @@ from typing import Any
 import numpy as np
 
 from soundclass.config import FeatureConfig, config_to_dict
-from soundclass.errors import ParameterError, check_positive_int
+from soundclass.errors import CacheEntryError, ParameterError, check_positive_int
 from soundclass.extraction import extract as _extract
+from soundclass.extraction.entry import CHECKSUM_MAGIC, entry_bytes, read_entry
 from soundclass.extraction.extract import FEATURE_CODE_VERSION
+from soundclass.extraction.stored import StoredFeatures
 from soundclass.util.atomic import is_temp_name, write_bytes_atomic
 from soundclass.util.failures import CONTENT, Failure
 from soundclass.util.hashing import sha256_file
@@ -61,25 +68,6 @@ __all__ = ["CHECKSUM_MAGIC", "CacheStats", "FeatureCache", "get_features"]
 
 #: Temporary files older than this (seconds) are leftovers of a killed run.
 STALE_TEMP_SECONDS = 600.0
-#: Start of the trailer of a feature entry; the SHA-256 digest (32 bytes) follows.
-CHECKSUM_MAGIC = b"SCSHA256"
-_TRAILER = len(CHECKSUM_MAGIC) + 32
-
-
-def _entry_bytes(arr: np.ndarray) -> bytes:
-    """``.npy`` bytes of ``arr`` followed by the checksum trailer."""
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    payload = buf.getvalue()
-    return payload + CHECKSUM_MAGIC + hashlib.sha256(payload).digest()
-
-
-def _checked_payload(data: bytes) -> bytes | None:
-    """The ``.npy`` bytes of an entry if its trailer matches, else ``None``."""
-    if len(data) <= _TRAILER or data[-_TRAILER:-32] != CHECKSUM_MAGIC:
-        return None
-    payload = data[:-_TRAILER]
-    return payload if hashlib.sha256(payload).digest() == data[-32:] else None
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -209,13 +197,9 @@ class FeatureCache:
     def load(self, config: FeatureConfig, sha: str) -> np.ndarray | None:
         """The cached feature of content ``sha``, or ``None`` if absent, unreadable,
         or its checksum does not match (a damaged entry is recomputed)."""
-        path = self.entry_path(config, sha)
         try:
-            payload = _checked_payload(path.read_bytes())
-            if payload is None:
-                return None
-            arr = np.load(io.BytesIO(payload), allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+            arr = read_entry(self.entry_path(config, sha))
+        except CacheEntryError:
             return None
         want_ndim = 1 if config.pooling == "mean" else 2
         if arr.dtype != np.float32 or arr.ndim != want_ndim or arr.shape[0] != config.n_features:
@@ -235,7 +219,7 @@ class FeatureCache:
         path = self.entry_path(config, sha)
         path.parent.mkdir(parents=True, exist_ok=True)
         arr = np.ascontiguousarray(feature, dtype=np.float32)
-        write_bytes_atomic(path, _entry_bytes(arr), fsync=False)
+        write_bytes_atomic(path, entry_bytes(arr), fsync=False)
         try:
             os.unlink(self.entry_path(config, sha, suffix=".err"))
         except FileNotFoundError:
@@ -278,7 +262,8 @@ class FeatureCache:
         progress: bool = True,
         retry_failed: bool = False,
         chunk_size: int | None = None,
-    ) -> tuple[list[np.ndarray | None], list[Failure]]:
+        lazy: bool = False,
+    ) -> tuple[list[np.ndarray | None] | StoredFeatures, list[Failure]]:
         """Features of ``paths``, computing and storing only the missing ones.
 
         Parameters and return value as in :func:`get_features`; ``chunk_size``
@@ -292,7 +277,8 @@ class FeatureCache:
         self.clean_temp(config)
         shas, reasons, hashed = self._hash_all(paths, cdir)
 
-        found: dict[str, np.ndarray] = {}
+        # sha -> its array; with lazy, the shape of an entry on disk (the array only if unwritable)
+        found: dict[str, np.ndarray | tuple[int, ...]] = {}
         failed: dict[str, str] = {}
         todo: dict[str, str] = {}  # sha -> first path with that content
         for path, sha in zip(paths, shas, strict=True):
@@ -300,7 +286,7 @@ class FeatureCache:
                 continue
             arr = self.load(config, sha)
             if arr is not None:
-                found[sha] = arr
+                found[sha] = arr.shape if lazy else arr
                 continue
             reason = None if retry_failed else self.load_failure(config, sha)
             if reason is not None:
@@ -311,11 +297,11 @@ class FeatureCache:
 
         if todo:
             self._compute(
-                todo, config, found, failed,
+                todo, config, found, failed, lazy=lazy,
                 n_jobs=n_jobs, executor=executor, progress=progress, chunk_size=chunk_size,
             )
 
-        features: list[np.ndarray | None] = []
+        features: list = []
         failures: list[Failure] = []
         for i, (path, sha) in enumerate(zip(paths, shas, strict=True)):
             arr = found.get(sha) if sha is not None else None
@@ -325,9 +311,14 @@ class FeatureCache:
         self.last_stats = CacheStats(
             n_paths=len(paths), hashed=hashed, cached=n_cached, computed=len(todo), failed=len(failures)
         )
+        if lazy:  # entries on disk by path and shape; an array only where the entry could not be written
+            sources = [self.entry_path(config, sha) if isinstance(f, tuple) else f
+                       for f, sha in zip(features, shas, strict=True)]
+            shapes = [f if isinstance(f, tuple) or f is None else f.shape for f in features]
+            return StoredFeatures(sources, shapes), failures
         return features, failures
 
-    def _compute(self, todo, config, found, failed, *, n_jobs, executor, progress, chunk_size) -> None:
+    def _compute(self, todo, config, found, failed, *, lazy, n_jobs, executor, progress, chunk_size) -> None:
         from soundclass.util.executors import default_n_jobs, make_executor
         from soundclass.util.pool import executor_workers, is_broken
 
@@ -350,8 +341,10 @@ class FeatureCache:
                 for (sha, path), res in zip(part, results, strict=True):
                     try:
                         if res.error is None and res.feature is not None:
-                            found[sha] = np.ascontiguousarray(res.feature, dtype=np.float32)
-                            self.store(config, sha, found[sha])
+                            arr = found[sha] = np.ascontiguousarray(res.feature, dtype=np.float32)
+                            self.store(config, sha, arr)
+                            if lazy:  # written: served from the cache, not held here
+                                found[sha] = arr.shape
                         else:
                             reason = res.error or "no feature returned"
                             failed[sha] = reason
@@ -384,7 +377,8 @@ def get_features(
     executor: Executor | None = None,
     progress: bool = True,
     retry_failed: bool = False,
-) -> tuple[list[np.ndarray | None], list[Failure]]:
+    lazy: bool = False,
+) -> tuple[list[np.ndarray | None] | StoredFeatures, list[Failure]]:
     """Features of many files, from the cache when possible.
 
     Parameters
@@ -402,12 +396,19 @@ def get_features(
         Show a progress bar over the files to compute.
     retry_failed : bool
         Recompute files whose failure was recorded by an earlier run.
+    lazy : bool
+        With a ``cache_dir``: keep no feature in memory; every entry is
+        checked as it is read (or written, for the computed ones) and dropped,
+        and ``features`` is a :class:`~soundclass.extraction.stored.StoredFeatures`
+        that reads each entry again when it is used.  Ignored without a
+        ``cache_dir`` (the features are then computed in memory).
 
     Returns
     -------
-    features : list of (np.ndarray or None) [shape=(n,)]
+    features : list of (np.ndarray or None) [shape=(n,)], or StoredFeatures
         float32 ``(n_features, t)`` or ``(n_features,)``, in input order;
-        ``None`` for a failed file. Paths with identical content share one array.
+        ``None`` for a failed file. Paths with identical content share one array
+        (one entry, with ``lazy``).
     failures : list of Failure
         One :class:`~soundclass.util.failures.Failure` ``(path, reason)`` per
         ``None`` in ``features``, in input order.
@@ -419,5 +420,6 @@ def get_features(
                     for r, f in zip(results, features, strict=True) if f is None]
         return features, failures
     return FeatureCache(cache_dir).get(
-        paths, config, n_jobs=n_jobs, executor=executor, progress=progress, retry_failed=retry_failed
+        paths, config, n_jobs=n_jobs, executor=executor, progress=progress, retry_failed=retry_failed,
+        lazy=lazy,
     )

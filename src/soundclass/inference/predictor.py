@@ -21,7 +21,10 @@ Vector models (``(B, n_features)``) see each clip once.  Sequence models
 
 Windows and whole clips are sorted by length and batched with pieces of the
 same length (so padding never enters a batch and a batch gives the same
-result as its pieces one by one); results come back in input order.
+result as its pieces one by one); results come back in input order.  Clips
+are read one at a time, so features still in the cache
+(:class:`~soundclass.extraction.stored.StoredFeatures`) are each read once
+and never all held.
 
 Standardization (``(x - mean) / std`` per feature row) is applied per batch;
 padded frames take each row's minimum over the clip (the silence level of a
@@ -44,6 +47,7 @@ import torch
 
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
+from soundclass.extraction.stored import StoredFeatures, feature_shapes
 
 __all__ = [
     "pads_short_clips",
@@ -138,26 +142,30 @@ def standardize(
     return (x - mean) / std
 
 
-def _as_list(features: Any, input_kind: str) -> list[np.ndarray]:
+def _as_list(features: Any, input_kind: str) -> tuple[Sequence[np.ndarray], list[tuple[int, ...]]]:
+    """The clips (a :class:`StoredFeatures` stays unread) and their checked shapes."""
     want = 1 if input_kind == "vector" else 2
-    if isinstance(features, np.ndarray) and features.ndim == want + 1:
+    if isinstance(features, StoredFeatures):
+        items = features
+    elif isinstance(features, np.ndarray) and features.ndim == want + 1:
         items = list(features)
     elif isinstance(features, Sequence) or isinstance(features, np.ndarray):
         items = [np.asarray(f) for f in features]
     else:
         raise ParameterError(f"features must be a sequence of arrays, got {type(features).__name__}")
-    for i, f in enumerate(items):
-        if f.ndim != want:
-            shape = "(n_features,)" if want == 1 else "(n_features, t)"
+    shapes = feature_shapes(items)
+    for i, shape in enumerate(shapes):
+        if shape is None or len(shape) != want:
+            kind = "(n_features,)" if want == 1 else "(n_features, t)"
             raise ParameterError(
-                f"features[{i}] has shape {f.shape}; {input_kind} models take {shape}"
+                f"features[{i}] has shape {shape}; {input_kind} models take {kind}"
             )
-        if want == 2 and f.shape[1] == 0:
-            raise ParameterError(f"features[{i}] has no frames (shape {f.shape})")
-    rows = {f.shape[0] for f in items}
+        if want == 2 and shape[1] == 0:
+            raise ParameterError(f"features[{i}] has no frames (shape {shape})")
+    rows = {shape[0] for shape in shapes}
     if len(rows) > 1:
         raise ParameterError(f"features have different numbers of rows: {sorted(rows)}")
-    return items
+    return items, shapes
 
 
 def available_cores() -> int:
@@ -309,10 +317,12 @@ def predict_logits(
         returning ``(B, n_classes)`` (e.g. an onnxruntime backend of
         :mod:`soundclass.inference.backends`); its ``min_frames`` attribute,
         if any, is the shortest input it takes.
-    features : sequence of np.ndarray
+    features : sequence of np.ndarray, or StoredFeatures
         ``N`` clips: ``(n_features,)`` each for ``input_kind='vector'``,
         ``(n_features, t_i)`` each (lengths may differ) for ``'sequence'``;
-        or one stacked array.
+        or one stacked array.  A
+        :class:`~soundclass.extraction.stored.StoredFeatures` is read one
+        clip at a time (each once), so memory is bounded by the batch.
     input_kind : {'sequence', 'vector'}
     clip_frames : int or None
         Window length of sequence models; ``None`` feeds each clip whole.
@@ -342,8 +352,8 @@ def predict_logits(
     tta = check_positive_int("tta", tta)
     if clip_frames is not None:
         clip_frames = check_positive_int("clip_frames", clip_frames)
-    items = _as_list(features, input_kind)
-    if not items:
+    items, shapes = _as_list(features, input_kind)
+    if not shapes:
         raise ParameterError("features is empty: nothing to predict")
     mean = None if norm_mean is None or norm_std is None else np.asarray(norm_mean, dtype=np.float32)
     std = None if mean is None else np.asarray(norm_std, dtype=np.float32)
@@ -352,14 +362,15 @@ def predict_logits(
         if input_kind == "vector":
             outs = []
             for b in range(0, len(items), batch_size):
-                batch = np.stack(items[b : b + batch_size]).astype(np.float32, copy=False)
+                batch = np.stack([items[i] for i in range(b, min(b + batch_size, len(items)))])
+                batch = batch.astype(np.float32, copy=False)
                 outs.append(_checked(run(_standardize_batch(batch, mean, std)), len(batch)))
             return np.concatenate(outs).astype(np.float32)
         pieces = plan_pieces(
-            [f.shape[1] for f in items], clip_frames=clip_frames, tta=tta,
+            [shape[1] for shape in shapes], clip_frames=clip_frames, tta=tta,
             min_frames=max(int(getattr(run, "min_frames", 1)), 1), pad_to_window=pad_to_window,
         )
-        return _pieces_logits(run, items, pieces, mean, std, batch_size)
+        return _pieces_logits(run, items, shapes[0][0], pieces, mean, std, batch_size)
 
 
 def _checked(logits: np.ndarray, n: int) -> np.ndarray:
@@ -369,10 +380,20 @@ def _checked(logits: np.ndarray, n: int) -> np.ndarray:
     return logits
 
 
-def _pieces_logits(run, items, pieces, mean, std, batch_size) -> np.ndarray:
+def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndarray:
     order = sorted(range(len(pieces)), key=lambda k: pieces[k][2])  # stable: by length
     owners = np.array([pieces[k][0] for k in order], dtype=np.int64)
     sums: np.ndarray | None = None
+    # the pieces of one clip have one length, so they are consecutive in ``order``: holding the
+    # last clip read means each one is read once (a StoredFeatures reads it from disk)
+    held: list[Any] = [-1, None]
+
+    def clip(i: int) -> np.ndarray:
+        if held[0] != i:
+            held[:] = [i, None]  # drop the previous clip before reading the next
+            held[1] = np.asarray(items[i])
+        return held[1]
+
     start = 0
     while start < len(order):
         length = pieces[order[start]][2]
@@ -380,8 +401,10 @@ def _pieces_logits(run, items, pieces, mean, std, batch_size) -> np.ndarray:
         while stop < len(order) and stop - start < batch_size and pieces[order[stop]][2] == length:
             stop += 1
         chunk = [pieces[k] for k in order[start:stop]]
-        batch = np.stack([_window(items[i], s, n) for i, s, n in chunk])  # (B, n_features, length)
-        batch = _standardize_batch(batch.astype(np.float32, copy=False), mean, std)
+        batch = np.empty((len(chunk), n_rows, length), dtype=np.float32)  # (B, n_features, length)
+        for row, (i, s, n) in enumerate(chunk):  # copied in one by one: no window keeps its clip alive
+            batch[row] = _window(clip(i), s, n)
+        batch = _standardize_batch(batch, mean, std)
         logits = _checked(run(batch), len(chunk))  # (B, n_classes)
         if sums is None:
             sums = np.zeros((len(items), logits.shape[1]), dtype=np.float64)

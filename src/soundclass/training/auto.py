@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import ParameterError, SoundclassError
+from soundclass.extraction.stored import take
 from soundclass.util.atomic import write_json_atomic
 
 __all__ = [
@@ -173,13 +174,13 @@ def _fold_scores(name: str, config: Any, feats, y, tr, va, classes) -> dict[str,
     if is_classical(name):
         from soundclass.training.classical import fit_classical
 
-        module = fit_classical(name, [feats[i] for i in tr], y[tr], seed=config.seed, n_classes=len(classes))
-        proba = predict_logits(module, [feats[i] for i in va], input_kind="sequence", clip_frames=None)
+        module = fit_classical(name, take(feats, tr), y[tr], seed=config.seed, n_classes=len(classes))
+        proba = predict_logits(module, take(feats, va), input_kind="sequence", clip_frames=None)
     else:
         from soundclass.training.fitting import fit
 
         with tempfile.TemporaryDirectory(prefix="soundclass-auto-") as tmp:
-            res = fit([feats[i] for i in tr], y[tr], [feats[i] for i in va], y_va, classes=classes,
+            res = fit(take(feats, tr), y[tr], take(feats, va), y_va, classes=classes,
                       config=config, out_dir=tmp, progress=False)
             proba = res.val_proba
     m = evaluate_predictions(y_va, np.argmax(proba, axis=1), classes=classes)
@@ -216,8 +217,8 @@ def cross_validate(
     ----------
     name : str
         Registered model; ``config`` is its resolved :class:`TrainConfig`.
-    features : sequence of np.ndarray
-        One per clip, the candidate's feature.
+    features : sequence of np.ndarray, or StoredFeatures
+        One per clip, the candidate's feature (stored ones are read on use).
     targets : np.ndarray [shape=(n,)]
     classes : sequence of str
     groups : sequence or None
@@ -340,7 +341,7 @@ def train_auto(dataset, config, *, out_dir: str | os.PathLike, progress: bool = 
             tr = data.train_idx
             extract_s = time.perf_counter() - t0
             row = cross_validate(
-                name, cfg, [data.features[i] for i in tr], data.targets[tr], classes=data.classes,
+                name, cfg, take(data.features, tr), data.targets[tr], classes=data.classes,
                 groups=None if data.groups is None else [data.groups[i] for i in tr],
                 seconds_left=left - extract_s, at_least_one=first, durations=durations)
         except SoundclassError as exc:

@@ -145,8 +145,9 @@ def fit_sklearn(
     Parameters
     ----------
     name : {'mfcc-svm', 'logmel-logreg', 'aisfx-probe'}
-    features : sequence of np.ndarray [shape=(n_features, t_i)]
-        The cached per-clip features (the model spec's feature).
+    features : sequence of np.ndarray [shape=(n_features, t_i)], or StoredFeatures
+        The cached per-clip features (the model spec's feature), each read
+        once and reduced to its statistics.
     labels : np.ndarray [shape=(n_clips,)], int
         Class indices.
     seed : int
@@ -173,7 +174,7 @@ def fit_sklearn(
     X = stack_stats(features, stats=stats)  # (n_clips, n_stats * n_features)
     scaler = StandardScaler().fit(X)
     Xs = scaler.transform(X)
-    n_features = int(np.shape(features[0])[0])
+    n_features = X.shape[1] // len(stats)  # features[0] is not read again
     if settings["estimator"] == "logreg":
         est = _logreg(C, seed).fit(Xs, y)
         return SklearnFit(name, n_classes, n_features, stats, scaler, est)

@@ -237,7 +237,9 @@ class TrainConfig:
     grad_clip : float or None
         Max gradient norm; ``None`` disables clipping.
     cache_dir : str or None
-        Feature cache folder (``None``: no disk cache).
+        Feature cache folder (``None``: no disk cache, features held in
+        memory); with it, training reads the features from the cache batch by
+        batch (:class:`~soundclass.extraction.stored.StoredFeatures`).
     n_jobs : int or None
         Feature extraction workers.
     threads : int or None
@@ -343,7 +345,8 @@ class TrainConfig:
         "clip the gradient norm to this value (default: no clipping)", "a positive number or None",
         lambda v: v > 0))
     cache_dir: str | None = field(default=None, metadata=_text(
-        "feature cache folder, reused across runs (default: no cache)", "a folder path or None",
+        "feature cache folder, reused across runs; training streams the features from it batch by "
+        "batch (default: no cache, features held in memory)", "a folder path or None",
         lambda v: isinstance(v, (str, os.PathLike)), flag="--cache-dir", metavar="DIR"))
     n_jobs: int | None = field(default=None, metadata={"setting": Setting(
         "parallel feature-extraction workers (default: all cores)", int, lambda v: is_int(v) and v != 0,

@@ -9,8 +9,13 @@ Sequence batches are built without padding waste: the crop length is the
 (:func:`clip_seconds_from_data`; longer clips are randomly cropped),
 :class:`BucketBatchSampler` groups clips of similar
 length, and :class:`ClipDataset` crops/pads each batch to its own longest
-clip (at most the crop length).  The clips are torch tensors made once;
-a batch is one preallocated tensor filled by slice copies.
+clip (at most the crop length).  In-memory clips are torch tensors made
+once; features still in the cache
+(:class:`~soundclass.extraction.stored.StoredFeatures`) are read for each
+batch, so memory is bounded by the batch.  A batch is one preallocated
+tensor filled by slice copies.  Nothing here holds all the clips when they
+are stored: lengths come from the recorded shapes and :func:`norm_stats`
+reads each clip once.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from soundclass.errors import ParameterError
+from soundclass.extraction.stored import StoredFeatures, feature_shapes
+from soundclass.inference.predictor import standardize
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig
 
@@ -40,6 +47,7 @@ __all__ = [
     "class_weights",
     "clip_seconds_from_data",
     "derive_seed",
+    "float32_features",
     "loss_weights",
     "make_loaders",
     "norm_stats",
@@ -116,12 +124,24 @@ def sample_weights(targets: Sequence[int], *, n_classes: int) -> np.ndarray:
     return 1.0 / counts[t]
 
 
+def float32_features(features: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    """Every clip as a float32 array; a :class:`StoredFeatures` (float32 already) stays unread."""
+    if isinstance(features, StoredFeatures):
+        return features
+    return [np.asarray(f, dtype=np.float32) for f in features]
+
+
 def norm_stats(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of every feature row over all frames of all clips.
 
+    One pass that holds one clip at a time: each clip's mean and sum of
+    squared deviations (two passes over the clip, in float64), merged with
+    the running ones by Chan et al.'s pairwise update, so rows far from zero
+    (power spectra, dB) lose nothing to cancellation.
+
     Parameters
     ----------
-    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)]
+    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)], or StoredFeatures
 
     Returns
     -------
@@ -130,13 +150,26 @@ def norm_stats(features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """
     if len(features) == 0:
         raise ParameterError("cannot compute standardization stats of zero clips")
-    mats = [np.asarray(f, dtype=np.float64) for f in features]
-    mats = [m[:, None] if m.ndim == 1 else m for m in mats]  # (n_features, t_i)
-    count = sum(m.shape[1] for m in mats)
-    mean = sum(m.sum(axis=1) for m in mats) / count
-    # second pass on deviations: no cancellation for rows far from zero (power spectra, dB)
-    var = sum(np.square(m - mean[:, None]).sum(axis=1) for m in mats) / count
-    std = np.maximum(np.sqrt(var), 1e-5)
+    count, mean, m2 = 0, None, None
+    for f in features:
+        m = np.asarray(f, dtype=np.float64)
+        m = m[:, None] if m.ndim == 1 else m  # (n_features, t_i)
+        n = m.shape[1]
+        if n == 0:
+            continue
+        mean_b = m.mean(axis=1)
+        m2_b = np.square(m - mean_b[:, None]).sum(axis=1)
+        if mean is None:
+            count, mean, m2 = n, mean_b, m2_b
+            continue
+        total = count + n
+        delta = mean_b - mean
+        mean = mean + delta * (n / total)
+        m2 = m2 + m2_b + np.square(delta) * (count * n / total)
+        count = total
+    if mean is None:
+        raise ParameterError("cannot compute standardization stats of clips without frames")
+    std = np.maximum(np.sqrt(m2 / count), 1e-5)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -190,19 +223,24 @@ def bucket_from_data(n_frames: Sequence[int], *, clip_frames: int) -> bool:
 class ClipDataset(torch.utils.data.Dataset):
     """Standardized features and targets; sequence clips are randomly cropped/padded.
 
-    The clips become contiguous float32 torch tensors once, here (pinned when
-    ``pin_memory``); a batch (:meth:`__getitems__`, what the ``DataLoader``
-    calls) is one preallocated tensor filled by slice copies, with no numpy
-    conversion per step.  The crop of item ``i`` in epoch ``e`` starts at an
-    offset drawn from ``np.random.default_rng(derive_seed(seed, e, i))``
-    (exactly as :func:`soundclass.dsp.augment.crop_or_pad` draws it), so it
-    does not depend on the order, the worker or the process that draws it.
-    Padding repeats each row's minimum (the silence level of a dB feature).
+    In-memory clips become contiguous float32 torch tensors once, here
+    (standardized, pinned when ``pin_memory``); clips still in the cache
+    (a :class:`~soundclass.extraction.stored.StoredFeatures`) are read,
+    standardized and dropped by every batch that uses them, so the dataset
+    holds no clip (``clips`` is ``None``) and memory is bounded by the batch.
+    Both give the same batches.  A batch (:meth:`__getitems__`, what the
+    ``DataLoader`` calls) is one preallocated tensor filled by slice copies.
+    The crop of item ``i`` in epoch ``e`` starts at an offset drawn from
+    ``np.random.default_rng(derive_seed(seed, e, i))`` (exactly as
+    :func:`soundclass.dsp.augment.crop_or_pad` draws it), so it does not
+    depend on the order, the worker or the process that draws it.  Padding
+    repeats each row's minimum of the standardized clip (the silence level of
+    a dB feature).
 
     Parameters
     ----------
-    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)]
-        Already standardized.
+    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)], or StoredFeatures
+        Raw, or already standardized when ``norm_mean`` is ``None``.
     targets : sequence of int
     clip_frames : int or None
         Window length of sequence models (``None`` for vector models).
@@ -213,19 +251,30 @@ class ClipDataset(torch.utils.data.Dataset):
         pads every batch to ``clip_frames``.  Single items (``ds[i]``) always
         have ``clip_frames`` frames.
     pin_memory : bool
-        Pin the clip tensors (for a CUDA device).
+        Pin the clip tensors (for a CUDA device; in-memory clips only).
+    norm_mean, norm_std : np.ndarray [shape=(n_features,)] or None
+        Standardization applied to every clip
+        (:func:`soundclass.inference.predictor.standardize`).
     """
 
     def __init__(self, features: Sequence[np.ndarray], targets: Sequence[int], *,
-                 clip_frames: int | None, seed: int, pad_to_batch: bool = False, pin_memory: bool = False):
+                 clip_frames: int | None, seed: int, pad_to_batch: bool = False, pin_memory: bool = False,
+                 norm_mean: np.ndarray | None = None, norm_std: np.ndarray | None = None):
         if len(features) != len(targets):
             raise ParameterError(f"{len(features)} features but {len(targets)} targets")
-        clips = [torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)) for f in features]
-        self.clips = [c.pin_memory() for c in clips] if pin_memory else clips
-        # (n_features, 1) per-row minimum of every sequence clip: its padding value
-        self.fills = [c.amin(dim=1, keepdim=True) if c.ndim == 2 and c.shape[1] > 0 else None
-                      for c in self.clips]
-        self.lengths = np.array([c.shape[1] if c.ndim == 2 else 1 for c in self.clips], dtype=np.int64)
+        self.norm_mean, self.norm_std = norm_mean, norm_std
+        self.stored = features if isinstance(features, StoredFeatures) else None
+        if self.stored is not None:  # read per batch: no clip held here
+            self.clips, self.fills = None, None
+            self.shapes = feature_shapes(features)
+        else:
+            clips = [self._tensor(f) for f in features]
+            self.clips = [c.pin_memory() for c in clips] if pin_memory else clips
+            # (n_features, 1) per-row minimum of every sequence clip: its padding value
+            self.fills = [c.amin(dim=1, keepdim=True) if c.ndim == 2 and c.shape[1] > 0 else None
+                          for c in self.clips]
+            self.shapes = [tuple(c.shape) for c in self.clips]
+        self.lengths = np.array([s[1] if len(s) == 2 else 1 for s in self.shapes], dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.int64)
         self._targets_t = torch.from_numpy(self.targets)
         self.clip_frames = clip_frames
@@ -233,18 +282,27 @@ class ClipDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
 
+    def _tensor(self, f: np.ndarray) -> torch.Tensor:
+        """One clip, standardized, as a contiguous float32 tensor."""
+        x = standardize(f, norm_mean=self.norm_mean, norm_std=self.norm_std)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _clip(self, i: int) -> torch.Tensor:
+        """Item ``i``'s standardized clip (read from the cache when stored)."""
+        return self.clips[i] if self.clips is not None else self._tensor(self.stored[i])
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.shapes)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         i = int(i)
-        x = self.clips[i]
+        x = self._clip(i)
         if x.ndim == 2 and self.clip_frames is not None:
             out = torch.empty((x.shape[0], self.clip_frames), dtype=torch.float32)
-            self._crop_into(out, i)
+            self._crop_into(out, i, x)
             x = out  # (n_features, clip_frames)
         return x, int(self.targets[i])
 
@@ -252,27 +310,28 @@ class ClipDataset(torch.utils.data.Dataset):
         """The batch of ``indices``: ``x`` [shape=(B, n_features, L) or (B, n_features)], ``y`` (B,)."""
         idx = [int(i) for i in indices]
         y = self._targets_t[idx]
-        first = self.clips[idx[0]]
-        if first.ndim != 2 or self.clip_frames is None:
-            return torch.stack([self.clips[i] for i in idx]), y
+        first = self.shapes[idx[0]]
+        if len(first) != 2 or self.clip_frames is None:
+            return torch.stack([self._clip(i) for i in idx]), y
         length = self.clip_frames
         if self.pad_to_batch:
             length = int(min(length, self.lengths[idx].max()))
-        out = torch.empty((len(idx), first.shape[0], length), dtype=torch.float32)  # (B, n_features, L)
+        out = torch.empty((len(idx), first[0], length), dtype=torch.float32)  # (B, n_features, L)
         for row, i in enumerate(idx):
-            self._crop_into(out[row], i)
+            self._crop_into(out[row], i, self._clip(i))  # a stored clip is dropped after its copy
         return out, y
 
-    def _crop_into(self, out: torch.Tensor, i: int) -> None:
-        """Write item ``i``'s random crop / placement into ``out`` [shape=(n_features, L)]."""
-        x, length = self.clips[i], out.shape[1]
+    def _crop_into(self, out: torch.Tensor, i: int, x: torch.Tensor) -> None:
+        """Write item ``i``'s (clip ``x``'s) random crop / placement into ``out`` [shape=(n_features, L)]."""
+        length = out.shape[1]
         n = x.shape[1]
         rng = np.random.default_rng(derive_seed(self.seed, self.epoch, i))
         offset = int(rng.integers(0, abs(n - length) + 1))
         if n >= length:
             out.copy_(x[:, offset : offset + length])
         else:
-            out.copy_(self.fills[i].expand(-1, length))
+            fill = self.fills[i] if self.fills is not None else x.amin(dim=1, keepdim=True)
+            out.copy_(fill.expand(-1, length))
             out[:, offset : offset + n] = x
 
 
@@ -356,6 +415,8 @@ def make_loaders(
     n_classes: int,
     clip_frames: int | None,
     pin_memory: bool = False,
+    norm_mean: np.ndarray | None = None,
+    norm_std: np.ndarray | None = None,
 ) -> DataLoader:
     """The training ``DataLoader`` (validation needs none: it runs on whole clips).
 
@@ -367,11 +428,14 @@ def make_loaders(
     :func:`set_epoch` (from ``train_one_epoch``).  The last partial batch is
     dropped when there is more than one batch (BatchNorm cannot train on a
     batch of one).  No worker processes: a batch is a few slice copies of
-    tensors made once, far cheaper than a worker's inter-process transfer.
+    tensors made once (or of the batch's clips read from the cache, for a
+    :class:`~soundclass.extraction.stored.StoredFeatures`), far cheaper than a
+    worker's inter-process transfer.  ``norm_mean``/``norm_std`` standardize
+    every clip (see :class:`ClipDataset`).
     """
     bucket = config.bucket is True
     dataset = ClipDataset(features, targets, clip_frames=clip_frames, seed=config.seed,
-                          pad_to_batch=bucket, pin_memory=pin_memory)
+                          pad_to_batch=bucket, pin_memory=pin_memory, norm_mean=norm_mean, norm_std=norm_std)
     generator = torch.Generator().manual_seed(derive_seed(config.seed, "sampler"))
     ctx = dist.context()
     if ctx.world_size > 1:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from soundclass.errors import ParameterError
+from soundclass.extraction.stored import feature_shapes
 from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, standardize, window_padding
+from soundclass.inference.predictor import predict_logits, softmax, window_padding
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -40,6 +41,7 @@ from soundclass.training.data import (
     bucket_from_data,
     clip_seconds_from_data,
     derive_seed,
+    float32_features,
     loss_weights,
     make_loaders,
     norm_stats,
@@ -102,11 +104,13 @@ def fit(
 
     Parameters
     ----------
-    train_features, val_features : sequence of np.ndarray
+    train_features, val_features : sequence of np.ndarray, or StoredFeatures
         Raw (unstandardized) features of ``feature_config(config)``:
         ``(n_features, t_i)`` per clip for sequence models, ``(n_features,)``
         for vector models.  ``val_features`` may be empty (no validation:
-        the last epoch becomes the checkpoint).
+        the last epoch becomes the checkpoint).  Features still in the cache
+        (:class:`~soundclass.extraction.stored.StoredFeatures`) are read batch
+        by batch, never all held; the result is the same as in memory.
     train_targets, val_targets : sequence of int
         Class indices into ``classes``.
     classes : sequence of str
@@ -150,9 +154,9 @@ class _FitData:
     classes: tuple[str, ...]
     input_kind: str
     standardize: bool
-    train_features: list[np.ndarray]
+    train_features: Sequence[np.ndarray]  # a list, or a StoredFeatures read batch by batch
     train_targets: np.ndarray
-    val_features: list[np.ndarray]
+    val_features: Sequence[np.ndarray]
     val_targets: np.ndarray
     clip_frames: int | None
     norm_mean: np.ndarray | None
@@ -168,8 +172,7 @@ class _FitData:
         if n_classes < 2:
             raise ParameterError(f"need at least 2 classes, got {n_classes}: {classes}")
         spec, feature = model_spec(config.model), feature_config(config)
-        train_features = [np.asarray(f, dtype=np.float32) for f in train_features]
-        val_features = [np.asarray(f, dtype=np.float32) for f in val_features]
+        train_features, val_features = float32_features(train_features), float32_features(val_features)
         train_targets = np.asarray(train_targets, dtype=np.int64)
         val_targets = np.asarray(val_targets, dtype=np.int64)
         if len(train_features) != train_targets.size or len(val_features) != val_targets.size:
@@ -179,18 +182,19 @@ class _FitData:
         for name, t in (("train_targets", train_targets), ("val_targets", val_targets)):
             if t.size and (t.min() < 0 or t.max() >= n_classes):
                 raise ParameterError(f"{name} must be class indices in [0, {n_classes})")
-        for what, feats in (("train_features", train_features), ("val_features", val_features)):
-            _check_features(feats, input_kind=spec.input, n_features=feature.n_features, what=what)
+        train_shapes = feature_shapes(train_features)  # read nothing from a StoredFeatures
+        for what, shapes in (("train_features", train_shapes), ("val_features", feature_shapes(val_features))):
+            _check_shapes(shapes, input_kind=spec.input, n_features=feature.n_features, what=what)
         clip_frames = None
         if spec.input == "sequence":
             if config.clip_seconds is None:
                 pct = CLIP_PERCENTILE if config.clip_percentile is None else config.clip_percentile
                 config = config.replace(clip_seconds=clip_seconds_from_data(
-                    [f.shape[1] for f in train_features], frame_rate=feature.frame_rate, percentile=pct))
+                    [s[1] for s in train_shapes], frame_rate=feature.frame_rate, percentile=pct))
             clip_frames = max(1, int(round(config.clip_seconds * feature.frame_rate)))
             if config.bucket is None:
                 config = config.replace(bucket=bucket_from_data(
-                    [f.shape[1] for f in train_features], clip_frames=clip_frames))
+                    [s[1] for s in train_shapes], clip_frames=clip_frames))
         norm_mean, norm_std = norm_stats(train_features) if spec.standardize else (None, None)
         return cls(config, classes, spec.input, spec.standardize, train_features, train_targets,
                    val_features, val_targets, clip_frames, norm_mean, norm_std)
@@ -223,11 +227,10 @@ class _Run:
         resuming = resume and has_training_state(self.last_dir)
         self.pretrained_from = None if resuming else load_pretrained_weights(model, config)
         self.model = model.to(self.device)
-        std_train = [standardize(f, norm_mean=data.norm_mean, norm_std=data.norm_std)
-                     for f in data.train_features]
-        self.loader = make_loaders(std_train, data.train_targets, config=config, n_classes=n_classes,
-                                   clip_frames=data.clip_frames,
-                                   pin_memory=torch.device(self.device).type == "cuda")
+        # standardized per clip by the loader (a StoredFeatures is read per batch)
+        self.loader = make_loaders(data.train_features, data.train_targets, config=config, n_classes=n_classes,
+                                   clip_frames=data.clip_frames, norm_mean=data.norm_mean,
+                                   norm_std=data.norm_std, pin_memory=torch.device(self.device).type == "cuda")
         self.optimizer = make_optimizer(model, config)
         self.scheduler = make_scheduler(self.optimizer, config, total_steps=config.epochs * len(self.loader))
         self.augment = loop.BatchAugment.from_config(config, n_classes=n_classes)
@@ -358,12 +361,13 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check_features(features: Sequence[np.ndarray], *, input_kind: str, n_features: int, what: str) -> None:
+def _check_shapes(shapes: Sequence[tuple[int, ...] | None], *, input_kind: str, n_features: int,
+                  what: str) -> None:
     want = 1 if input_kind == "vector" else 2
-    for i, f in enumerate(features):
-        if f.ndim != want or f.shape[0] != n_features:
+    for i, s in enumerate(shapes):
+        if s is None or len(s) != want or s[0] != n_features:
             shape = f"({n_features},)" if want == 1 else f"({n_features}, t)"
-            raise ParameterError(f"{what}[{i}] has shape {f.shape}; the model takes {shape}")
+            raise ParameterError(f"{what}[{i}] has shape {s}; the model takes {shape}")
 
 
 def _use_deterministic():

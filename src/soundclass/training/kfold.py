@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import ParameterError
+from soundclass.extraction.stored import feature_shapes, take
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig, config_json, feature_config, resolve_config
 from soundclass.training.fitting import fit
@@ -109,8 +110,9 @@ def train_folds(
 
     Parameters
     ----------
-    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)]
-        Raw features of the training clips (``feature_config(config)``).
+    features : sequence of np.ndarray [shape=(n_features, t_i) or (n_features,)], or StoredFeatures
+        Raw features of the training clips (``feature_config(config)``); a
+        ``StoredFeatures`` is read batch by batch, never all held.
     targets : sequence of int [shape=(n,)]
         Class indices into ``classes``.
     paths : sequence of str [shape=(n,)]
@@ -145,7 +147,7 @@ def train_folds(
     from soundclass.data.splits import kfold
     from soundclass.models import model_spec
     from soundclass.models.ensemble import ENSEMBLE_NAMES
-    from soundclass.training.data import clip_seconds_from_data
+    from soundclass.training.data import clip_seconds_from_data, float32_features
 
     config = resolve_config(config)
     k_folds = int(config.folds or 0)
@@ -155,7 +157,7 @@ def train_folds(
         raise ParameterError(f"model={config.model!r}: --folds trains an ensemble of a single model")
     if dist.setup().active:
         raise ParameterError("--folds is not supported under torchrun; train the folds on one process")
-    features = [np.asarray(f, dtype=np.float32) for f in features]
+    features = float32_features(features)  # a StoredFeatures stays unread
     y = np.asarray(targets, dtype=np.int64)
     paths = [os.fspath(p) for p in paths]
     if not (len(features) == y.size == len(paths)):
@@ -164,7 +166,7 @@ def train_folds(
     spec, feature = model_spec(config.model), feature_config(config)
     if spec.input == "sequence" and config.clip_seconds is None:  # one window for every member
         config = config.replace(clip_seconds=clip_seconds_from_data(
-            [f.shape[1] for f in features], frame_rate=feature.frame_rate))
+            [s[1] for s in feature_shapes(features)], frame_rate=feature.frame_rate))
 
     splits = kfold(y, n_splits=k_folds, groups=groups, seed=config.seed)
     fold = np.full(y.size, -1, dtype=np.int64)
@@ -181,7 +183,7 @@ def train_folds(
     padded = []  # per member: trained on batches padded to the window (bucket=False)
     for k, (tr, va) in enumerate(splits):
         member_dir = out / "folds" / f"fold_{k}"
-        result = fit([features[i] for i in tr], y[tr], [features[i] for i in va], y[va],
+        result = fit(take(features, tr), y[tr], take(features, va), y[va],
                      classes=classes, config=config.replace(seed=config.seed + k),
                      out_dir=member_dir, progress=progress, resume=resume)
         oof[va] = result.val_proba
@@ -217,7 +219,7 @@ def train_folds(
 
         # as predict scores the saved ensemble (its train_config holds this bucket)
         pads = window_padding(input_kind=spec.input, clip_frames=clip_frames, bucket=config.bucket)
-        val_proba = softmax(predict_logits(ensemble, [np.asarray(f, dtype=np.float32) for f in val_features],
+        val_proba = softmax(predict_logits(ensemble, float32_features(val_features),
                                            input_kind=spec.input, clip_frames=clip_frames,
                                            batch_size=max(64, config.batch_size), pad_to_window=pads))
     return FoldsResult(checkpoint_dir=ckpt_dir, fold=fold, oof_proba=oof.astype(np.float32),
@@ -241,10 +243,10 @@ def train_run_folds(features, targets, items, train_idx, val_idx, *, classes, co
 
     out = Path(out_dir)
     y = np.asarray(targets, dtype=np.int64)
-    r = train_folds([features[i] for i in train_idx], y[train_idx], paths=[items[i].path for i in train_idx],
+    r = train_folds(take(features, train_idx), y[train_idx], paths=[items[i].path for i in train_idx],
                     classes=classes, config=config, out_dir=out, progress=progress, resume=resume,
                     groups=None if groups is None else [groups[i] for i in train_idx],
-                    val_features=[features[i] for i in val_idx], val_targets=y[val_idx])
+                    val_features=take(features, val_idx), val_targets=y[val_idx])
     oof_is_val = len(val_idx) == 0
     return TrainResult(
         checkpoint_dir=r.checkpoint_dir, history=[], best_epoch=-1, classes=tuple(classes),

@@ -4,7 +4,8 @@ The pieces, in order::
 
     resolve_config     DEFAULTS < model_spec(name).train < user values, validated
     feature_config     the model's FeatureConfig with the user's overrides
-    get_features       through the feature cache; failed files are reported and skipped
+    get_features       through the feature cache (with a cache dir the features stay there and
+                       are read batch by batch); failed files are reported and skipped
     tie_duplicates     exact and near duplicates tied into groups (soundclass.training.grouping)
     holdout            grouped when groups exist; a leakage warning otherwise
     fit                the loop (soundclass.training.fitting), or with ``config.folds >= 2``
@@ -18,7 +19,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 
 from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.extraction.stored import feature_shapes, take
 from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
 from soundclass.training.config import TrainConfig, feature_config, resolve_config
@@ -126,7 +128,9 @@ class PreparedData:
     """The usable clips of a dataset, their features and the train/validation split.
 
     ``items``, ``targets``, ``features`` and ``groups`` have one entry per
-    usable clip; ``groups`` are the split groups after exact and near
+    usable clip (``features`` is a
+    :class:`~soundclass.extraction.stored.StoredFeatures`, read on use, when
+    ``config.cache_dir`` is set); ``groups`` are the split groups after exact and near
     duplicates were tied (``ties``); ``train_idx`` / ``val_idx`` index them;
     ``notes`` are the warnings to show (skipped files, ties, group leakage).
     """
@@ -134,7 +138,7 @@ class PreparedData:
     classes: tuple[str, ...]
     items: list[Item]
     targets: np.ndarray
-    features: list[np.ndarray]
+    features: Sequence[np.ndarray]
     groups: np.ndarray | None
     train_idx: np.ndarray
     val_idx: np.ndarray
@@ -165,12 +169,13 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     targets_all = dataset.targets
     if ctx.active and config.cache_dir is not None and not ctx.is_main:
         dist.barrier()  # rank 0 fills the cache first; the others then read it
+    # with a cache dir: checked, not kept; every consumer reads the clips batch by batch
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.is_main)
+                                      progress=progress and ctx.is_main, lazy=True)
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
-    ok = [i for i, f in enumerate(features) if f is not None]
+    ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
     if failures:
         shown = "; ".join(f"{f.path} ({f.reason})" for f in failures[:3])
         more = f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
@@ -180,7 +185,7 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
         raise DatasetError(f"{dataset.root}: only {len(ok)} usable clip(s); need at least 2 to train")
     items = [dataset.items[i] for i in ok]
     y = np.asarray([targets_all[i] for i in ok], dtype=np.int64)
-    feats = [features[i] for i in ok]
+    feats = take(features, ok)
     user_groups = [it.group for it in items]
     user_groups = user_groups if any(g is not None for g in user_groups) else None
     ties = tie_duplicates([it.path for it in items], groups=user_groups, near_duplicates=config.near_duplicates,
@@ -240,7 +245,7 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
                                  "once (use folds=0)")
         from soundclass.training.classical_run import fit_classical_run
 
-        result = fit_classical_run([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx],
+        result = fit_classical_run(take(feats, tr_idx), y[tr_idx], take(feats, va_idx),
                                    y[va_idx], classes=classes, config=config, out_dir=out)
     elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
         from soundclass.training.kfold import train_run_folds
@@ -255,7 +260,7 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
         return dataclasses.replace(folds, calibration=calibrate_run(folds, y_eval, config),
                                    duplicates=split["duplicates"])
     else:
-        result = fit([feats[i] for i in tr_idx], y[tr_idx], [feats[i] for i in va_idx], y[va_idx],
+        result = fit(take(feats, tr_idx), y[tr_idx], take(feats, va_idx), y[va_idx],
                      classes=classes, config=config, out_dir=out, progress=progress, resume=resume)
     calibration = calibrate_run(result, y[va_idx], config) if ctx.rank == 0 else None
     return TrainResult(
