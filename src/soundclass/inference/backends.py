@@ -149,6 +149,7 @@ class OnnxLogits:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        self.graph = bytes(model_bytes)  # for worker processes that build their own session
         self.min_frames = int(min_frames)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -190,7 +190,11 @@ def predict_paths(
     Features are computed (or read from the cache) ``chunk_size`` files at a
     time, then scored, so memory is bounded by the chunk, not by the number
     of files; the extraction workers and the model never run at the same
-    time, each uses all cores.
+    time, each uses all cores.  With an onnxruntime backend, no cache, no
+    given ``executor`` and several workers, each worker process extracts and
+    scores its own files instead, with a one-thread session
+    (:mod:`soundclass.inference.worker_scoring`: less CPU per clip, the same
+    probabilities); files of a task whose worker died are scored the first way.
 
     Parameters
     ----------
@@ -221,7 +225,7 @@ def predict_paths(
     """
     from soundclass.errors import check_positive_int
     from soundclass.extraction.cache import get_features
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference import worker_scoring
     from soundclass.util.executors import default_n_jobs, make_executor
 
     tta = check_positive_int("tta", tta, allow_numpy=False)
@@ -234,12 +238,18 @@ def predict_paths(
     if not paths:
         return Predictions(paths, proba, {}, classes)
     failures: dict[str, str] = {}
+    todo = list(range(len(paths)))  # indices not scored yet
+    if worker_scoring.usable(runner, n_paths=len(paths), n_workers=default_n_jobs(n_jobs),
+                             cache_dir=cache_dir, executor=executor):
+        todo = _score_in_workers(runner, paths, proba, failures, tta=tta, batch_size=batch_size,
+                                 n_jobs=n_jobs, progress=progress)
     own = None
-    if executor is None and len(paths) > chunk_size and default_n_jobs(n_jobs) > 1:
+    if todo and executor is None and len(todo) > chunk_size and default_n_jobs(n_jobs) > 1:
         own = executor = make_executor("process", n_jobs=n_jobs)  # one pool for every chunk
     try:
-        for lo in range(0, len(paths), chunk_size):
-            chunk = list(paths[lo : lo + chunk_size])
+        for lo in range(0, len(todo), chunk_size):
+            chunk_idx = todo[lo : lo + chunk_size]
+            chunk = [paths[i] for i in chunk_idx]
             features, failed = get_features(
                 chunk, ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
                 executor=executor, progress=progress,
@@ -247,18 +257,48 @@ def predict_paths(
             failures.update(failed)
             keep = [i for i, f in enumerate(features) if f is not None]
             if keep:
-                rows = [lo + i for i in keep]
-                proba[rows] = apply_checkpoint_calibration(  # the checkpoint's temperature (T = 1 if none)
-                    ckpt, runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size))
-                for r in rows:  # a non-finite answer is a named failure, never a silent label
-                    if not np.isfinite(proba[r]).all():
-                        failures[paths[r]] = "the model's probabilities are not finite (NaN/Inf)"
-                        proba[r] = np.nan
+                rows = [chunk_idx[i] for i in keep]
+                _set_rows(ckpt, proba, failures, paths, rows,
+                          runner.proba([features[i] for i in keep], tta=tta, batch_size=batch_size))
             del features
     finally:
         if own is not None:
             own.shutdown(wait=True, cancel_futures=True)
     return Predictions(paths, proba, failures, classes)
+
+
+def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence[str], rows: Sequence[int],
+              scored: np.ndarray) -> None:
+    """``proba[rows] = scored`` with the checkpoint's temperature (T = 1 if none); a non-finite
+    answer becomes a named failure, never a silent label."""
+    from soundclass.inference.calibrated import apply_checkpoint_calibration
+
+    proba[rows] = apply_checkpoint_calibration(ckpt, scored)
+    for r in rows:
+        if not np.isfinite(proba[r]).all():
+            failures[paths[r]] = "the model's probabilities are not finite (NaN/Inf)"
+            proba[r] = np.nan
+
+
+def _score_in_workers(runner, paths, proba, failures, *, tta, batch_size, n_jobs, progress) -> list[int]:
+    """Score ``paths`` with :func:`soundclass.inference.worker_scoring.score_paths`; the indices
+    of the files of tasks that failed as a whole (left to the two-phase path)."""
+    from soundclass.inference.worker_scoring import PATHS_PER_TASK, score_paths
+
+    todo: list[int] = []
+    results = score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs, progress=progress)
+    for k, res in enumerate(results):
+        idx = list(range(k * PATHS_PER_TASK, min((k + 1) * PATHS_PER_TASK, len(paths))))
+        if res is None:
+            todo.extend(idx)
+            continue
+        for i, err in zip(idx, res.errors, strict=True):
+            if err is not None:
+                failures[paths[i]] = err
+        rows = [i for i, err in zip(idx, res.errors, strict=True) if err is None]
+        if rows:
+            _set_rows(runner.checkpoint, proba, failures, paths, rows, res.proba[[i - idx[0] for i in rows]])
+    return todo
 
 
 def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[list[str]]:

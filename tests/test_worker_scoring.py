@@ -1,0 +1,106 @@
+"""Cold onnxruntime prediction scored inside the extraction workers equals the two-phase path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import make_signal
+from soundclass.extraction import extract
+from soundclass.inference import worker_scoring
+from soundclass.inference.backends import make_backend, onnx_available
+from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
+from soundclass.inference.predict import predict_paths
+from soundclass.models import create_model, model_spec
+from soundclass.util.executors import make_executor
+
+pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed")
+CLASSES = ("a", "b", "c")
+N_CLIPS = 2 * worker_scoring.PATHS_PER_TASK + 7  # three tasks, the last one partial
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    spec = model_spec("cnn")
+    torch.manual_seed(0)
+    kwargs = {"channels": (8, 8, 16, 16)}
+    model = create_model("cnn", n_classes=len(CLASSES), n_features=spec.feature.n_features, **kwargs)
+    folder = save_checkpoint(tmp_path_factory.mktemp("ws") / "cnn", model, model_name="cnn", model_kwargs=kwargs,
+                             feature=spec.feature, classes=CLASSES, train_config={"bucket": False},
+                             clip_frames=60)
+    return load_checkpoint(folder)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ws-clips")
+    paths = []
+    for k in range(N_CLIPS):
+        path = folder / f"clip_{k:03d}.wav"
+        seconds = (0.2, 0.5, 1.4)[k % 3]  # shorter than the window (padded), about one, several windows
+        sf.write(path, make_signal(16000, seconds, seed=k), 16000, subtype="PCM_16")
+        paths.append(str(path))
+    broken = folder / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEnot really")
+    paths.insert(40, str(broken))  # inside the second task
+    return paths
+
+
+def _two_phase(backend, paths, **kw):
+    with make_executor("process", n_jobs=2) as ex:  # a given executor: the two-phase path
+        return predict_paths(backend, paths, n_jobs=2, progress=False, executor=ex, **kw)
+
+
+@pytest.mark.parametrize("tta", [1, 2])
+def test_workers_give_the_two_phase_probabilities(cnn, clips, tta, monkeypatch):
+    backend = make_backend(cnn, "onnx", cache=False)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(len(args[1]))
+        return score_paths(*args, **kwargs)
+
+    score_paths = worker_scoring.score_paths
+    monkeypatch.setattr(worker_scoring, "score_paths", spy)
+    got = predict_paths(backend, clips, n_jobs=2, progress=False, tta=tta, batch_size=4)
+    assert calls == [len(clips)]  # predict_paths took the worker path
+    monkeypatch.undo()
+    want = _two_phase(backend, clips, tta=tta, batch_size=4)
+    assert list(got.failures) == list(want.failures) == [clips[40]]
+    assert got.failures[clips[40]] == want.failures[clips[40]]
+    np.testing.assert_allclose(got.proba, want.proba, rtol=0, atol=1e-6)
+    ok = np.delete(got.proba, 40, axis=0)
+    assert np.isnan(got.proba[40]).all() and np.isfinite(ok).all()
+    np.testing.assert_allclose(ok.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_usable_only_for_cold_onnx_with_several_workers(cnn, tmp_path):
+    onnx, torch_ = make_backend(cnn, "onnx", cache=False), make_backend(cnn, "torch")
+    n = worker_scoring.PATHS_PER_TASK + 1
+    assert worker_scoring.usable(onnx, n_paths=n, n_workers=2, cache_dir=None, executor=None)
+    assert not worker_scoring.usable(torch_, n_paths=n, n_workers=2, cache_dir=None, executor=None)
+    assert not worker_scoring.usable(onnx, n_paths=n, n_workers=2, cache_dir=tmp_path, executor=None)
+    assert not worker_scoring.usable(onnx, n_paths=n, n_workers=2, cache_dir=None, executor=object())
+    assert not worker_scoring.usable(onnx, n_paths=n, n_workers=1, cache_dir=None, executor=None)
+    assert not worker_scoring.usable(onnx, n_paths=n - 1, n_workers=2, cache_dir=None, executor=None)
+
+
+def _extract_many_failing_on_clip_033(paths, config, **kw):
+    if any(p.endswith("clip_033.wav") for p in paths):
+        raise RuntimeError("simulated crash of a worker task")
+    return extract.extract_many(paths, config, **kw)
+
+
+def test_a_failed_task_is_scored_the_two_phase_way(cnn, clips, monkeypatch):
+    backend = make_backend(cnn, "onnx", cache=False)
+    # the workers are forked after this, so the second task (clip_033) raises inside a worker
+    monkeypatch.setattr(worker_scoring, "extract_many", _extract_many_failing_on_clip_033)
+    results = worker_scoring.score_paths(backend, clips, tta=1, batch_size=4, n_jobs=2, progress=False)
+    assert [r is None for r in results] == [False, True, False]
+    got = predict_paths(backend, clips, n_jobs=2, progress=False, batch_size=4)
+    monkeypatch.undo()
+    want = _two_phase(backend, clips, batch_size=4)
+    assert list(got.failures) == [clips[40]]
+    np.testing.assert_allclose(got.proba, want.proba, rtol=0, atol=1e-6)
