@@ -102,5 +102,5 @@ def test_a_failed_task_is_scored_the_two_phase_way(cnn, clips, monkeypatch):
     got = predict_paths(backend, clips, n_jobs=2, progress=False, batch_size=4)
     monkeypatch.undo()
     want = _two_phase(backend, clips, batch_size=4)
-    assert list(got.failures) == [clips[40]]
+    assert list(got.failures) == [clips[40]]  # the broken file sits in the retried task
     np.testing.assert_allclose(got.proba, want.proba, rtol=0, atol=1e-6)

@@ -264,6 +264,7 @@ def predict_paths(
     finally:
         if own is not None:
             own.shutdown(wait=True, cancel_futures=True)
+    failures = {p: failures[p] for p in paths if p in failures}  # input order (retried tasks came last)
     return Predictions(paths, proba, failures, classes)
 
 
