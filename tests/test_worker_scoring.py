@@ -87,6 +87,17 @@ def test_usable_only_for_cold_onnx_with_several_workers(cnn, tmp_path):
     assert not worker_scoring.usable(onnx, n_paths=n - 1, n_workers=2, cache_dir=None, executor=None)
 
 
+def test_a_large_graph_is_not_kept_and_scores_in_two_phases(cnn, clips, monkeypatch):
+    from soundclass.inference import backends
+
+    monkeypatch.setattr(backends, "KEPT_GRAPH_BYTES", 100)  # the test graph is larger
+    backend = make_backend(cnn, "onnx", cache=False)
+    assert backend.logits.graph is None
+    assert not worker_scoring.usable(backend, n_paths=len(clips), n_workers=2, cache_dir=None, executor=None)
+    got = predict_paths(backend, clips, n_jobs=2, progress=False, batch_size=4)
+    assert list(got.failures) == [clips[40]] and np.isfinite(np.delete(got.proba, 40, axis=0)).all()
+
+
 def _extract_many_failing_on_clip_033(paths, config, **kw):
     if any(p.endswith("clip_033.wav") for p in paths):
         raise RuntimeError("simulated crash of a worker task")

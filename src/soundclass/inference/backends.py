@@ -50,6 +50,7 @@ from soundclass.util.hashing import sha256_file
 __all__ = [
     "BACKENDS",
     "ONNX_ATOL",
+    "KEPT_GRAPH_BYTES",
     "Backend",
     "OnnxLogits",
     "make_backend",
@@ -127,6 +128,10 @@ class Backend:
         return self.proba(feats, tta=tta, batch_size=batch_size)
 
 
+#: Largest graph an :class:`OnnxLogits` keeps a copy of for worker processes.
+KEPT_GRAPH_BYTES = 64 * 2**20
+
+
 class OnnxLogits:
     """An onnxruntime session of a model's logits graph, called like :class:`~soundclass.inference.predictor.TorchLogits`.
 
@@ -149,7 +154,9 @@ class OnnxLogits:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        self.graph = bytes(model_bytes)  # for worker processes that build their own session
+        # for worker processes that build their own session (inference.worker_scoring); a large
+        # graph (the PANNs CNN14: ~320 MB) is not kept twice, its files are scored in two phases
+        self.graph = bytes(model_bytes) if len(model_bytes) <= KEPT_GRAPH_BYTES else None
         self.min_frames = int(min_frames)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
