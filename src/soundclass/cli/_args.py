@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 MODEL_HELP = "checkpoint folder or training run folder"
-_JOBS_HELP = "parallel feature-extraction workers (default: all cores)"
+_JOBS_HELP = ("parallel worker processes for feature extraction; predicting with onnxruntime and no cache, "
+              "they also score the clips (default: all cores)")
 
 
 def positive_int(text: str) -> int:
