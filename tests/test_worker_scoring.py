@@ -108,8 +108,10 @@ def test_a_failed_task_is_scored_the_two_phase_way(cnn, clips, monkeypatch):
     backend = make_backend(cnn, "onnx", cache=False)
     # the workers are forked after this, so the second task (clip_033) raises inside a worker
     monkeypatch.setattr(worker_scoring, "extract_many", _extract_many_failing_on_clip_033)
-    results = worker_scoring.score_paths(backend, clips, tta=1, batch_size=4, n_jobs=2, progress=False)
-    assert [r is None for r in results] == [False, True, False]
+    found = worker_scoring.score_paths(backend, clips, tta=1, batch_size=4, n_jobs=2, progress=False)
+    task = worker_scoring.PATHS_PER_TASK
+    assert found.lost == list(range(task, 2 * task))  # the second task, whole
+    assert sorted(found.scored) == [i for i in range(len(clips)) if not task <= i < 2 * task]
     got = predict_paths(backend, clips, n_jobs=2, progress=False, batch_size=4)
     monkeypatch.undo()
     want = _two_phase(backend, clips, batch_size=4)

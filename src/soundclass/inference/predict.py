@@ -284,22 +284,15 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
 def _score_in_workers(runner, paths, proba, failures, *, tta, batch_size, n_jobs, progress) -> list[int]:
     """Score ``paths`` with :func:`soundclass.inference.worker_scoring.score_paths`; the indices
     of the files of tasks that failed as a whole (left to the two-phase path)."""
-    from soundclass.inference.worker_scoring import PATHS_PER_TASK, score_paths
+    from soundclass.inference.worker_scoring import score_paths
 
-    todo: list[int] = []
-    results = score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs, progress=progress)
-    for k, res in enumerate(results):
-        idx = list(range(k * PATHS_PER_TASK, min((k + 1) * PATHS_PER_TASK, len(paths))))
-        if res is None:
-            todo.extend(idx)
-            continue
-        for i, err in zip(idx, res.errors, strict=True):
-            if err is not None:
-                failures[paths[i]] = err
-        rows = [i for i, err in zip(idx, res.errors, strict=True) if err is None]
-        if rows:
-            _set_rows(runner.checkpoint, proba, failures, paths, rows, res.proba[[i - idx[0] for i in rows]])
-    return todo
+    found = score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs, progress=progress)
+    for i, err in found.errors.items():
+        failures[paths[i]] = err
+    if found.scored:
+        rows = sorted(found.scored)
+        _set_rows(runner.checkpoint, proba, failures, paths, rows, np.stack([found.scored[i] for i in rows]))
+    return found.lost
 
 
 def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[list[str]]:

@@ -19,6 +19,7 @@ lost to a crash here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -30,14 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.config import FeatureConfig
 from soundclass.extraction.extract import extract_many
 from soundclass.inference.backends import Backend, OnnxLogits
-from soundclass.inference.predictor import pads_short_clips, predict_logits, softmax
+from soundclass.inference.predictor import predict_proba
 from soundclass.util.pool import run_chunked
 from soundclass.util.progress import progress_bar
 
-__all__ = ["PATHS_PER_TASK", "ScoringSpec", "TaskResult", "score_paths", "usable"]
+__all__ = ["PATHS_PER_TASK", "ScoringSpec", "TaskResult", "WorkerScores", "score_paths", "usable"]
 
 #: Files per worker task: enough for full batches, small enough to balance two workers.
 PATHS_PER_TASK = 32
@@ -45,7 +45,7 @@ PATHS_PER_TASK = 32
 
 @dataclass(frozen=True, eq=False)
 class ScoringSpec:
-    """What a worker needs to score files like :meth:`Backend.proba` (picklable, small).
+    """What a worker needs to score files as :meth:`Backend.proba` does (picklable, small).
 
     Attributes
     ----------
@@ -54,23 +54,18 @@ class ScoringSpec:
     digest : str
         SHA-256 of the graph: a worker keeps one session per digest.
     min_frames : int
-    feature : FeatureConfig
-    input_kind : {'sequence', 'vector'}
-    clip_frames : int or None
-    norm_mean, norm_std : np.ndarray [shape=(n_features,)] or None
-    pad_to_window : bool
+        The graph's shortest input.
+    checkpoint : Checkpoint
+        The backend's checkpoint without its torch model (``model=None``):
+        its feature, input kind, window, standardization and training config
+        are what :func:`~soundclass.inference.predictor.predict_proba` reads.
     tta, batch_size : int
     """
 
     graph_path: str
     digest: str
     min_frames: int
-    feature: FeatureConfig
-    input_kind: str
-    clip_frames: int | None
-    norm_mean: np.ndarray | None
-    norm_std: np.ndarray | None
-    pad_to_window: bool
+    checkpoint: Any
     tta: int
     batch_size: int
 
@@ -81,14 +76,33 @@ class TaskResult:
 
     Attributes
     ----------
-    proba : np.ndarray [shape=(n_paths, n_classes)], float32, or None
-        Rows of failed files are NaN; ``None`` when no file of the task could be scored.
+    proba : np.ndarray [shape=(n_ok, n_classes)], float32
+        One row per path whose error is ``None``, in order.
     errors : tuple of (str or None)
         Per path: why it could not be decoded or featurized, ``None`` if scored.
     """
 
-    proba: np.ndarray | None
+    proba: np.ndarray
     errors: tuple[str | None, ...]
+
+
+@dataclass(frozen=True)
+class WorkerScores:
+    """What :func:`score_paths` found, per input path.
+
+    Attributes
+    ----------
+    scored : dict of int -> np.ndarray [shape=(n_classes,)]
+        Uncalibrated probabilities by path index.
+    errors : dict of int -> str
+        Why a path could not be decoded or featurized.
+    lost : list of int
+        Paths of tasks that failed as a whole (a worker died or raised): not tried here.
+    """
+
+    scored: dict[int, np.ndarray]
+    errors: dict[int, str]
+    lost: list[int]
 
 
 def usable(runner: Any, *, n_paths: int, n_workers: int, cache_dir: Any, executor: Any) -> bool:
@@ -99,7 +113,7 @@ def usable(runner: Any, *, n_paths: int, n_workers: int, cache_dir: Any, executo
             and cache_dir is None and executor is None and n_workers > 1 and n_paths > PATHS_PER_TASK)
 
 
-# one session per graph digest in each worker process (and in this one, for n_jobs=1 tasks)
+# one session per graph digest in each worker process
 _SESSIONS: dict[str, OnnxLogits] = {}
 
 
@@ -113,18 +127,11 @@ def _session(spec: ScoringSpec) -> OnnxLogits:
 
 def score_task(paths: Sequence[str], *, spec: ScoringSpec) -> TaskResult:
     """Decode, extract and score ``paths`` in this process; a bad file never stops the task."""
-    results = extract_many(paths, spec.feature, n_jobs=1)  # in this process, never raising for a file
-    ok = [i for i, r in enumerate(results) if r.error is None]
-    proba = None
-    if ok:
-        logits = predict_logits(
-            _session(spec), [results[i].feature for i in ok], input_kind=spec.input_kind,
-            clip_frames=spec.clip_frames, norm_mean=spec.norm_mean, norm_std=spec.norm_std,
-            batch_size=spec.batch_size, tta=spec.tta, pad_to_window=spec.pad_to_window, threads=1,
-        )
-        scored = softmax(logits)  # (len(ok), n_classes)
-        proba = np.full((len(paths), scored.shape[1]), np.nan, dtype=np.float32)
-        proba[ok] = scored
+    ckpt = spec.checkpoint
+    results = extract_many(paths, ckpt.feature, n_jobs=1)  # in this process, never raising for a file
+    feats = [r.feature for r in results if r.error is None]
+    proba = (predict_proba(ckpt, feats, model=_session(spec), tta=spec.tta, batch_size=spec.batch_size,
+                           threads=1) if feats else np.zeros((0, len(ckpt.classes)), dtype=np.float32))
     return TaskResult(proba, tuple(r.error for r in results))
 
 
@@ -133,7 +140,7 @@ def _lost_task(paths: Sequence[str], reason: str, kind: str) -> None:
 
 
 def score_paths(runner: Backend, paths: Sequence[str], *, tta: int, batch_size: int, n_jobs: int | None,
-                progress: bool) -> list[TaskResult | None]:
+                progress: bool) -> WorkerScores:
     """Score ``paths`` in worker processes, :data:`PATHS_PER_TASK` files per task.
 
     Parameters
@@ -150,22 +157,20 @@ def score_paths(runner: Backend, paths: Sequence[str], *, tta: int, batch_size: 
 
     Returns
     -------
-    list of (TaskResult or None)
-        One per task of consecutive paths (``paths[k * PATHS_PER_TASK : (k + 1) * PATHS_PER_TASK]``);
-        ``None`` for a task that failed as a whole (a worker died or raised).
+    WorkerScores
     """
-    ckpt = runner.checkpoint
     graph: bytes = runner.logits.graph
-    tasks = [list(paths[i : i + PATHS_PER_TASK]) for i in range(0, len(paths), PATHS_PER_TASK)]
+    starts = range(0, len(paths), PATHS_PER_TASK)
+    tasks = [list(paths[i : i + PATHS_PER_TASK]) for i in starts]
     bar = progress_bar(len(paths), desc="predict", enabled=progress)
     with tempfile.TemporaryDirectory(prefix="soundclass-graph-") as tmp:
         graph_path = os.path.join(tmp, "logits.onnx")
         Path(graph_path).write_bytes(graph)
         spec = ScoringSpec(
             graph_path=graph_path, digest=hashlib.sha256(graph).hexdigest(),
-            min_frames=int(runner.logits.min_frames), feature=ckpt.feature, input_kind=ckpt.input,
-            clip_frames=ckpt.clip_frames, norm_mean=ckpt.norm_mean, norm_std=ckpt.norm_std,
-            pad_to_window=pads_short_clips(ckpt), tta=int(tta), batch_size=int(batch_size),
+            min_frames=int(runner.logits.min_frames),
+            checkpoint=dataclasses.replace(runner.checkpoint, model=None),  # no torch weights to pickle
+            tta=int(tta), batch_size=int(batch_size),
         )
         left = [len(paths)]
 
@@ -175,7 +180,20 @@ def score_paths(runner: Backend, paths: Sequence[str], *, tta: int, batch_size: 
             bar.update(n)
 
         try:
-            return run_chunked(functools.partial(score_task, spec=spec), tasks, on_failure=_lost_task,
-                               n_jobs=n_jobs, chunksize=1, progress=tick)
+            results = run_chunked(functools.partial(score_task, spec=spec), tasks, on_failure=_lost_task,
+                                  n_jobs=n_jobs, chunksize=1, progress=tick)
         finally:
             bar.close()
+    out = WorkerScores({}, {}, [])
+    for start, task, res in zip(starts, tasks, results, strict=True):
+        idx = range(start, start + len(task))
+        if res is None:
+            out.lost.extend(idx)
+            continue
+        rows = iter(res.proba)
+        for i, err in zip(idx, res.errors, strict=True):
+            if err is None:
+                out.scored[i] = next(rows)
+            else:
+                out.errors[i] = err
+    return out
