@@ -247,11 +247,11 @@ def near_duplicate_pairs(
         raise ParameterError("fingerprints must all have the same number of bands")
     lengths = np.array([fp.shape[1] for fp in fps], dtype=np.float64)
     order = np.argsort(lengths, kind="stable")
-    by_length = [fps[i] for i in order]
-    first, second = _candidates(lengths[order], np.stack([_profile(fp) for fp in by_length]),
+    by_length, sorted_lengths = [fps[i] for i in order], lengths[order]
+    first, second = _candidates(sorted_lengths, np.stack([_profile(fp) for fp in by_length]),
                                 duration_tolerance, profile_tolerance_db)
     for n_groups, min_frames in _BOUND_STAGES:  # rule out pairs whose score provably stays below the threshold
-        use = np.flatnonzero(lengths[order][first] + lengths[order][second] >= min_frames)
+        use = np.flatnonzero(sorted_lengths[first] + sorted_lengths[second] >= min_frames)
         bound = lag_correlation_bounds(by_length, first[use], second[use], min_overlap=MIN_OVERLAP, n_groups=n_groups)
         keep = np.ones(first.size, dtype=bool)
         keep[use[bound < threshold - _BOUND_MARGIN]] = False
