@@ -253,14 +253,13 @@ def test_a_file_name_the_decoder_cannot_use_does_not_poison_its_content(tmp_path
 
 
 def test_a_crashing_worker_fails_only_its_file_and_later_parts_still_run(tmp_path, wavs, monkeypatch):
-    real = extract.extract_file
+    from test_extract import _extract_one_crashing  # kills its worker on a file named crash*
 
-    def crash_on_1(path, config):  # inherited by the forked workers
-        if os.fspath(path) == wavs[1]:
-            os._exit(3)
-        return real(path, config)
-
-    monkeypatch.setattr(extract, "extract_file", crash_on_1)
+    wavs = list(wavs)
+    crash = str(tmp_path / "crash.wav")
+    shutil.copyfile(wavs[1], crash)
+    wavs[1] = crash
+    monkeypatch.setattr(extract, "_extract_one", _extract_one_crashing)
     root = tmp_path / "cache"
     cache = FeatureCache(root)
     feats, failures = cache.get(wavs, CFG, n_jobs=2, chunk_size=2, progress=False)

@@ -118,3 +118,42 @@ def test_process_pool_works_from_unguarded_main_with_torch_loaded(tmp_path):
     proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "ok 4"
+
+
+def test_process_pools_never_fork():
+    """Workers start from a fork server (or spawn), never from a fork of this process."""
+    with make_executor("process", n_jobs=2) as ex:
+        assert ex._mp_context.get_start_method() in ("forkserver", "spawn")
+        assert ex.submit(operator.add, 2, 3).result(timeout=120) == 5
+
+
+def test_extract_many_with_aisfx_after_multithreaded_torch_finishes(tmp_path):
+    """The hang of issue #16: a parent that has run multi-threaded torch (its OpenMP thread team),
+    then aiSFX features on two workers.  With forked workers this blocked forever in libgomp."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, soundfile as sf, torch
+        from soundclass.extraction.extract import extract_many
+        from soundclass.models import model_spec
+        from soundclass.models.aisfx import aisfx_embedding
+        torch.set_num_threads(2)
+        a = torch.randn(1024, 1024)
+        (a @ a).sum().item()  # the OpenMP/BLAS thread team is now running
+        rng = np.random.default_rng(0)
+        aisfx_embedding(rng.standard_normal(44100).astype("float32"), 44100)  # torch in this process
+        paths = []
+        for i in range(6):
+            p = {str(tmp_path)!r} + f"/{{i}}.wav"
+            sf.write(p, 0.1 * rng.standard_normal(44100 * 3).astype("float32"), 44100)
+            paths.append(p)
+        res = extract_many(paths, model_spec("aisfx-probe").feature, n_jobs=2, progress=False)
+        print("ok", sum(r.feature is not None for r in res))
+    """)
+    script = tmp_path / "unguarded.py"  # a script file with no __main__ guard, as users write them
+    script.write_text(code)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "ok 6"

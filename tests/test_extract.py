@@ -182,16 +182,23 @@ def test_real_recordings(fsdd_dir):
         assert_feature_close(result.feature, librosa_feature(y, config), config)
 
 
+_REAL_EXTRACT_ONE = extract._extract_one
+
+
+def _extract_one_crashing(path, config):
+    """``_extract_one`` that kills its worker on a file named ``crash*`` (pool workers import it
+    from this module: they are not forks of the test process)."""
+    if os.path.basename(path).startswith("crash"):
+        os._exit(3)
+    return _REAL_EXTRACT_ONE(path, config)
+
+
 def test_a_crashing_worker_fails_only_its_file(tmp_path, signal, monkeypatch):
     paths = _clips(tmp_path, signal, n=6)
-    real = extract.extract_file
-
-    def crash_on_3(path, config):  # inherited by the forked workers
-        if os.fspath(path) == paths[3]:
-            os._exit(3)
-        return real(path, config)
-
-    monkeypatch.setattr(extract, "extract_file", crash_on_3)
+    crash = str(tmp_path / "crash.wav")
+    os.replace(paths[3], crash)
+    paths[3] = crash
+    monkeypatch.setattr(extract, "_extract_one", _extract_one_crashing)
     results = extract.extract_many(paths, FeatureConfig(), n_jobs=2, chunksize=3)
     assert [r.ok for r in results] == [True, True, True, False, True, True]
     assert "worker process died" in results[3].error and results[3].kind == TRANSIENT

@@ -78,7 +78,8 @@ def test_pick_upload_order():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"workers": 0}, "workers"), ({"queue": -1}, "queue"),
-                                               ({"body_timeout": float("inf")}, "body_timeout")])
+                                               ({"body_timeout": float("inf")}, "body_timeout"),
+                                               ({"analysis_timeout": 0}, "analysis_timeout")])
 def test_create_asgi_app_rejects_bad_limits(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         create_asgi_app(App(FakePredictor()), **kwargs)
@@ -104,6 +105,29 @@ def test_asgi_app_in_process_with_testclient():
         assert ok.status_code == 200 and len(ok.json()["top"]) == TOP_K
         foreign = client.get("/api/info", headers={"host": "evil.example"})
         assert foreign.status_code == 403
+
+
+def test_a_stuck_analysis_answers_503_and_keeps_its_slot_until_it_ends():
+    """Nothing waits forever: an analysis over its deadline is a 503 for the client, and its
+    thread keeps the upload's slot until it really ends (no more work than threads)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    fake = FakePredictor(delay=3.0)
+    asgi = create_asgi_app(App(fake, max_upload_bytes=100_000), workers=1, queue=0, analysis_timeout=0.5)
+    body = wav_bytes(make_signal(sr=8000, seconds=0.3), 8000)
+    with TestClient(asgi, base_url="http://127.0.0.1:8000") as client:
+        t0 = time.monotonic()
+        slow = client.post("/api/predict", content=body)
+        assert slow.status_code == 503 and "did not finish within 0.5 s" in slow.json()["error"]
+        assert time.monotonic() - t0 < 2.5
+        busy = client.post("/api/predict", content=body)  # the slot is still taken
+        assert busy.status_code == 503 and busy.json()["error"].startswith("busy")
+        deadline = time.monotonic() + 10
+        while asgi.state.admission.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asgi.state.admission.active == 0
 
 
 # --------------------------------------------------------------------------- pages

@@ -275,3 +275,34 @@ def test_pool_workers_die_with_a_killed_parent():
         parent.kill()
         parent.wait(timeout=10)
 
+
+
+# ----------------------------------------------------------------------------- stalls
+
+
+def _block_on(x: int, *, stuck: int) -> int:
+    if x == stuck:
+        time.sleep(3600)  # a decoder that never returns
+    return x * x
+
+
+def test_a_stalled_worker_fails_only_its_item_and_the_batch_goes_on():
+    items = list(range(10))
+    t0 = time.monotonic()
+    out = pool.run_chunked(functools.partial(_block_on, stuck=3), items, on_failure=_fail,
+                           n_jobs=2, chunksize=2, stall_after=3.0)
+    took = time.monotonic() - t0
+    item, reason, kind = out[3]
+    assert item == 3 and kind == TRANSIENT
+    assert reason == pool.stalled_reason(3.0) and reason.startswith("worker stalled after 3 s")
+    assert [o for i, o in enumerate(out) if i != 3] == [x * x for x in items if x != 3]
+    assert took < 60, f"the stall was not cut short ({took:.0f} s)"
+
+
+def test_the_deadline_grows_with_the_slowest_task():
+    deadline = pool._Deadline(2.0)
+    assert deadline.seconds(4) == 2.0  # nothing measured yet: the floor
+    deadline.record(1.0, 4)  # 0.25 s per item
+    assert deadline.seconds(4) == pool.STALL_FACTOR * 1.0
+    deadline.record(0.1, 4)  # a faster task does not shrink it
+    assert deadline.seconds(1) == pool.STALL_FACTOR * 0.25

@@ -8,7 +8,6 @@ import soundfile as sf
 import torch
 
 from conftest import make_signal
-from soundclass.extraction import extract
 from soundclass.inference import worker_scoring
 from soundclass.inference.backends import make_backend, onnx_available
 from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
@@ -98,16 +97,21 @@ def test_a_large_graph_is_not_kept_and_scores_in_two_phases(cnn, clips, monkeypa
     assert list(got.failures) == [clips[40]] and np.isfinite(np.delete(got.proba, 40, axis=0)).all()
 
 
-def _extract_many_failing_on_clip_033(paths, config, **kw):
+_REAL_SCORE_TASK = worker_scoring.score_task
+
+
+def _score_task_failing_on_clip_033(paths, *, spec):
+    """``score_task`` that raises in its worker for the task holding clip_033 (pool workers
+    import it from this module: they are not forks of the test process)."""
     if any(p.endswith("clip_033.wav") for p in paths):
         raise RuntimeError("simulated crash of a worker task")
-    return extract.extract_many(paths, config, **kw)
+    return _REAL_SCORE_TASK(paths, spec=spec)
 
 
 def test_a_failed_task_is_scored_the_two_phase_way(cnn, clips, monkeypatch):
     backend = make_backend(cnn, "onnx", cache=False)
-    # the workers are forked after this, so the second task (clip_033) raises inside a worker
-    monkeypatch.setattr(worker_scoring, "extract_many", _extract_many_failing_on_clip_033)
+    # the second task (clip_033) raises inside a worker
+    monkeypatch.setattr(worker_scoring, "score_task", _score_task_failing_on_clip_033)
     found = worker_scoring.score_paths(backend, clips, tta=1, batch_size=4, n_jobs=2, progress=False)
     task = worker_scoring.PATHS_PER_TASK
     assert found.lost == list(range(task, 2 * task))  # the second task, whole

@@ -28,9 +28,12 @@ from soundclass.data.fingerprint import (
     near_duplicate_pairs,
 )
 from soundclass.util.atomic import write_bytes_atomic
+from soundclass.util.executors import preload_in_workers
 from soundclass.util.pool import run_chunked
 
 __all__ = ["MAX_FINGERPRINT_SECONDS", "FINGERPRINT_FOLDER", "fingerprint_file", "fingerprint_files", "find_near_duplicates"]
+
+preload_in_workers(__name__)  # its functions run in pool workers
 
 #: Only the first this many seconds of a file are fingerprinted (near duplicates are clips, not recordings).
 MAX_FINGERPRINT_SECONDS = 60.0

@@ -27,7 +27,7 @@ from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 from soundclass.data.scan_report import FLAGS, UNLABELLED, ScanReport, ScanRow, format_summary
 from soundclass.data.scan_writers import write_scan_report
 from soundclass.errors import AudioDecodeError, DatasetError, check_positive_int
-from soundclass.util.executors import default_n_jobs
+from soundclass.util.executors import default_n_jobs, preload_in_workers
 from soundclass.util.hashing import file_digest
 from soundclass.util.pool import run_chunked
 from soundclass.util.progress import progress_bar
@@ -42,6 +42,8 @@ __all__ = [
     "write_scan_report",
     "format_summary",
 ]
+
+preload_in_workers(__name__)  # its functions run in pool workers
 
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 _CLIP_LEVELS = {"PCM_S8": 0.99, "PCM_U8": 0.99}

@@ -26,6 +26,7 @@ from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
+from soundclass.util.executors import preload_in_workers
 from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
 from soundclass.util.pool import run_chunked
 from soundclass.util.progress import progress_bar
@@ -34,6 +35,8 @@ __all__ = [
     "DELTA_WIDTH",
     "FEATURE_CODE_VERSION",
     "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+
+preload_in_workers(__name__)  # its functions run in pool workers
 
 #: Version of the feature computation itself. Bump it whenever a change to the
 #: code (not to a FeatureConfig) changes any computed value: feature caches are

@@ -34,10 +34,13 @@ import numpy as np
 from soundclass.extraction.extract import extract_many
 from soundclass.inference.backends import Backend, OnnxLogits
 from soundclass.inference.predictor import predict_proba
+from soundclass.util.executors import preload_in_workers
 from soundclass.util.pool import run_chunked
 from soundclass.util.progress import progress_bar
 
 __all__ = ["PATHS_PER_TASK", "ScoringSpec", "TaskResult", "WorkerScores", "score_paths", "usable"]
+
+preload_in_workers(__name__)  # its functions run in pool workers
 
 #: Files per worker task: enough for full batches, small enough to balance two workers.
 PATHS_PER_TASK = 32

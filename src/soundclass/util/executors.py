@@ -11,27 +11,37 @@
 Every result is a :class:`concurrent.futures.Executor`; use it as a context
 manager (or call ``shutdown()``) to release workers and, for dask, the client.
 
-The workers of a ``"process"`` pool die with their parent: on Linux each sets
-``prctl(PR_SET_PDEATHSIG, SIGKILL)`` when it starts, so a ``kill -9`` of the
-parent leaves no orphan blocked on a dead pipe.  (Linux delivers the signal
-when the *thread* that started the worker ends; pools are started and used by
-the thread that calls the batch API, so this is the caller's lifetime.)
+Local ``"process"`` pools never ``fork`` the calling process: it may have
+run torch, onnxruntime or a threaded BLAS, and a forked child that uses such
+a runtime again deadlocks.  Their workers fork from a fork server (a fresh
+interpreter that has only imported modules, :func:`preload_in_workers`), run
+single-threaded (:func:`single_threaded`), and die with the caller: on Linux
+each waits on a pidfd of the caller and exits when it ends (and sets
+``prctl(PR_SET_PDEATHSIG, SIGKILL)`` towards the fork server), so a
+``kill -9`` of the caller leaves no orphan blocked on a dead pipe; the fork
+server then exits too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.context
 import os
+import select
 import signal
 import sys
+import threading
+import time
+import types
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
-    "DaskExecutor", "SerialExecutor", "default_n_jobs", "die_with_parent", "make_executor",
-    "process_pool",
+    "DaskExecutor", "SerialExecutor", "default_n_jobs", "die_with_parent", "exit_with", "kill_workers",
+    "make_executor", "preload_in_workers", "process_pool", "single_threaded",
 ]
 
 #: Seconds to wait for a remote dask scheduler.
@@ -115,18 +125,75 @@ class DaskExecutor(Executor):
             self.cluster.close()
 
 
-def _process_context() -> multiprocessing.context.BaseContext:
-    """``fork`` where the platform has it, else ``spawn``.
+#: Modules every pool worker has imported before it starts (see :func:`preload_in_workers`).
+_WORKER_MODULES: list[str] = []
 
-    Workers only decode audio and run numpy/scipy/soxr, never torch, so forking
-    a parent that has loaded torch is safe (torch's own DataLoader forks too).
-    ``forkserver``/``spawn`` would re-import the caller's ``__main__`` in every
-    worker: a script without an ``if __name__ == "__main__":`` guard would run
-    again, and code piped to ``python -`` cannot start workers at all.
+
+def preload_in_workers(*modules: str) -> None:
+    """Have the fork server import ``modules`` once, so that pool workers start with them.
+
+    A module whose functions run in pool workers calls this at import time
+    with its own ``__name__``; the fork server, started with the first local
+    pool of the process, imports every module named so far (and the main
+    module), and each worker forks from it with them loaded: a worker costs
+    milliseconds instead of seconds of imports (torch alone takes 2-4 s here).
+    A module named after the server started is imported by each worker when
+    it first needs it.
     """
-    if "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+    for name in modules:
+        if name not in _WORKER_MODULES:
+            _WORKER_MODULES.append(name)
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """Show process start-up a bare ``__main__``, so workers do not re-run the caller's script."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no __file__ or __spec__: left alone
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+class _WorkerProcess(multiprocessing.context.ForkServerProcess):
+    """A fork-server process that does not import the caller's main module.
+
+    ``spawn`` and ``forkserver`` children normally re-run the main script
+    (as ``__mp_main__``), which breaks every script without an
+    ``if __name__ == "__main__":`` guard.  Pool workers only run functions of
+    importable modules, so they skip it.
+    """
+
+    @staticmethod
+    def _Popen(process_obj):
+        with _main_hidden():
+            return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+
+
+class _WorkerContext(multiprocessing.context.ForkServerContext):
+    Process = _WorkerProcess
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """A fork server where the platform has one, else ``spawn``; never ``fork``.
+
+    A process that has run torch (its OpenMP thread team), onnxruntime or a
+    threaded BLAS cannot be forked safely: a forked child that uses the
+    runtime again blocks forever inside libgomp.  Workers therefore fork from
+    a fork server, a fresh interpreter that imports the modules named with
+    :func:`preload_in_workers` but runs no numerical work.  They do not import
+    the caller's main module, so a script without an
+    ``if __name__ == "__main__":`` guard, code given with ``-c`` and code piped
+    to ``python -`` all start workers; the functions run in them must live in
+    importable modules (not in the main script).
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = _WorkerContext()
+        context.set_forkserver_preload(list(_WORKER_MODULES))
+        return context
+    return multiprocessing.get_context("spawn")  # pragma: no cover - Windows
 
 
 _PR_SET_PDEATHSIG = 1
@@ -158,17 +225,94 @@ def die_with_parent(parent_pid: int | None = None) -> bool:
     return ok
 
 
-def _worker_init(parent_pid: int) -> None:
-    """Initializer of every ``"process"`` pool worker."""
-    die_with_parent(parent_pid)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else
+        return True
+    return True
+
+
+def single_threaded() -> None:
+    """Limit this process's native thread pools to one thread (torch, OpenMP, BLAS).
+
+    Pool workers run one per core; a worker with a multi-threaded runtime
+    would oversubscribe the cores.  onnxruntime sessions are given their
+    thread count where they are made.
+    """
+    os.environ["OMP_NUM_THREADS"] = "1"  # for runtimes loaded after this point
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return
+    threadpool_limits(1)
+
+
+def exit_with(pid: int) -> None:
+    """End this process (``os._exit``) as soon as process ``pid`` ends, however it ends.
+
+    A daemon thread waits on a pidfd of ``pid`` (Linux 5.3+; elsewhere it polls
+    once a second).  Exits at once if ``pid`` is already gone.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # pragma: no cover - old kernel or not Linux
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable when the process has ended
+        else:  # pragma: no cover
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"soundclass-exit-with-{pid}", daemon=True).start()
+
+
+def _worker_init(main_pid: int) -> None:
+    """Initializer of every ``"process"`` pool worker.
+
+    The worker's parent is the fork server (with ``spawn``, the caller): the
+    death signal ties it to that parent, and :func:`exit_with` to the caller
+    itself (the fork server outlives a killed caller while any worker it
+    started is alive, so the death signal alone would not do).
+    """
+    die_with_parent(os.getppid())
+    exit_with(main_pid)
+    single_threaded()
 
 
 def process_pool(n_jobs: int | None = None) -> ProcessPoolExecutor:
-    """A local process pool whose workers die with this process (see the module doc)."""
+    """A local process pool of fresh (never forked-from-here) single-threaded workers that
+    die with this process (see the module doc)."""
     return ProcessPoolExecutor(
         max_workers=default_n_jobs(n_jobs), mp_context=_process_context(),
         initializer=_worker_init, initargs=(os.getpid(),),
     )
+
+
+def kill_workers(executor: Executor) -> None:
+    """Kill the worker processes of a local process pool (a stalled pool); others are left alone.
+
+    The pool is broken afterwards (:class:`~concurrent.futures.process.BrokenProcessPool`
+    for anything still in it) and should be shut down.
+    """
+    if not isinstance(executor, ProcessPoolExecutor):
+        return
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, ValueError, AttributeError):  # already gone or closed
+            pass
 
 
 def _dask_client(address: str, *, n_jobs: int | None, processes: bool) -> DaskExecutor:

@@ -12,7 +12,13 @@ One bad item never stops the batch:
   task in a fresh local one-worker pool, so only the item that kills a worker
   fails, with :data:`CRASHED`.  This holds for a caller's
   :class:`~concurrent.futures.ProcessPoolExecutor` too (only a local process
-  pool can break this way); that pool stays broken, see :func:`is_broken`.
+  pool can break this way); that pool stays broken, see :func:`is_broken`;
+- nothing waits forever: when no task finishes within a deadline derived
+  from the work (:data:`STALL_FACTOR` times the slowest task so far, at
+  least ``stall_after`` seconds), the pool's workers are killed and the
+  unfinished tasks' items retried one per task in fresh workers, each under
+  its own deadline; an item that still stalls fails with
+  :func:`stalled_reason` and the batch goes on.
 
 The ``fn`` must be picklable (a module-level function or a
 :func:`functools.partial` of one) and should itself return a failure value
@@ -21,17 +27,25 @@ for a bad item rather than raise.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, wait
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin on 3.10
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from soundclass.errors import check_positive_int
-from soundclass.util.executors import default_n_jobs, make_executor
+from soundclass.util.executors import default_n_jobs, kill_workers, make_executor
 from soundclass.util.failures import TRANSIENT, describe
 
-__all__ = ["CRASHED", "auto_chunksize", "executor_workers", "is_broken", "run_chunked"]
+__all__ = [
+    "CRASHED", "STALL_FACTOR", "STALL_FLOOR", "auto_chunksize", "executor_workers", "is_broken",
+    "run_chunked", "stalled_reason",
+]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,17 +53,44 @@ R = TypeVar("R")
 #: Reason given to the one item whose processing killed its worker.
 CRASHED = "the worker process died while decoding this file (decoder crash or out of memory)"
 
+#: Seconds every wait on workers may last at least (start-up, model loading, one long file).
+STALL_FLOOR = 300.0
+#: A wait may last this many times the slowest task finished so far.
+STALL_FACTOR = 20.0
 
-def _run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:
-    """The task shipped to a worker: ``fn`` over a few items."""
-    return [fn(item) for item in chunk]
+
+def _run_chunk(fn: Callable[[Any], Any], chunk: Sequence[Any]) -> tuple[float, list[Any]]:
+    """The task shipped to a worker: ``fn`` over a few items, and the seconds it took."""
+    t0 = time.perf_counter()
+    results = [fn(item) for item in chunk]
+    return time.perf_counter() - t0, results
+
+
+class _Deadline:
+    """How long a wait on workers may last: :data:`STALL_FACTOR` times the slowest task
+    finished so far (per item), at least ``floor`` seconds."""
+
+    def __init__(self, floor: float) -> None:
+        self.floor = float(floor)
+        self.per_item = 0.0
+
+    def record(self, seconds: float, n_items: int) -> None:
+        self.per_item = max(self.per_item, seconds / max(1, n_items))
+
+    def seconds(self, n_items: int) -> float:
+        return max(self.floor, STALL_FACTOR * self.per_item * max(1, n_items))
+
+
+def stalled_reason(seconds: float) -> str:
+    """The failure reason of an item whose worker did not answer within ``seconds``."""
+    return f"worker stalled after {seconds:.0f} s (killed; the run went on without this item)"
 
 
 def is_broken(executor: Executor) -> bool:
     """Whether ``executor`` is a process pool that a dead worker has broken."""
     try:
-        executor.submit(int).result()
-    except BrokenProcessPool:
+        executor.submit(int).result(timeout=STALL_FLOOR)
+    except (BrokenProcessPool, FutureTimeout):
         return True
     except RuntimeError:  # shut down
         return False
@@ -80,6 +121,7 @@ def run_chunked(
     chunksize: int | None = None,
     max_chunksize: int = 32,
     progress: Callable[[int], Any] | None = None,
+    stall_after: float = STALL_FLOOR,
 ) -> list[R]:
     """``[fn(item) for item in items]`` on a pool, in input order, never losing an item.
 
@@ -104,6 +146,13 @@ def run_chunked(
         Upper bound of the automatic chunk size.
     progress : callable or None
         Called with the number of items finished, as they finish.
+    stall_after : float
+        The floor of every wait, in seconds: when no task finishes within
+        ``max(stall_after, STALL_FACTOR * slowest task so far)``, the workers
+        are killed and the unfinished tasks' items retried one per task, each
+        with its own such deadline; an item that still stalls gets
+        :func:`stalled_reason`.  The first task of a pool includes the worker's
+        start-up (imports, model loading), hence a generous floor.
 
     Returns
     -------
@@ -127,7 +176,8 @@ def run_chunked(
     size = chunksize or auto_chunksize(len(items), workers, max_chunksize=max_chunksize)
     starts = list(range(0, len(items), size))
     out: list[Any] = [None] * len(items)
-    broken: list[int] = []
+    retry: list[int] = []  # items of tasks lost to a dead or stalled worker: retried one by one
+    deadline = _Deadline(stall_after)
     pool = make_executor("process", n_jobs=min(workers, len(starts))) if own else executor
     try:
         futures = {}
@@ -135,46 +185,71 @@ def run_chunked(
             try:
                 futures[pool.submit(_run_chunk, fn, items[s : s + size])] = s
             except BrokenProcessPool:  # a worker died while chunks were still being submitted
-                broken.extend(range(s, min(s + size, len(items))))
-        for future in as_completed(futures):
-            s = futures[future]
-            idx = range(s, min(s + size, len(items)))
-            try:
-                for i, result in zip(idx, future.result(), strict=True):
-                    out[i] = result
-            except BrokenProcessPool:
-                broken.extend(idx)  # retried below, one item per task
-                continue
-            except Exception as exc:  # noqa: BLE001 - a failed task loses its chunk, not the batch
-                reason = f"worker failed: {describe(exc)}"
-                for i in idx:
-                    out[i] = on_failure(items[i], reason, TRANSIENT)
-            tick(len(idx))
+                retry.extend(range(s, min(s + size, len(items))))
+        pending = set(futures)
+        while pending:
+            wait_for = deadline.seconds(size)
+            done, pending = wait(pending, timeout=wait_for, return_when=FIRST_COMPLETED)
+            if not done:  # no task finished in time: every worker may be stuck
+                logger.warning("no pool task finished in %.0f s: killing the workers, retrying "
+                               "their %d unfinished task(s) one item at a time", wait_for, len(pending))
+                for future in pending:
+                    future.cancel()
+                    retry.extend(range(futures[future], min(futures[future] + size, len(items))))
+                kill_workers(pool)
+                break
+            for future in done:
+                s = futures[future]
+                idx = range(s, min(s + size, len(items)))
+                try:
+                    seconds, results = future.result()
+                except BrokenProcessPool:
+                    retry.extend(idx)  # retried below, one item per task
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a failed task loses its chunk, not the batch
+                    reason = f"worker failed: {describe(exc)}"
+                    for i in idx:
+                        out[i] = on_failure(items[i], reason, TRANSIENT)
+                else:
+                    deadline.record(seconds, len(idx))
+                    for i, result in zip(idx, results, strict=True):
+                        out[i] = result
+                tick(len(idx))
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
-    if broken:
-        _isolate(fn, items, sorted(broken), out, on_failure, tick)
+    if retry:
+        _isolate(fn, items, sorted(retry), out, on_failure, tick, deadline)
     return out
 
 
-def _isolate(fn, items, pending: list[int], out: list, on_failure, tick) -> None:
+def _isolate(fn, items, pending: list[int], out: list, on_failure, tick, deadline: _Deadline) -> None:
     """Run ``items[pending]`` one per task in a fresh one-worker pool, recreated after
-    each crash, so that only the item that kills a worker gets :data:`CRASHED`."""
+    each crash or stall, so that only the item that kills or blocks a worker fails
+    (with :data:`CRASHED` or :func:`stalled_reason`)."""
     pending = list(pending)
     while pending:
         pool = make_executor("process", n_jobs=1)
         try:
             while pending:
                 i = pending.pop(0)
+                limit = deadline.seconds(1)
                 try:
-                    out[i] = pool.submit(_run_chunk, fn, [items[i]]).result()[0]
+                    seconds, results = pool.submit(_run_chunk, fn, [items[i]]).result(timeout=limit)
                 except BrokenProcessPool:
                     out[i] = on_failure(items[i], CRASHED, TRANSIENT)
                     tick(1)
                     break  # this pool is dead: continue with a new one
+                except FutureTimeout:
+                    out[i] = on_failure(items[i], stalled_reason(limit), TRANSIENT)
+                    kill_workers(pool)
+                    tick(1)
+                    break
                 except Exception as exc:  # noqa: BLE001
                     out[i] = on_failure(items[i], f"worker failed: {describe(exc)}", TRANSIENT)
+                else:
+                    deadline.record(seconds, 1)
+                    out[i] = results[0]
                 tick(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

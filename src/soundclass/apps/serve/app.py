@@ -27,6 +27,10 @@ Limits
   with ``Retry-After`` (its body is read and discarded first, so the client
   sees the answer, not a connection reset).
 - A body must arrive within ``body_timeout`` seconds (else 408).
+- An analysis must finish within ``analysis_timeout`` seconds, else the
+  client gets 503 (``analysis did not finish within N s``); the upload's
+  slot stays taken until its thread is really done, so a stuck analysis
+  never lets more work in than ``workers`` threads can hold.
 - A client that disconnects mid-upload is dropped silently.
 
 Errors are JSON ``{error, status}``: 400 undecodable audio (the
@@ -71,6 +75,8 @@ __all__ = ["Admission", "create_asgi_app", "pick_upload", "is_loopback"]
 
 #: Seconds a client may take to send a whole body.
 BODY_TIMEOUT = 60.0
+#: Seconds one analysis may take before the client is told so (uploads are capped in duration).
+ANALYSIS_TIMEOUT = 120.0
 
 log = logging.getLogger("soundclass.serve")
 
@@ -328,6 +334,7 @@ def create_asgi_app(
     loopback_only: bool = True,
     retry_after: int = 1,
     body_timeout: float = BODY_TIMEOUT,
+    analysis_timeout: float = ANALYSIS_TIMEOUT,
 ) -> Any:
     """The ASGI application serving ``app`` (run it with uvicorn, or test it with Starlette's TestClient).
 
@@ -345,6 +352,8 @@ def create_asgi_app(
         Seconds announced in the ``Retry-After`` header of a 503.
     body_timeout : float
         Seconds a client may take to send its body.
+    analysis_timeout : float
+        Seconds an analysis may take before the client gets 503.
 
     Returns
     -------
@@ -356,8 +365,9 @@ def create_asgi_app(
     if isinstance(queue, bool) or not isinstance(queue, int) or queue < 0:
         raise ParameterError(f"queue={queue!r} must be a non-negative integer")
     retry_after = check_positive_int("retry_after", retry_after)
-    if not (body_timeout > 0 and math.isfinite(body_timeout)):
-        raise ParameterError(f"body_timeout={body_timeout!r} must be a positive number of seconds")
+    for name, value in (("body_timeout", body_timeout), ("analysis_timeout", analysis_timeout)):
+        if not (value > 0 and math.isfinite(value)):
+            raise ParameterError(f"{name}={value!r} must be a positive number of seconds")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="soundclass-serve")
     admission = Admission(workers + queue)
     static = {name: resources.files("soundclass.apps").joinpath("static", name).read_bytes() for name in _STATIC}
@@ -388,11 +398,21 @@ def create_asgi_app(
                     503, f"busy: {busy} uploads are being analysed or waiting; try again in {retry_after} s",
                     headers={"Retry-After": str(retry_after)},
                 )
+            running = None
             try:
                 data = await _read_upload(request, length, limit, body_timeout)
-                result = await asyncio.get_running_loop().run_in_executor(pool, app.predict_bytes, data)
+                running = asyncio.get_running_loop().run_in_executor(pool, app.predict_bytes, data)
+                result = await asyncio.wait_for(asyncio.shield(running), analysis_timeout)
+            except asyncio.TimeoutError:
+                log.warning("an analysis took longer than %.0f s; its slot is freed when it ends",
+                            analysis_timeout)
+                raise RequestError(503, f"analysis did not finish within {analysis_timeout:g} s",
+                                   headers={"Retry-After": str(retry_after)}) from None
             finally:
-                admission.leave()
+                if running is not None and not running.done():
+                    running.add_done_callback(lambda _: admission.leave())
+                else:
+                    admission.leave()
             return _json(200, result)
         except RequestError as exc:
             return _error(exc.status, exc.message, exc.headers)
