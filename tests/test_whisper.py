@@ -19,6 +19,7 @@ from conftest import make_signal
 from soundclass.audio import load
 from soundclass.errors import CheckpointError, ParameterError
 from soundclass.models import whisper as W
+from soundclass.models import whisper_weights as WW
 from soundclass.models.ctranslate2_file import read_model
 
 ctranslate2 = pytest.importorskip("ctranslate2")  # the dev extra's test oracle
@@ -52,10 +53,10 @@ def ct2_model(tmp_path_factory):
     """``ctranslate2.models.Whisper`` on the joined weights, float32, one thread."""
     folder = tmp_path_factory.mktemp("faster-whisper-base")
     with open(folder / "model.bin", "wb") as out:
-        for part in W.weight_files():
+        for part in WW.weight_files():
             with open(part, "rb") as fh:
                 shutil.copyfileobj(fh, out)
-    for name, path in W.companion_files().items():
+    for name, path in WW.companion_files().items():
         os.symlink(path, folder / name)
     return ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32",
                                       intra_threads=1)
@@ -146,21 +147,21 @@ def test_a_file_with_one_byte_changed_is_refused(tmp_path):
     parts[0].write_bytes(data[:2500])
     parts[1].write_bytes(data[2500:])
     digest = hashlib.sha256(data).hexdigest()
-    W.verify_files(parts, sizes=(2500, 2500), sha256=digest)  # the right bytes pass
+    WW.verify_files(parts, sizes=(2500, 2500), sha256=digest)  # the right bytes pass
     changed = bytearray(data[2500:])
     changed[1234] ^= 0x01
     parts[1].write_bytes(bytes(changed))
     with pytest.raises(CheckpointError, match="model.bin.part1 \\+ .*model.bin.part2: sha256"):
-        W.verify_files(parts, sizes=(2500, 2500), sha256=digest)
+        WW.verify_files(parts, sizes=(2500, 2500), sha256=digest)
     parts[1].write_bytes(data[2500:] + b"x")
     with pytest.raises(CheckpointError, match="model.bin.part2: 2501 bytes, expected 2500"):
-        W.verify_files(parts, sizes=(2500, 2500), sha256=digest)
+        WW.verify_files(parts, sizes=(2500, 2500), sha256=digest)
 
 
 def test_installed_weights_are_the_published_file(encoder):
-    p1, p2 = W.weight_files()
-    assert (p1.stat().st_size, p2.stat().st_size) == W.PART_BYTES
-    assert sum(W.PART_BYTES) == W.MODEL_BYTES
+    p1, p2 = WW.weight_files()
+    assert (p1.stat().st_size, p2.stat().st_size) == WW.PART_BYTES
+    assert sum(WW.PART_BYTES) == WW.MODEL_BYTES
     n = sum(p.numel() for p in encoder.parameters())
     assert encoder.position_encodings.shape == (W.N_CTX, W.D_MODEL)  # a buffer (fixed in Whisper)
     assert n + encoder.position_encodings.numel() == 20_593_664  # the file's encoder/ floats
