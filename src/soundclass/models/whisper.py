@@ -54,7 +54,7 @@ Registered models
     head; the encoder trains at a tenth of the head's learning rate
     (:meth:`WhisperClassifier.param_groups`), SpecAugment on the log-mel.
 
-Speed (torch, one thread, measured on a shared 2-core machine): 0.07 s per second
+Speed (torch, one thread, on a shared 2-core machine at load ~10, so upper bounds): 0.07 s per second
 of audio for clips of 2-5 s, 0.13-0.15 s for clips under 1 s (fixed cost per
 clip) and for 30 s windows (attention over 1500 frames).
 """
