@@ -11,10 +11,13 @@ python -m pip install -q -e ".[dev]"
 # pins (librosa 0.9, numpy 1.23) conflict with ours, so it is installed without dependencies.
 python -m pip install -q --no-deps aisfx==0.1.2
 
-# Headless Chromium for the end-to-end test of `soundclass serve` (skipped if absent).
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-        || echo "note: could not install chromium; the browser test will be skipped" >&2
+# Headless Chromium for the end-to-end test of `soundclass serve`, espeak-ng for the speech
+# the Whisper tests transcribe (each skipped if absent).
+if { ! command -v chromium >/dev/null 2>&1 || ! command -v espeak-ng >/dev/null 2>&1; } \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng) \
+        >/dev/null 2>&1 \
+        || echo "note: could not install chromium/espeak-ng; their tests will be skipped" >&2
 fi
 
 ruff check src tests benchmarks

@@ -182,8 +182,8 @@ def test_feature_out_of_bounds(tampered):
         read_checkpoint_meta(tampered(lambda m: m["feature"].update(sr=10**9)))
     with pytest.raises(CheckpointError, match="feature n_fft=1048576 is above 65536"):
         read_checkpoint_meta(tampered(lambda m: m["feature"].update(n_fft=2**20, hop_length=512)))
-    with pytest.raises(CheckpointError, match="n_features=8192 rows"):
-        read_checkpoint_meta(tampered(lambda m: m["feature"].update(n_mels=8192, fmax=None)))
+    with pytest.raises(CheckpointError, match="n_features=16384 rows"):
+        read_checkpoint_meta(tampered(lambda m: m["feature"].update(n_mels=16384, fmax=None)))
 
 
 def test_pooling_and_input_must_fit_model(tampered):

@@ -57,3 +57,25 @@ def test_embed_bad_output_and_no_good_clip(folder, tmp_path, capsys):
     (only_bad / "x.wav").write_bytes(b"nope")
     assert main(["embed", str(only_bad), "-o", str(tmp_path / "e.csv"), "--quiet"]) == 1
     assert "none of the 1 clips" in capsys.readouterr().err
+
+
+def test_embed_whisper_backbone(folder, tmp_path):
+    from soundclass.extraction.embed import BACKBONES
+    from soundclass.models.whisper import whisper_vector
+
+    out = tmp_path / "emb.npz"
+    assert main(["embed", str(folder), "-o", str(out), "--backbone", "whisper", "--quiet"]) == 0
+    with np.load(out) as data:
+        emb = data["embedding"]
+    assert emb.shape == (3, 3584) and emb.dtype == np.float32
+    y, _ = sf.read(folder / "b" / "clip2.wav", dtype="float32")
+    np.testing.assert_allclose(emb[2], whisper_vector(y, sr=16000), atol=1e-5, rtol=1e-5)
+    assert not np.allclose(emb[0], emb[2], atol=1e-2)  # different clips, different vectors
+    # the CLI's choices are the library's backbones
+    import argparse
+
+    from soundclass.cli.embed import register
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    action = next(a for a in sub.choices["embed"]._actions if a.dest == "backbone")
+    assert tuple(action.choices) == tuple(BACKBONES)

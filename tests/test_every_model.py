@@ -59,6 +59,9 @@ TINY = {
     "cnn14": {"model_kwargs": {"channels": [4, 8, 8, 16, 16, 32]}, **_FAST},
 }
 CLIP_SECONDS = 0.25
+# kinds with 1 + n // hop_length frames (the embeddings have blocks or one column; the
+# Whisper log-mel drops its last frame and pads clips under 0.1 s)
+SPECTRAL_KINDS = ("melspectrogram", "logmel", "mfcc", "aisfx-logmel")
 # the graph's float32 front end against the numpy features of predict, then the
 # temperature (which divides log p, so it scales differences by up to 1 / T)
 ONNX_ATOL = 1e-5
@@ -108,7 +111,7 @@ def run(request, demo, tmp_path_factory):
         y = np.tile(y, n // y.size + 1)[:n]
         wavs[what] = str(root / f"{what}.wav")
         sf.write(wavs[what], y, sr, subtype="FLOAT")
-        if ckpt.input == "sequence" and feature.kind != "aisfx":  # aisfx: blocks of embeddings
+        if ckpt.input == "sequence" and feature.kind in SPECTRAL_KINDS:  # not embeddings nor Whisper's t
             assert compute_feature(y, feature).shape[1] == f
     picked = _one_per_class(demo)
     paths = list(picked.paths) + list(wavs.values())
@@ -226,7 +229,8 @@ def test_exported_graph_equals_predict_at_every_length(run):
 
 def test_every_builtin_model_is_covered():
     assert set(MODELS) >= {"cnn", "cnn6", "cnn10", "cnn14", "cnn-wide", "seed-cnn", "seed-lstm", "mfcc-svm",
-                           "logmel-logreg", "aisfx-probe", "aisfx", "ensemble", "ensemble-vector"}
+                           "logmel-logreg", "aisfx-probe", "aisfx", "whisper-probe", "whisper",
+                           "fusion-probe", "ensemble", "ensemble-vector"}
 
 
 def test_short_clips_are_scored_as_the_model_was_trained(run):

@@ -19,7 +19,8 @@ __all__ = ["FeatureConfig", "config_from_dict", "config_to_dict"]
 
 T = TypeVar("T")
 
-FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc", "aisfx-logmel", "aisfx")
+FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc", "aisfx-logmel", "aisfx", "whisper-logmel",
+                 "whisper", "fusion")
 #: Kinds whose recipe is fixed by a pretrained network (soundclass.dsp.aisfx):
 #: 44.1 kHz, n_fft 2048, hop 1024, 96 HTK mels 0-22050 Hz, no deltas, no pooling.
 #: ``aisfx-logmel`` is the network's log-mel input (96, t); ``aisfx`` its block
@@ -27,6 +28,19 @@ FEATURE_KINDS = ("melspectrogram", "logmel", "mfcc", "aisfx-logmel", "aisfx")
 AISFX_KINDS = ("aisfx-logmel", "aisfx")
 _AISFX_FIXED = {"sr": 44100, "n_fft": 2048, "hop_length": 1024, "n_mels": 96, "fmin": 0.0,
                 "htk": True, "deltas": 0, "pooling": "none"}
+#: Kinds of the Whisper-base encoder (soundclass.models.whisper): 16 kHz, n_fft 400,
+#: hop 160, 80 Slaney mels, reflect padding.  ``whisper-logmel`` is its log-mel
+#: input (80, t); ``whisper`` its clip embedding (3584, 1).
+WHISPER_KINDS = ("whisper-logmel", "whisper")
+_WHISPER_FIXED = {"sr": 16000, "n_fft": 400, "hop_length": 160, "n_mels": 80, "fmin": 0.0,
+                  "htk": False, "norm": "slaney", "pad_mode": "reflect", "deltas": 0,
+                  "pooling": "none"}
+#: ``fusion`` (soundclass.models.fusion): the aiSFX clip vector (1024) and the Whisper
+#: clip embedding (3584) of one 44.1 kHz waveform, (4608, 1); it records the aiSFX recipe.
+FUSION_KINDS = ("fusion",)
+#: Kinds computed by a pretrained network's own front end (not FeatureFrontend).
+PRETRAINED_KINDS = AISFX_KINDS + WHISPER_KINDS + FUSION_KINDS
+_N_FEATURES = {"aisfx": 512, "whisper": 3584, "fusion": 4608}
 POOLINGS = ("none", "mean")
 
 
@@ -36,10 +50,12 @@ class FeatureConfig:
 
     Parameters
     ----------
-    kind : {'melspectrogram', 'logmel', 'mfcc'}
+    kind : {'melspectrogram', 'logmel', 'mfcc', 'aisfx-logmel', 'aisfx', 'whisper-logmel', 'whisper', 'fusion'}
         ``melspectrogram``: mel power spectrogram (``librosa.feature.melspectrogram``);
         ``logmel``: ``power_to_db`` of it (``ref=1.0, amin=1e-10, top_db``);
-        ``mfcc``: ``librosa.feature.mfcc`` (DCT-II, ortho) of the log-mel.
+        ``mfcc``: ``librosa.feature.mfcc`` (DCT-II, ortho) of the log-mel;
+        the others are the fixed recipes of the pretrained networks
+        (:data:`PRETRAINED_KINDS`: their front ends and embeddings).
     sr : int
         Target sample rate in Hz; every clip is resampled to it (soxr HQ).
     n_fft, hop_length, win_length, window, center, pad_mode, power
@@ -113,19 +129,21 @@ class FeatureConfig:
             raise ParameterError(f"n_mfcc={self.n_mfcc} must be <= n_mels={self.n_mels}")
         if self.max_duration is not None and self.max_duration <= 0:
             raise ParameterError(f"max_duration={self.max_duration!r} must be positive")
-        if self.kind in AISFX_KINDS:
-            wrong = [f"{k}={getattr(self, k)!r} (must be {v!r})" for k, v in _AISFX_FIXED.items()
+        if self.kind in PRETRAINED_KINDS:
+            fixed = _WHISPER_FIXED if self.kind in WHISPER_KINDS else _AISFX_FIXED
+            wrong = [f"{k}={getattr(self, k)!r} (must be {v!r})" for k, v in fixed.items()
                      if getattr(self, k) != v]
-            if self.fmax not in (None, 22050.0):
-                wrong.append(f"fmax={self.fmax!r} (must be 22050 or None)")
+            if self.fmax not in (None, fixed["sr"] / 2):
+                wrong.append(f"fmax={self.fmax!r} (must be {fixed['sr'] / 2:g} or None)")
             if wrong:
                 raise ParameterError(f"kind={self.kind!r} has a fixed recipe: " + ", ".join(wrong))
 
     @property
     def n_features(self) -> int:
-        """Rows of the feature matrix: ``n_mels`` or ``n_mfcc``, times ``1 + deltas``; 512 for ``aisfx``."""
-        if self.kind == "aisfx":
-            return 512
+        """Rows of the feature matrix: ``n_mels`` or ``n_mfcc``, times ``1 + deltas``; 512 for
+        ``aisfx``, 3584 for ``whisper``, 4608 for ``fusion``."""
+        if self.kind in _N_FEATURES:
+            return _N_FEATURES[self.kind]
         base = self.n_mfcc if self.kind == "mfcc" else self.n_mels
         return base * (1 + self.deltas)
 

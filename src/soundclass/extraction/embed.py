@@ -1,9 +1,12 @@
-"""Clip embeddings of the aiSFX network for your own tools (``soundclass embed``).
+"""Clip embeddings of a pretrained backbone for your own tools (``soundclass embed``).
 
-The block embeddings are the cached feature ``FeatureConfig(kind='aisfx')``
-(:func:`soundclass.extraction.cache.get_features`: parallel, resumable, one bad
-file never stops the run); each clip is then pooled to one vector, the mean
-and the max over its blocks (1024 values, :func:`soundclass.models.aisfx.pool_embeddings`).
+:data:`BACKBONES`: ``aisfx`` (1024 values) or ``whisper`` (3584 values).  The
+embeddings are the backbone's cached feature (:func:`soundclass.extraction.cache.get_features`:
+parallel, resumable, one bad file never stops the run): for ``aisfx`` the block
+embeddings ``FeatureConfig(kind='aisfx')``, pooled per clip to the mean and
+the max over its blocks (:func:`soundclass.models.aisfx.pool_embeddings`); for
+``whisper`` the clip embedding ``FeatureConfig(kind='whisper')``
+(:func:`soundclass.models.whisper.whisper_vector`).
 """
 
 from __future__ import annotations
@@ -17,49 +20,64 @@ import numpy as np
 
 from soundclass.errors import ParameterError
 from soundclass.extraction.cache import get_features
-from soundclass.models.aisfx import AISFX_PROBE_SPEC, pool_embeddings, pretrained_embedding_net
+from soundclass.models import aisfx, whisper
 from soundclass.util.atomic import atomic_open
 from soundclass.util.csvfile import write_csv
 from soundclass.util.failures import Failure
 
-__all__ = ["EMBED_FORMATS", "embed_paths", "write_embeddings"]
+__all__ = ["BACKBONES", "EMBED_FORMATS", "embed_paths", "write_embeddings"]
 
 EMBED_FORMATS = (".csv", ".npz")
+#: Backbone -> (its cached feature, feature -> clip vector, loads and checks its weights).
+BACKBONES = {
+    "aisfx": (aisfx.AISFX_PROBE_SPEC.feature, lambda b: aisfx.pool_embeddings(b.T),
+              aisfx.pretrained_embedding_net),
+    "whisper": (whisper.WHISPER_PROBE_SPEC.feature, lambda e: np.ascontiguousarray(e[:, 0]),
+                whisper.pretrained_encoder),
+}
 
 
 def embed_paths(
     paths: Sequence[str | os.PathLike],
     *,
+    backbone: str = "aisfx",
     cache_dir: str | os.PathLike | None = None,
     n_jobs: int | None = None,
     executor: Executor | None = None,
     progress: bool = False,
 ) -> tuple[list[np.ndarray | None], list[Failure]]:
-    """Clip embeddings (mean and max of the aiSFX block embeddings) of audio files.
+    """Clip embeddings of audio files by a pretrained backbone.
 
     Parameters
     ----------
     paths : sequence of path [shape=(n,)]
+    backbone : {'aisfx', 'whisper'}
+        ``aisfx``: mean and max of the aiSFX block embeddings (1024 values);
+        ``whisper``: the Whisper-base clip embedding (3584 values).
     cache_dir, n_jobs, executor, progress
         As for :func:`soundclass.extraction.cache.get_features`.
 
     Returns
     -------
-    embeddings : list of (np.ndarray [shape=(1024,)] float32 or None) [shape=(n,)]
+    embeddings : list of (np.ndarray [shape=(d,)] float32 or None) [shape=(n,)]
         In input order; ``None`` for a file that failed.
     failures : list of Failure
         ``(path, reason)`` of each failed file.
 
     Raises
     ------
+    ParameterError
+        An unknown backbone.
     CheckpointError
-        The aiSFX weights are not installed (checked once, before any file).
+        The backbone's weights are not installed or differ (checked once, before any file).
     """
-    pretrained_embedding_net()  # a missing aisfx install fails once, before any file
-    blocks, failures = get_features(paths, AISFX_PROBE_SPEC.feature, cache_dir=cache_dir, n_jobs=n_jobs,
-                                    executor=executor, progress=progress)
-    # (512, n_blocks) per clip -> (1024,)
-    return [None if b is None else pool_embeddings(b.T) for b in blocks], failures
+    if backbone not in BACKBONES:
+        raise ParameterError(f"backbone={backbone!r} must be one of {tuple(BACKBONES)}")
+    feature, to_vector, load_weights = BACKBONES[backbone]
+    load_weights()  # a missing or different install fails once, before any file
+    features, failures = get_features(paths, feature, cache_dir=cache_dir, n_jobs=n_jobs,
+                                      executor=executor, progress=progress)
+    return [None if f is None else to_vector(f) for f in features], failures
 
 
 def write_embeddings(

@@ -26,6 +26,8 @@ from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
+from soundclass.models.fusion import fusion_embedding
+from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
 from soundclass.util.failures import CONTENT, TRANSIENT, Failure, describe, failure_kind
 from soundclass.util.pool import run_chunked
@@ -105,6 +107,12 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
         return np.ascontiguousarray(aisfx_logmel(y, sr=config.sr), dtype=np.float32)
     if config.kind == "aisfx":  # its frozen block embeddings (512, n_blocks)
         return np.ascontiguousarray(aisfx_embedding(y, config.sr), dtype=np.float32)
+    if config.kind == "whisper-logmel":  # the Whisper encoder's log-mel (80, t)
+        return np.ascontiguousarray(whisper_logmel(y, sr=config.sr), dtype=np.float32)
+    if config.kind == "whisper":  # its frozen clip embedding (3584, 1)
+        return whisper_embedding(y, config.sr)
+    if config.kind == "fusion":  # aiSFX and Whisper clip embeddings (4608, 1)
+        return fusion_embedding(y, config.sr)
     S = melspectrogram(
         y=y, sr=config.sr, n_fft=config.n_fft, hop_length=config.hop_length,
         win_length=config.win_length, window=config.window, center=config.center,

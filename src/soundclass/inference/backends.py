@@ -26,7 +26,9 @@ torch on probe features (largest probability difference
 silently runs on torch, and any other failure (a corrupt cached graph, a
 failed check) falls back to torch with a warning.  Every registered model
 exports: ``aisfx-probe`` takes its cached block embeddings, the aiSFX
-fine-tune its log-mel and cuts its blocks inside the graph.
+fine-tune its log-mel and cuts its blocks inside the graph; ``whisper-probe``
+and ``fusion-probe`` take their cached clip embeddings, the Whisper fine-tune
+its log-mel.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ MODEL_PREFIX = "model."
 # parameters), far below what a tampered ``model.json`` could make torch allocate.
 MAX_PARAMETERS = 250_000_000  # 1 GB of float32 weights
 MAX_N_CLASSES = 100_000
-MAX_N_FEATURES = 4096
+MAX_N_FEATURES = 8192  # the largest built-in: fusion-probe, 4608
 MAX_KWARG_INT = 65_536  # any integer in model_kwargs (channels, hidden sizes, layers ...)
 MAX_KWARG_ITEMS = 256  # entries of any list/dict in model_kwargs
 MAX_KWARG_DEPTH = 4  # nesting of lists/dicts in model_kwargs

@@ -13,7 +13,13 @@ exports (:func:`waveform_frontend`):
   become part of the graph;
 - ``aisfx-logmel`` (``aisfx``, the fine-tuned network):
   :class:`~soundclass.dsp.aisfx_frontend.AisfxLogmel`; the model cuts its own
-  blocks.
+  blocks;
+- ``whisper`` (``whisper-probe``): :class:`~soundclass.models.whisper.WhisperEmbedding`,
+  the Whisper log-mel, equal 30 s windows and the pretrained encoder (its
+  weights become part of the graph); ``whisper-logmel`` (``whisper``, the
+  fine-tuned encoder): :class:`~soundclass.models.whisper.WhisperLogmel`;
+- ``fusion`` (``fusion-probe``): :class:`~soundclass.models.fusion.FusionEmbedding`,
+  both networks, Whisper's input resampled to 16 kHz inside the graph.
 
 Pieces (:class:`WindowedLogits`): the graph of a sequence model scores the
 pieces the torch predictor scores (:func:`soundclass.inference.predictor.plan_pieces`,
@@ -76,7 +82,7 @@ def waveform_frontend(feature: FeatureConfig) -> nn.Module:
     Raises
     ------
     SoundclassError
-        ``kind='aisfx'`` without the ``aisfx`` weights installed (the message
+        ``kind='aisfx'`` (``'whisper'``, ``'fusion'``) without the weights installed (the message
         gives the install command).
     """
     if feature.kind == "aisfx":
@@ -87,6 +93,18 @@ def waveform_frontend(feature: FeatureConfig) -> nn.Module:
         from soundclass.dsp.aisfx_frontend import AisfxLogmel
 
         return AisfxLogmel()
+    if feature.kind == "whisper":
+        from soundclass.models.whisper import WhisperEmbedding
+
+        return WhisperEmbedding()
+    if feature.kind == "whisper-logmel":
+        from soundclass.models.whisper import WhisperLogmel
+
+        return WhisperLogmel()
+    if feature.kind == "fusion":
+        from soundclass.models.fusion import FusionEmbedding
+
+        return FusionEmbedding()
     return FeatureFrontend(feature)
 
 
@@ -94,15 +112,21 @@ def probe_frames(feature: FeatureConfig, *, clip_frames: int | None = None) -> i
     """Frames of a check clip that takes every path of the graph, 0: none needed.
 
     Two windows of ``clip_frames`` (overlapping: the shortest clip that
-    averages windows), four aiSFX blocks for the aiSFX kinds.
+    averages windows), four aiSFX blocks for the aiSFX kinds (and ``fusion``),
+    two overlapping 30 s encoder windows (45 s) for the Whisper kinds and ``fusion``.
     """
     frames = 0
     if clip_frames is not None:
         frames = int(clip_frames) + int(clip_frames) // 2 + 7
-    if feature.kind in ("aisfx", "aisfx-logmel"):
+    if feature.kind in ("aisfx", "aisfx-logmel", "fusion"):
         from soundclass.dsp.aisfx import BLOCK_FRAMES, BLOCK_HOP
 
         frames = max(frames, 2 * BLOCK_FRAMES + BLOCK_HOP + 7)  # 4 blocks
+    if feature.kind in ("whisper", "whisper-logmel", "fusion"):
+        from soundclass.models.whisper import WHISPER_HOP_LENGTH, WHISPER_SR, WINDOW_FRAMES
+
+        seconds = 1.5 * WINDOW_FRAMES * WHISPER_HOP_LENGTH / WHISPER_SR + 0.1  # 2 windows
+        frames = max(frames, int(np.ceil(seconds * feature.sr / feature.hop_length)))
     return frames
 
 

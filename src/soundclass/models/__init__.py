@@ -1,11 +1,20 @@
 """Models: a registry of builders: the seed baselines, the PANNs CNN family, the classical
-small-data models, the aiSFX pretrained network and the k-fold ensemble.
+small-data models, the aiSFX and Whisper-base pretrained networks (and both fused) and the
+k-fold ensemble.
 
 Importing this package registers every model, so ``create_model('cnn', ...)``
 works after ``import soundclass.models``.
 """
 
-from soundclass.models import aisfx, classical, ensemble, panns, seed  # noqa: F401  (registers the models)
+from soundclass.models import (  # noqa: F401  (registers the models)
+    aisfx,
+    classical,
+    ensemble,
+    fusion,
+    panns,
+    seed,
+    whisper,
+)
 from soundclass.models.ensemble import Ensemble
 from soundclass.models.pretrained import PretrainedReport, load_pretrained
 from soundclass.models.registry import (

@@ -275,6 +275,10 @@ class AisfxClassifier(nn.Module):
         pooled = torch.cat([e.mean(dim=1), e.amax(dim=1)], dim=-1)  # (B, 1024)
         return self.head(self.dropout(pooled))
 
+    def param_groups(self, *, lr: float) -> list[dict]:
+        """Optimizer groups: :func:`param_groups` (the network at a tenth of ``lr``)."""
+        return param_groups(self, lr=lr)
+
 
 def param_groups(model: AisfxClassifier, *, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
     """Optimizer parameter groups: the head at ``lr``, the pretrained network at ``lr * scale``."""

@@ -50,7 +50,7 @@ __all__ = [
 
 #: Registered models fitted by :func:`soundclass.training.classical.fit_classical`,
 #: not by gradient steps.
-CLASSICAL_MODELS = ("mfcc-svm", "logmel-logreg", "aisfx-probe")
+CLASSICAL_MODELS = ("mfcc-svm", "logmel-logreg", "aisfx-probe", "whisper-probe", "fusion-probe")
 
 
 def is_classical(name: str) -> bool:

@@ -1,6 +1,7 @@
 """Fitting the classical small-data models with scikit-learn, into torch modules.
 
-:func:`fit_classical` fits ``mfcc-svm``, ``logmel-logreg`` or ``aisfx-probe``
+:func:`fit_classical` fits ``mfcc-svm``, ``logmel-logreg``, ``aisfx-probe``,
+``whisper-probe`` or ``fusion-probe``
 on cached per-clip features and returns the registered module
 (:mod:`soundclass.models.classical`) carrying the fitted arrays; save it with
 :func:`soundclass.inference.checkpoint.save_checkpoint` and
@@ -43,6 +44,9 @@ CLASSICAL_SETTINGS: dict[str, dict[str, Any]] = {
     "mfcc-svm": {"stats": ("mean", "std", "min", "max"), "estimator": "svm", "C": 10.0},
     "logmel-logreg": {"stats": ("mean", "std"), "estimator": "logreg", "C": 1.0},
     "aisfx-probe": {"stats": ("mean", "max"), "estimator": "logreg", "C": 0.1},
+    # clip embeddings (n_features, 1): the mean is the vector; C as in issue #17's comparison
+    "whisper-probe": {"stats": ("mean",), "estimator": "logreg", "C": 0.5},
+    "fusion-probe": {"stats": ("mean",), "estimator": "logreg", "C": 0.5},
 }
 _LOGREG_ITER = 5000
 _ABSENT_LOGIT = -30.0  # bias of a class without training clips: probability ~1e-13
@@ -144,7 +148,7 @@ def fit_sklearn(
 
     Parameters
     ----------
-    name : {'mfcc-svm', 'logmel-logreg', 'aisfx-probe'}
+    name : {'mfcc-svm', 'logmel-logreg', 'aisfx-probe', 'whisper-probe', 'fusion-probe'}
     features : sequence of np.ndarray [shape=(n_features, t_i)], or StoredFeatures
         The cached per-clip features (the model spec's feature), each read
         once and reduced to its statistics.

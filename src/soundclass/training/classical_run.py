@@ -2,7 +2,8 @@
 
 :func:`fit_classical_run` is what :func:`soundclass.training.trainer.train`
 calls for the models of :func:`soundclass.models.classical.is_classical`
-(``mfcc-svm``, ``logmel-logreg``, ``aisfx-probe``): it fits
+(``mfcc-svm``, ``logmel-logreg``, and the probes ``aisfx-probe``, ``whisper-probe``,
+``fusion-probe``): it fits
 :func:`soundclass.training.classical.fit_classical` on the training part,
 writes ``checkpoint/`` (the module carries its own standardisation, so no
 ``norm_mean``/``norm_std``; whole clips, so no ``clip_frames``),

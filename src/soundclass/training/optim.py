@@ -13,16 +13,16 @@ __all__ = ["make_optimizer", "make_scheduler"]
 
 
 def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list:
-    """The model's own learning-rate groups (``aisfx``: backbone at a lower rate), else one group.
+    """The model's own learning-rate groups (``aisfx``, ``whisper``: backbone at a lower rate), else one group.
 
-    A model module may define ``param_groups(model, *, lr)`` next to its builder
-    (:func:`soundclass.models.aisfx.param_groups`); frozen parameters are left out.
+    A model with pretrained parts has a ``param_groups(*, lr)`` method
+    (:meth:`soundclass.models.aisfx.AisfxClassifier.param_groups`,
+    :meth:`soundclass.models.whisper.WhisperClassifier.param_groups`); frozen
+    parameters are left out.
     """
-    from soundclass.models.aisfx import AisfxClassifier, param_groups
-
-    if isinstance(model, AisfxClassifier):
-        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad])
-                  for g in param_groups(model, lr=config.lr)]
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in own(lr=config.lr)]
         return [g for g in groups if g["params"]]
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -30,7 +30,7 @@ def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list:
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW / Adam / SGD (momentum 0.9, Nesterov) over the trainable parameters.
 
-    Models with learning-rate groups (``aisfx``: the pretrained network at a
+    Models with learning-rate groups (``aisfx``, ``whisper``: the pretrained network at a
     tenth of ``config.lr``) get one optimizer group each; the schedule scales
     every group's rate alike.
     """

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 
-__all__ = ["BLOCK_SIZE", "file_digest", "sha256_file"]
+__all__ = ["BLOCK_SIZE", "file_digest", "files_digest", "sha256_file"]
 
 #: Bytes read at a time.
 BLOCK_SIZE = 1 << 20
@@ -24,12 +25,27 @@ def file_digest(path: str | os.PathLike) -> tuple[int, str]:
     OSError
         The file cannot be read.
     """
+    return files_digest([path])
+
+
+def files_digest(paths: Sequence[str | os.PathLike]) -> tuple[int, str]:
+    """Size in bytes and hex SHA-256 of the concatenation of files (read in blocks, never joined).
+
+    The digest of a file shipped in consecutive parts (the Whisper weights)
+    without writing or holding the whole file.
+
+    Raises
+    ------
+    OSError
+        A file cannot be read.
+    """
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK_SIZE):
-            h.update(block)
-            size += len(block)
+    for path in paths:
+        with open(path, "rb") as fh:
+            while block := fh.read(BLOCK_SIZE):
+                h.update(block)
+                size += len(block)
     return size, h.hexdigest()
 
 
