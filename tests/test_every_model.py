@@ -22,6 +22,7 @@ import csv
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 
@@ -39,8 +40,6 @@ from soundclass.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, re
 from soundclass.inference.predict import predict_paths
 from soundclass.inference.predictor import predict_logits, softmax
 from soundclass.training import TrainConfig, train
-
-ort = pytest.importorskip("onnxruntime")
 
 MODELS = builtin_models()
 # The clips here are longer than the 0.25 s window, so training pads nothing and every model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -21,8 +22,6 @@ from soundclass.inference.export import (
     read_metadata,
 )
 from soundclass.models import create_model, model_spec
-
-ort = pytest.importorskip("onnxruntime")
 
 MODELS = ("seed-cnn", "seed-lstm", "cnn")
 CLASSES = ("crunch", "slurp", "fizz", "chew")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
@@ -39,8 +40,6 @@ from soundclass.inference.waveform_graph import WindowedLogits
 from soundclass.models import ModelSpec, create_model, model_spec, register_model
 from soundclass.models.aisfx import AisfxEmbedding, aisfx_embedding
 from soundclass.training.classical import fit_classical
-
-ort = pytest.importorskip("onnxruntime")
 
 CLASSES = ("hum", "sweep", "clicks")
 CLASSICAL = ("logmel-logreg", "mfcc-svm", "aisfx-probe")

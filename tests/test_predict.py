@@ -81,11 +81,10 @@ def _labelled_wavs(root, n=3):
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_cli_backends_agree(tmp_path, command):
     from soundclass.cli import main
-    from soundclass.inference.backends import onnx_available
 
     ckpt = _tiny_run(tmp_path)
     data = _labelled_wavs(tmp_path / "data")
-    kinds = ("torch", "onnx") if onnx_available() else ("torch",)
+    kinds = ("torch", "onnx")
     results = {}
     for kind in kinds:
         out = tmp_path / f"out-{kind}"

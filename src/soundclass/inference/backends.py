@@ -54,7 +54,6 @@ __all__ = [
     "Backend",
     "OnnxLogits",
     "make_backend",
-    "onnx_available",
     "export_logits_onnx",
 ]
 
@@ -65,16 +64,6 @@ ONNX_ATOL = 1e-4
 _INPUT = "features"
 _OUTPUT = "logits"
 _OPSET = 17
-
-
-def onnx_available() -> bool:
-    """Whether ``onnxruntime`` and ``onnx`` can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class Backend:
@@ -257,10 +246,8 @@ def onnx_logits(checkpoint: Any, *, threads: int | None = None, cache: bool = Tr
     ExportError
         Torch cannot export the model (``model 'NAME' cannot be exported to ONNX: why``).
     SoundclassError
-        onnxruntime missing, or the graph does not run or fails the check.
+        The graph does not run in onnxruntime or fails the check.
     """
-    if not onnx_available():
-        raise SoundclassError("the onnx backend needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
     where = getattr(checkpoint, "path", "the checkpoint")
     min_frames = max(int(getattr(checkpoint.model, "min_frames", 1)), 1)
     try:
@@ -286,8 +273,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     checkpoint : Checkpoint or path
         A loaded checkpoint, a checkpoint folder or a training run folder.
     kind : {'auto', 'torch', 'onnx'}
-        ``'auto'``: onnxruntime when it is installed and the model exports and
-        passes the check, else torch (silently when torch cannot export the
+        ``'auto'``: onnxruntime when the model exports and passes the
+        check, else torch (silently when torch cannot export the
         model, with a warning when a graph was made but failed).
     threads : int or None
         Intra-op threads of onnxruntime (torch's are set per call by the predictor).
@@ -310,7 +297,7 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
         from soundclass.inference.predict import resolve_checkpoint
 
         checkpoint = load_checkpoint(resolve_checkpoint(checkpoint))
-    if kind == "torch" or (kind == "auto" and not onnx_available()):
+    if kind == "torch":
         return Backend(checkpoint, TorchLogits(checkpoint.model), "torch")
     try:
         return Backend(checkpoint, onnx_logits(checkpoint, threads=threads, cache=cache), "onnx")
