@@ -15,8 +15,8 @@ import soundfile as sf
 
 from _training_models import E2E, registered
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.evaluation.calibration import log_loss
-from soundclass.inference.calibrated import (
+from soundclass.evaluation.calibration_report import log_loss
+from soundclass.inference.calibration import (
     UNKNOWN,
     calibrate_proba,
     calibration_of,

@@ -34,7 +34,7 @@ from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
-from soundclass.inference.calibrated import calibrate_proba
+from soundclass.inference.calibration import calibrate_proba
 from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv

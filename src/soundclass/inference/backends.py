@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from soundclass.errors import ExportError, ParameterError, SoundclassError
+from soundclass.inference.calibration import softmax
 from soundclass.inference.onnx_trace import trace_to_onnx
-from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba, softmax
+from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.hashing import sha256_file
 

@@ -387,7 +387,7 @@ def _calibration_metadata(ckpt: Any) -> dict[str, str]:
     them as ``softmax(log(p) / temperature)`` and answers ``"unknown"`` when the
     top calibrated probability is below ``unknown_threshold``.
     """
-    from soundclass.inference.calibrated import calibration_of
+    from soundclass.inference.calibration import calibration_of
 
     cal = calibration_of(ckpt)
     thr = cal.get("unknown_threshold")

@@ -272,7 +272,7 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
               scored: np.ndarray) -> None:
     """``proba[rows] = scored`` with the checkpoint's temperature (T = 1 if none); a non-finite
     answer becomes a named failure, never a silent label."""
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference.calibration import apply_checkpoint_calibration
 
     proba[rows] = apply_checkpoint_calibration(ckpt, scored)
     for r in rows:

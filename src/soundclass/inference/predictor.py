@@ -48,6 +48,7 @@ import torch
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.extraction.stored import StoredFeatures, feature_shapes
+from soundclass.inference.calibration import softmax
 
 __all__ = [
     "pads_short_clips",
@@ -57,7 +58,6 @@ __all__ = [
     "plan_pieces",
     "predict_logits",
     "predict_proba",
-    "softmax",
     "available_cores",
     "torch_threads",
     "TorchLogits",
@@ -412,14 +412,6 @@ def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndar
         start = stop
     counts = np.bincount(owners, minlength=len(items)).astype(np.float64)
     return (sums / counts[:, None]).astype(np.float32)
-
-
-def softmax(logits: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
 def predict_proba(

@@ -25,8 +25,9 @@ import torch
 
 from soundclass.errors import ParameterError
 from soundclass.extraction.stored import feature_shapes
+from soundclass.inference.calibration import softmax
 from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, window_padding
+from soundclass.inference.predictor import predict_logits, window_padding
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (

@@ -215,7 +215,8 @@ def train_folds(
                                         classes=classes, clip_frames=clip_frames, oof_metrics=oof_metrics)
     val_proba = None
     if len(val_features):
-        from soundclass.inference.predictor import predict_logits, softmax, window_padding
+        from soundclass.inference.calibration import softmax
+        from soundclass.inference.predictor import predict_logits, window_padding
 
         # as predict scores the saved ensemble (its train_config holds this bucket)
         pads = window_padding(input_kind=spec.input, clip_frames=clip_frames, bucket=config.bucket)

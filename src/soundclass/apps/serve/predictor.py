@@ -58,7 +58,7 @@ class CheckpointPredictor:
         from soundclass.inference.windows import default_window_seconds
 
         self.window_seconds = default_window_seconds(checkpoint)  # the timeline's window
-        from soundclass.inference.calibrated import unknown_threshold
+        from soundclass.inference.calibration import unknown_threshold
 
         #: Top calibrated probability below which the demo answers "unknown" (None: never).
         self.unknown_threshold = unknown_threshold(checkpoint)
@@ -71,7 +71,7 @@ class CheckpointPredictor:
         if self.feature.max_duration is not None:  # as extraction reads files
             y = y[: int(self.feature.max_duration * self.feature.sr)]
         feature = compute_feature(y, self.feature)
-        from soundclass.inference.calibrated import apply_checkpoint_calibration
+        from soundclass.inference.calibration import apply_checkpoint_calibration
 
         proba = predict_proba(self.checkpoint, [feature], tta=self.tta)
         return np.asarray(apply_checkpoint_calibration(self.checkpoint, proba))[0]  # temperature
