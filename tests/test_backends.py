@@ -8,11 +8,11 @@ import soundfile as sf
 import torch
 
 from conftest import make_signal
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import ParameterError, SoundclassError
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference import backends
 from soundclass.inference.backends import ONNX_ATOL, Backend, make_backend
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predict import predict_paths, use_backend
 from soundclass.models import create_model, model_spec
 

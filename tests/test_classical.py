@@ -7,10 +7,10 @@ import onnxruntime
 import pytest
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.dsp.stats import feature_stats, stack_stats
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import create_model, model_spec
 from soundclass.models.classical import FeatureStats, StatsSVM, is_classical

@@ -28,6 +28,7 @@ import soundfile as sf
 
 from helpers import builtin_models
 from soundclass.audio import load
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.cli import main
 from soundclass.data.dataset import Dataset
 from soundclass.data.synth import DEMO_GROUP_PATTERN, make_demo_dataset
@@ -35,7 +36,6 @@ from soundclass.evaluation.evaluate import evaluate_checkpoint
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference.backends import make_backend
 from soundclass.inference.calibration import calibrate_proba, softmax
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_metadata
 from soundclass.inference.predict import predict_paths
 from soundclass.inference.predictor import predict_logits

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from soundclass.audio import load
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.cli import main
 from soundclass.config import FeatureConfig
 from soundclass.dsp.aisfx import AISFX_SR, aisfx_logmel, frames_to_blocks
@@ -26,7 +27,6 @@ from soundclass.dsp.frontend import FeatureFrontend
 from soundclass.errors import ExportError, ParameterError
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference.backends import make_backend
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.export import (
     INPUT_NAME,
     OUTPUT_NAME,

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from _training_models import E2E, VEC, registered
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.data.dataset import Dataset, Item
 from soundclass.data.synth import DEMO_GROUP_PATTERN
 from soundclass.errors import ParameterError
 from soundclass.extraction.extract import extract_file
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.export import export_onnx
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import Ensemble

@@ -25,6 +25,7 @@ STAGES = [
     ("data",),
     ("models",),  # pure nn.Modules (dsp below them): extraction may run a pretrained network
     ("extraction",),
+    ("checkpoint",),  # the format inference and training both read and write
     ("inference",),
     ("evaluation",),
     ("training",),

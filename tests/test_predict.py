@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
+from soundclass.checkpoint.format import resolve_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
 from soundclass.inference.predict import (
     Predictions,
     predict_paths,
-    resolve_checkpoint,
     top_k_labels,
 )
 
@@ -54,7 +54,7 @@ def test_resolve_checkpoint(tmp_path):
 def _tiny_run(root):
     import torch
 
-    from soundclass.inference.checkpoint import save_checkpoint
+    from soundclass.checkpoint.format import save_checkpoint
     from soundclass.models import create_model, model_spec
 
     spec = model_spec("cnn")
@@ -143,6 +143,6 @@ def test_non_finite_features_and_probabilities_are_named_failures(tmp_path, monk
 
 
 def ckpt_feature(ckpt_dir):
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     return load_checkpoint(ckpt_dir).feature

@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 
 from conftest import make_signal
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.extraction import extract
 from soundclass.inference import worker_scoring
 from soundclass.inference.backends import make_backend
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predict import predict_paths
 from soundclass.models import create_model, model_spec
 from soundclass.util.executors import make_executor

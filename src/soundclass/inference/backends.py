@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import as_checkpoint
 from soundclass.errors import ExportError, ParameterError, SoundclassError
 from soundclass.inference.calibration import softmax
 from soundclass.inference.onnx_trace import trace_to_onnx
@@ -73,7 +74,7 @@ class Backend:
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     logits : callable
         ``(B, n_features[, T])`` float32 -> ``(B, n_classes)``; its
         ``min_frames`` attribute (if any) is its shortest input.
@@ -293,11 +294,7 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     """
     if kind not in BACKENDS:
         raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.inference.checkpoint import load_checkpoint
-        from soundclass.inference.predict import resolve_checkpoint
-
-        checkpoint = load_checkpoint(resolve_checkpoint(checkpoint))
+    checkpoint = as_checkpoint(checkpoint)
     if kind == "torch":
         return Backend(checkpoint, TorchLogits(checkpoint.model), "torch")
     try:

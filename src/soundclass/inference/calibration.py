@@ -37,9 +37,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from soundclass.checkpoint.format import (
+    META_NAME,
+    check_calibration,
+    checkpoint_dir,
+    read_checkpoint_meta,
+)
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import META_NAME, checkpoint_dir, read_checkpoint_meta
-from soundclass.inference.checkpoint_checks import check_calibration
 from soundclass.util.atomic import write_json_atomic
 
 __all__ = [
@@ -325,7 +329,7 @@ def write_calibration(path: str | os.PathLike, calibration: Mapping[str, Any]) -
     path : path
         The checkpoint folder (or its ``model.json``).
     calibration : mapping
-        See :func:`~soundclass.inference.checkpoint_checks.check_calibration`.
+        See :func:`~soundclass.checkpoint.format.check_calibration`.
 
     Returns
     -------

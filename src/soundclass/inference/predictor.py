@@ -424,12 +424,12 @@ def predict_proba(
     pad_to_window: bool | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Class probabilities of a loaded :class:`~soundclass.inference.checkpoint.Checkpoint`.
+    """Class probabilities of a loaded :class:`~soundclass.checkpoint.format.Checkpoint`.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     features : sequence of np.ndarray
         Features computed with ``checkpoint.feature``.
     tta, batch_size, threads

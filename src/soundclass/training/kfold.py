@@ -298,7 +298,7 @@ def _write_folds(out: Path, paths: list[str], fold: np.ndarray, groups, *, resum
 
 
 def _load_member(checkpoint_dir: Path):
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     return load_checkpoint(checkpoint_dir)
 
@@ -307,7 +307,7 @@ def _save_ensemble(folder: Path, members, means, stds, *, config: TrainConfig, c
                    oof_metrics: dict):
     import torch
 
-    from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
     from soundclass.models.ensemble import Ensemble, ensemble_kwargs, ensemble_name
 
     standardize = means[0] is not None

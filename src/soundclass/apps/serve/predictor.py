@@ -44,7 +44,7 @@ class CheckpointPredictor:
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     tta : int
         Test-time augmentation windows, as in :func:`soundclass.inference.predictor.predict_proba`.
     """
@@ -137,8 +137,7 @@ def load_predictor(path: str | os.PathLike) -> CheckpointPredictor:
     CheckpointError
         If the checkpoint cannot be read (the reason names the file) or loaded.
     """
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 
     p = check_checkpoint_path(path)
     return CheckpointPredictor(load_checkpoint(resolve_checkpoint(p)))
