@@ -51,13 +51,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.extraction.cache import get_features
 from soundclass.extraction.extract import extract_many
 from soundclass.inference.backends import OnnxLogits, export_logits_onnx, make_backend
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.export import export_onnx
-from soundclass.inference.predict import predict_paths, resolve_checkpoint
+from soundclass.inference.predict import predict_paths
 from soundclass.inference.predictor import available_cores, predict_proba, torch_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -17,12 +17,9 @@ DATASETS = Path(os.environ.get("SOUNDCLASS_DATASETS", REPO.parent / "shared" / "
 
 
 def pytest_configure(config):
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)  # tests run beside other work on 2 cores
-    except ImportError:  # pragma: no cover
-        pass
+    torch.set_num_threads(1)  # tests run beside other work on 2 cores
     from helpers import record_builtin_models
 
     record_builtin_models()  # before any test module can register its own
@@ -43,7 +40,7 @@ def model_registry():
 def _dataset(name: str) -> Path:
     path = DATASETS / name
     if not path.is_dir():
-        pytest.skip(f"real dataset {name!r} not found at {path}")
+        pytest.skip(f"optional extra: the shared dataset {name!r} is not at {path}")
     return path
 
 

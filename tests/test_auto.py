@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.extraction.stored import StoredFeatures, take
-from soundclass.inference.checkpoint import load_checkpoint
-from soundclass.inference.predictor import predict_logits, predict_proba, softmax
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import ModelSpec, register_model
 from soundclass.training import TrainConfig, train
 from soundclass.training import auto as auto_module

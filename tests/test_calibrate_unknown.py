@@ -14,9 +14,10 @@ import pytest
 import soundfile as sf
 
 from _training_models import E2E, registered
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.evaluation.calibration import log_loss
-from soundclass.inference.calibrated import (
+from soundclass.evaluation.calibration_report import log_loss
+from soundclass.inference.calibration import (
     UNKNOWN,
     calibrate_proba,
     calibration_of,
@@ -24,7 +25,6 @@ from soundclass.inference.calibrated import (
     unknown_threshold,
     with_unknown,
 )
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predict import predict_paths
 from soundclass.training import TrainConfig, train
 from soundclass.training.calibrate import calibration_from_validation

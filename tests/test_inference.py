@@ -9,12 +9,12 @@ from torch import nn
 
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError
+from soundclass.inference.calibration import softmax
 from soundclass.inference.predictor import (
     _window,
     available_cores,
     plan_pieces,
     predict_logits,
-    softmax,
     standardize,
     torch_threads,
     window_starts,

@@ -8,6 +8,7 @@ read with :mod:`ast` and checked against the stage order documented in
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ STAGES = [
     ("data",),
     ("models",),  # pure nn.Modules (dsp below them): extraction may run a pretrained network
     ("extraction",),
+    ("checkpoint",),  # the format inference and training both read and write
     ("inference",),
     ("evaluation",),
     ("training",),
@@ -31,7 +33,7 @@ STAGES = [
     ("cli", "__main__"),
 ]
 RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
-MAX_LINES = 500
+WARN_LINES = 800  # a longer module gets a warning: is it still one concept?
 
 
 def _modules() -> list[Path]:
@@ -100,10 +102,16 @@ def test_no_module_imports_a_later_stage(path: Path):
     assert upward == [], f"{path.relative_to(PACKAGE)} (stage {stage!r}) imports later stages: {upward}"
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_modules_are_readable_in_one_sitting(path: Path):
-    n = len(path.read_text(encoding="utf-8").splitlines())
-    assert n <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {n} lines (> {MAX_LINES}): split it by concept"
+def test_long_modules_are_flagged_not_split():
+    """One concept per module, however long (librosa's ``feature/spectral.py``); past WARN_LINES, ask.
+
+    Not a rule that cuts a concept into ``x.py`` + ``x_checks.py`` + ``x_files.py``: a module
+    longer than WARN_LINES only gets a warning, for a reader to check that it holds one concept.
+    """
+    long = {str(p.relative_to(PACKAGE)): n for p in _modules()
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > WARN_LINES}
+    for name, n in sorted(long.items()):
+        warnings.warn(f"{name} has {n} lines (> {WARN_LINES}): does it still hold one concept?", stacklevel=1)
 
 
 def test_the_checker_sees_upward_and_lazy_imports():

@@ -145,7 +145,7 @@ def test_leakage_message_is_printable_with_non_utf8_names():
 
 
 def test_checkpoint_keeps_non_utf8_class_names(tmp_path):
-    from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
+    from soundclass.checkpoint.format import META_NAME, load_checkpoint, save_checkpoint
     from soundclass.models import create_model, model_spec
 
     classes = (os.fsdecode(b"c\xe9t"), "dog")  # a latin-1 class folder name

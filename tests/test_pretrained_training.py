@@ -15,10 +15,10 @@ import os
 import pytest
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.cli import main
 from soundclass.data import synth
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.models import create_model
 from soundclass.training import (
     PRETRAINED_MODELS,

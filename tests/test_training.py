@@ -20,13 +20,13 @@ from _training_models import (
     split,
     vector_data,
 )
+from soundclass.checkpoint import state as state_module
+from soundclass.checkpoint.format import load_checkpoint
+from soundclass.checkpoint.state import load_training_state
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import model_spec
 from soundclass.training import TrainConfig, fit, loop, norm_stats
-from soundclass.training import state as state_module
-from soundclass.training.state import load_training_state
 
 
 @pytest.fixture(scope="module", autouse=True)

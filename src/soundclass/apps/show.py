@@ -211,7 +211,7 @@ def show_timeline(
     """
     import itertools
 
-    from soundclass.inference.predict import as_checkpoint
+    from soundclass.checkpoint.format import as_checkpoint
     from soundclass.inference.timeline import iter_windows, score_windows
     from soundclass.inference.windows import default_window_seconds, window_proba_fn
     from soundclass.plots.timeline import plot_timeline

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def _default_output(model: str, data: str) -> Path:
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import resolve_checkpoint
 
     run_dir = resolve_checkpoint(model).parent
     name = Path(os.path.normpath(data)).stem or "data"

@@ -29,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from soundclass.checkpoint.format import resolve_checkpoint
 from soundclass.data.dataset import Dataset
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
-from soundclass.inference.calibrated import calibrate_proba
-from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
+from soundclass.inference.calibration import calibrate_proba
+from soundclass.inference.predict import predict_paths, top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
@@ -337,7 +338,7 @@ def evaluate_checkpoint(
     -------
     Evaluation
     """
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     ckpt_dir = resolve_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(ckpt_dir)

@@ -43,9 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import as_checkpoint
 from soundclass.errors import ExportError, ParameterError, SoundclassError
+from soundclass.inference.calibration import softmax
 from soundclass.inference.onnx_trace import trace_to_onnx
-from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba, softmax
+from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.hashing import sha256_file
 
@@ -56,7 +58,6 @@ __all__ = [
     "Backend",
     "OnnxLogits",
     "make_backend",
-    "onnx_available",
     "export_logits_onnx",
 ]
 
@@ -69,23 +70,13 @@ _OUTPUT = "logits"
 _OPSET = 17
 
 
-def onnx_available() -> bool:
-    """Whether ``onnxruntime`` and ``onnx`` can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Backend:
     """Clip-level probabilities of a checkpoint through one logits runner.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     logits : callable
         ``(B, n_features[, T])`` float32 -> ``(B, n_classes)``; its
         ``min_frames`` attribute (if any) is its shortest input.
@@ -259,10 +250,8 @@ def onnx_logits(checkpoint: Any, *, threads: int | None = None, cache: bool = Tr
     ExportError
         Torch cannot export the model (``model 'NAME' cannot be exported to ONNX: why``).
     SoundclassError
-        onnxruntime missing, or the graph does not run or fails the check.
+        The graph does not run in onnxruntime or fails the check.
     """
-    if not onnx_available():
-        raise SoundclassError("the onnx backend needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
     where = getattr(checkpoint, "path", "the checkpoint")
     min_frames = max(int(getattr(checkpoint.model, "min_frames", 1)), 1)
     try:
@@ -288,8 +277,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     checkpoint : Checkpoint or path
         A loaded checkpoint, a checkpoint folder or a training run folder.
     kind : {'auto', 'torch', 'onnx'}
-        ``'auto'``: onnxruntime when it is installed and the model exports and
-        passes the check, else torch (silently when torch cannot export the
+        ``'auto'``: onnxruntime when the model exports and passes the
+        check, else torch (silently when torch cannot export the
         model, with a warning when a graph was made but failed).
     threads : int or None
         Intra-op threads of onnxruntime (torch's are set per call by the predictor).
@@ -307,12 +296,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     """
     if kind not in BACKENDS:
         raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.inference.checkpoint import load_checkpoint
-        from soundclass.inference.predict import resolve_checkpoint
-
-        checkpoint = load_checkpoint(resolve_checkpoint(checkpoint))
-    if kind == "torch" or (kind == "auto" and not onnx_available()):
+    checkpoint = as_checkpoint(checkpoint)
+    if kind == "torch":
         return Backend(checkpoint, TorchLogits(checkpoint.model), "torch")
     try:
         return Backend(checkpoint, onnx_logits(checkpoint, threads=threads, cache=cache), "onnx")

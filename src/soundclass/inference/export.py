@@ -321,7 +321,7 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
 ) -> Path:
-    """Export a checkpoint (see :mod:`soundclass.inference.checkpoint`) to one ONNX graph.
+    """Export a checkpoint (see :mod:`soundclass.checkpoint.format`) to one ONNX graph.
 
     Parameters
     ----------
@@ -348,8 +348,7 @@ def export_onnx(
     SoundclassError
         If the check fails.
     """
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
     from soundclass.inference.predictor import pads_short_clips
 
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
@@ -387,7 +386,7 @@ def _calibration_metadata(ckpt: Any) -> dict[str, str]:
     them as ``softmax(log(p) / temperature)`` and answers ``"unknown"`` when the
     top calibrated probability is below ``unknown_threshold``.
     """
-    from soundclass.inference.calibrated import calibration_of
+    from soundclass.inference.calibration import calibration_of
 
     cal = calibration_of(ckpt)
     thr = cal.get("unknown_threshold")

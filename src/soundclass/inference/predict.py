@@ -18,19 +18,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soundclass.errors import CheckpointError, ParameterError
+from soundclass.checkpoint.format import as_checkpoint
+from soundclass.errors import ParameterError
 from soundclass.inference.submission import failed_list_path, write_submission  # noqa: F401
 
 __all__ = [
     "Predictions",
     "FAILED_POLICIES",
-    "resolve_checkpoint",
-    "as_checkpoint",
     "predict_paths",
     "use_backend",
     "PATHS_PER_CHUNK",
@@ -87,52 +85,6 @@ class Predictions:
         if ok.any():
             out[ok] = np.argmax(self.proba[ok], axis=1)
         return out
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint folder for a checkpoint folder or a training run folder.
-
-    Accepts ``RUN_DIR`` (containing ``checkpoint/model.json``), the checkpoint
-    folder itself, or its ``model.json``.
-
-    Raises
-    ------
-    CheckpointError
-        If neither holds a ``model.json``.
-    """
-    p = Path(path)
-    if p.name == "model.json" and p.is_file():
-        return p.parent
-    for candidate in (p, p / "checkpoint"):
-        if (candidate / "model.json").is_file():
-            return candidate
-    raise CheckpointError(f"{p}: no checkpoint here (expected model.json in it or in {p / 'checkpoint'})")
-
-
-def as_checkpoint(checkpoint: Any) -> Any:
-    """``checkpoint`` loaded, if it is a path.
-
-    Parameters
-    ----------
-    checkpoint : Checkpoint or path
-        A loaded :class:`~soundclass.inference.checkpoint.Checkpoint` (returned
-        as is), or a checkpoint folder, its ``model.json`` or a training run
-        folder (see :func:`resolve_checkpoint`).
-
-    Returns
-    -------
-    Checkpoint
-
-    Raises
-    ------
-    CheckpointError
-        No checkpoint at the path, or one that does not load.
-    """
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.inference.checkpoint import load_checkpoint
-
-        return load_checkpoint(resolve_checkpoint(checkpoint))
-    return checkpoint
 
 
 PATHS_PER_CHUNK = 512
@@ -199,7 +151,7 @@ def predict_paths(
     Parameters
     ----------
     checkpoint : Checkpoint, Backend or path
-        A loaded :class:`soundclass.inference.checkpoint.Checkpoint`, a
+        A loaded :class:`soundclass.checkpoint.format.Checkpoint`, a
         :class:`soundclass.inference.backends.Backend`, a checkpoint folder or
         a training run folder.
     paths : sequence of path
@@ -272,7 +224,7 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
               scored: np.ndarray) -> None:
     """``proba[rows] = scored`` with the checkpoint's temperature (T = 1 if none); a non-finite
     answer becomes a named failure, never a silent label."""
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference.calibration import apply_checkpoint_calibration
 
     proba[rows] = apply_checkpoint_calibration(ckpt, scored)
     for r in rows:

@@ -48,6 +48,7 @@ import torch
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.extraction.stored import StoredFeatures, feature_shapes
+from soundclass.inference.calibration import softmax
 
 __all__ = [
     "pads_short_clips",
@@ -57,7 +58,6 @@ __all__ = [
     "plan_pieces",
     "predict_logits",
     "predict_proba",
-    "softmax",
     "available_cores",
     "torch_threads",
     "TorchLogits",
@@ -414,14 +414,6 @@ def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndar
     return (sums / counts[:, None]).astype(np.float32)
 
 
-def softmax(logits: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
-
-
 def predict_proba(
     checkpoint: Any,
     features: Any,
@@ -432,12 +424,12 @@ def predict_proba(
     pad_to_window: bool | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Class probabilities of a loaded :class:`~soundclass.inference.checkpoint.Checkpoint`.
+    """Class probabilities of a loaded :class:`~soundclass.checkpoint.format.Checkpoint`.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     features : sequence of np.ndarray
         Features computed with ``checkpoint.feature``.
     tta, batch_size, threads

@@ -290,7 +290,7 @@ def predict_windows(
     """
     from tqdm.auto import tqdm
 
-    from soundclass.inference.predict import as_checkpoint
+    from soundclass.checkpoint.format import as_checkpoint
 
     ckpt = as_checkpoint(checkpoint)
     out = Path(out_csv)

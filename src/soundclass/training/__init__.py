@@ -10,11 +10,13 @@ One module per concept:
 ``optim``          :func:`make_optimizer`, :func:`make_scheduler`
 ``loop``           :class:`BatchAugment`, :func:`train_one_epoch`, :func:`validate`,
                    :class:`EarlyStopping`
-``state``          the resumable, crash-consistent :class:`TrainingState` of ``last/``
 ``fitting``        :func:`fit`: the epochs on features, checkpoints, resume
 ``trainer``        :func:`train`: dataset -> features -> split -> :func:`fit`
 ``distributed``    ``torchrun`` helpers
 =================  =====================================================================
+
+The resumable :class:`TrainingState` of ``last/`` and the checkpoint format
+are :mod:`soundclass.checkpoint` (re-exported here).
 
 Determinism: every random draw of epoch ``e`` comes from seeds derived from
 ``(config.seed, e)`` (model init, sampler order, crops, SpecAugment, mixup,
@@ -23,6 +25,7 @@ resumed from ``last/`` after epoch ``k`` continues exactly like an
 uninterrupted one.
 """
 
+from soundclass.checkpoint.state import TrainingState, load_training_state, save_training_state
 from soundclass.training.config import (
     BALANCES,
     DEFAULTS,
@@ -52,7 +55,6 @@ from soundclass.training.pretrained import (
     check_pretrained,
     load_pretrained_weights,
 )
-from soundclass.training.state import TrainingState, load_training_state, save_training_state
 from soundclass.training.trainer import TrainResult, train
 
 __all__ = [

@@ -4,7 +4,7 @@
 ``whisper-probe`` or ``fusion-probe``
 on cached per-clip features and returns the registered module
 (:mod:`soundclass.models.classical`) carrying the fitted arrays; save it with
-:func:`soundclass.inference.checkpoint.save_checkpoint` and
+:func:`soundclass.checkpoint.format.save_checkpoint` and
 ``model_kwargs=module.model_kwargs`` (no pickle anywhere).  The fitted
 scikit-learn estimators are returned too by :func:`fit_sklearn`, the reference
 the module is tested against.

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import ParameterError
 from soundclass.evaluation.metrics import evaluate_predictions
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits
 from soundclass.training.classical import fit_classical
 from soundclass.training.config import TrainConfig, config_json, feature_config, resolve_config
 from soundclass.training.fitting import FitResult

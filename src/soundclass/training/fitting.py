@@ -23,10 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import META_NAME, load_checkpoint, save_checkpoint
+from soundclass.checkpoint.state import (
+    capture_rng_state,
+    has_training_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
 from soundclass.errors import ParameterError
 from soundclass.extraction.stored import feature_shapes
-from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, window_padding
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits, window_padding
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -48,13 +56,6 @@ from soundclass.training.data import (
 )
 from soundclass.training.optim import make_optimizer, make_scheduler
 from soundclass.training.pretrained import load_pretrained_weights
-from soundclass.training.state import (
-    capture_rng_state,
-    has_training_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
 from soundclass.util.atomic import write_json_atomic
 
 __all__ = ["FitResult", "fit"]

@@ -215,7 +215,8 @@ def train_folds(
                                         classes=classes, clip_frames=clip_frames, oof_metrics=oof_metrics)
     val_proba = None
     if len(val_features):
-        from soundclass.inference.predictor import predict_logits, softmax, window_padding
+        from soundclass.inference.calibration import softmax
+        from soundclass.inference.predictor import predict_logits, window_padding
 
         # as predict scores the saved ensemble (its train_config holds this bucket)
         pads = window_padding(input_kind=spec.input, clip_frames=clip_frames, bucket=config.bucket)
@@ -297,7 +298,7 @@ def _write_folds(out: Path, paths: list[str], fold: np.ndarray, groups, *, resum
 
 
 def _load_member(checkpoint_dir: Path):
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     return load_checkpoint(checkpoint_dir)
 
@@ -306,7 +307,7 @@ def _save_ensemble(folder: Path, members, means, stds, *, config: TrainConfig, c
                    oof_metrics: dict):
     import torch
 
-    from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
     from soundclass.models.ensemble import Ensemble, ensemble_kwargs, ensemble_name
 
     standardize = means[0] is not None

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from soundclass.checkpoint.format import unwrap_model
 from soundclass.dsp import augment
 from soundclass.errors import ParameterError, check_non_negative_int
-from soundclass.inference.checkpoint import unwrap_model
-from soundclass.inference.predictor import predict_logits, softmax
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig
 from soundclass.training.data import derive_seed, set_epoch

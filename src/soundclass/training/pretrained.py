@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from soundclass.checkpoint.format import unwrap_model
 from soundclass.config import FeatureConfig
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import unwrap_model
 from soundclass.models.panns import (
     PANNS_FEATURE,
     PANNS_FRONT_END_FIELDS,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from soundclass.checkpoint.state import has_training_state
 from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.extraction.stored import feature_shapes, take
@@ -35,7 +36,6 @@ from soundclass.training.config import TrainConfig, feature_config, resolve_conf
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
-from soundclass.training.state import has_training_state
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
