@@ -174,7 +174,8 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     # with a cache dir: checked, not kept; every consumer reads the clips batch by batch
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.is_main, lazy=True)
+                                      progress=progress and ctx.is_main, lazy=True,
+                                      desc=f"features ({config.model})")
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
     ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
