@@ -29,8 +29,8 @@ container's signature (:func:`soundclass.audio.sniff.sniff`: RIFF/WAVE, FLAC,
 Ogg, MP4 ``ftyp``, Matroska, ASF, ``#!AMR``, an ID3 tag...; a bare MPEG frame
 sync, two bytes long, is too weak a sign and does not count).  Only files with
 another extension are opened for that, 64 bytes each: nothing for a folder of
-audio files, about a second for tens of thousands of other files on a local
-disk.  Every other file (``notes.txt``, ``labels.csv``) is *skipped*, and
+audio files, about 0.1 ms per other file on a local disk (2.2 s for 20,000
+text files, cached, on a busy 2-core machine).  Every other file (``notes.txt``, ``labels.csv``) is *skipped*, and
 :func:`list_folder` and :class:`Dataset` record it in ``skipped``, so that
 ``scan``, ``train``, ``evaluate`` and ``predict`` name it
 (:func:`skipped_note`) instead of dropping it silently.
