@@ -67,6 +67,16 @@ def test_a_short_transient_bar_writes_nothing_and_postfix_and_initial_show():
     assert out.getvalue() == "train cnn: 5/10 epochs (50%), 0 s; loss=0.412\n"
 
 
+def test_a_line_per_update_with_no_interval_and_no_repeated_last_line():
+    out = io.StringIO()
+    bar = progress_bar(3, desc="train cnn", unit="epoch", file=out, interval=0.0)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split(" epochs")[0] for line in lines] == [f"train cnn: {i}/3" for i in (1, 2, 3)]
+
+
 def test_a_terminal_gets_the_live_bar():
     term = _Terminal()
     bar = progress_bar(200, desc="features (aisfx-probe)", file=term)

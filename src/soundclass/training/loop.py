@@ -24,7 +24,7 @@ from soundclass.inference.predictor import predict_logits, softmax
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig
 from soundclass.training.data import derive_seed, set_epoch
-from soundclass.util.progress import progress_bar
+from soundclass.util.progress import LINE_INTERVAL, progress_bar
 
 __all__ = ["BatchAugment", "EarlyStopping", "train_one_epoch", "validate"]
 
@@ -145,7 +145,7 @@ def train_one_epoch(
     device : str or torch.device
     progress : bool
         Show a batch progress bar (:func:`soundclass.util.progress.progress_bar`: live on a
-        terminal; elsewhere a line only for an epoch longer than its line interval).
+        terminal; elsewhere a line a minute, so only inside epochs longer than that).
 
     Returns
     -------
@@ -164,8 +164,9 @@ def train_one_epoch(
         n_batches = len(loader)
     except TypeError:  # an iterable-style dataset: no length
         n_batches = None
+    # not a terminal: the epoch bar writes a line per epoch; this one a line a minute inside long epochs
     bar = progress_bar(n_batches, desc=f"epoch {epoch + 1} ({config.model})", unit="batch",
-                       enabled=progress, leave=False)
+                       enabled=progress, leave=False, interval=6 * LINE_INTERVAL)
     try:
         for x, y in loader:
             # (B, n_features, L) or (B, n_features); (B,); a no-op on the CPU

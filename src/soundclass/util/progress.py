@@ -6,9 +6,9 @@ is captured, a file) carriage-return redraws would pile up as one line per
 update, so a bar is a :class:`LineBar`: one plain line every
 :data:`LINE_INTERVAL` seconds at most (``features (logmel): 120/400 files
 (30%), 12 s, about 28 s left``) and a last one when it ends; a training's
-epoch bar writes a line per epoch.  A bar made with ``leave=False`` (the
-batches of one training epoch) writes its last line only when it has already
-written one, so short steps write nothing.  Jupyter gets
+epoch bar writes a line per epoch and its batch bar a line a minute.  A bar
+made with ``leave=False`` (the batches of one epoch) writes its last line only
+when it has already written one, so short steps write nothing.  Jupyter gets
 its widget bar (``tqdm.autonotebook``).
 
 Every bar says what it is for: ``desc`` names the step and what it works for,
@@ -80,6 +80,7 @@ class LineBar:
         self.start = self.last = clock()
         self.postfix = ""
         self.lines = 0
+        self.shown = None  # the count of the last line written
         self.closed = False
 
     def update(self, n: int = 1) -> None:
@@ -96,7 +97,7 @@ class LineBar:
         if self.closed:
             return
         self.closed = True
-        if self.leave or self.lines:
+        if (self.leave or self.lines) and self.shown != self.n:  # not the last line again
             self._write(self.clock())
 
     def _write(self, now: float) -> None:
@@ -113,7 +114,7 @@ class LineBar:
         if self.postfix:
             text += f"; {self.postfix}"
         print(text, file=self.file, flush=True)
-        self.last = now
+        self.last, self.shown = now, self.n
         self.lines += 1
 
 
