@@ -164,7 +164,7 @@ def test_progress_bar_and_edge_cases(tmp_path, signal, capsys):
     paths = _clips(tmp_path, signal, n=2)
     results = extract_many(paths, FeatureConfig(), n_jobs=1, progress=True)
     assert all(isinstance(r, ExtractResult) and r.ok for r in results)
-    assert "2/2" in capsys.readouterr().err
+    assert "features (logmel): 2/2 files" in capsys.readouterr().err
     assert extract_many([], FeatureConfig()) == []
     with pytest.raises(ParameterError, match="chunksize"):
         extract_many(paths, FeatureConfig(), chunksize=0)

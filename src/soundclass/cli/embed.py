@@ -41,18 +41,25 @@ def register(subparsers) -> None:
 
 
 def _clips(data: str, manifest: str | None) -> tuple[list[str], list[str | None]]:
-    from soundclass.data.dataset import discover, list_audio
+    """Paths and labels of DATA; the files that are not audio are named on stderr."""
+    from soundclass.data.dataset import discover, list_folder, skipped_note
     from soundclass.errors import DatasetError
 
     try:
         dataset = discover(data, manifest=manifest)
-        return dataset.paths, dataset.labels
+        paths, labels, skipped = dataset.paths, dataset.labels, dataset.skipped
     except DatasetError:
         root = Path(data)
-        paths = [str(p) for p in list_audio(root)] if manifest is None and root.is_dir() else []
-        if not paths:
+        if manifest is not None or not root.is_dir():
             raise
-        return paths, [None] * len(paths)
+        listing = list_folder(root)
+        if not listing.paths:
+            raise
+        paths, labels, skipped = list(listing.paths), [None] * len(listing.paths), listing.skipped
+    note = skipped_note(skipped, root=data)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    return paths, labels
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from soundclass.cli._args import (
@@ -31,16 +32,26 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_paths(inputs: list[str]) -> list[str]:
-    """Audio files of folders (recursively, sorted) and files, in argument order, once each."""
-    from soundclass.data.dataset import list_audio
+    """Audio files of folders (recursively, sorted) and files, in argument order, once each.
+
+    The files of the folders that are not audio are named on stderr
+    (:func:`soundclass.data.dataset.skipped_note`).
+    """
+    from soundclass.data.dataset import list_folder, skipped_note
     from soundclass.errors import DatasetError
 
     seen: dict[str, None] = {}
+    skipped: list[str] = []
     for item in inputs:
-        for p in list_audio(item):
+        listing = list_folder(item)
+        for p in listing.paths:
             seen.setdefault(p, None)
+        skipped.extend(listing.skipped)
+    note = skipped_note(skipped, root=inputs[0] if len(inputs) == 1 else None)
     if not seen:
-        raise DatasetError(f"no audio files in {', '.join(inputs)}")
+        raise DatasetError(f"no audio files in {', '.join(inputs)}" + (f"; {note}" if note else ""))
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     return list(seen)
 
 
@@ -51,7 +62,8 @@ def register(subparsers) -> None:
         description=(
             "Predict every audio file of the given folders (recursively) and files and write a "
             "submission CSV: header 'name,label', one row per file (file name only), in input "
-            "order. Files that cannot be decoded are reported on stderr and listed in "
+            "order. Files of the folders that are not audio (by extension or content) are named "
+            "on stderr. Files that cannot be decoded are reported on stderr and listed in "
             "<CSV stem>.failed.csv (path,reason); by default they still get a row with the most frequently "
             "predicted class, so the submission lists every file."
         ),

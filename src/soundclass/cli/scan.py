@@ -19,7 +19,7 @@ def register(subparsers) -> None:
             "rates, channels, encodings, flags (silent, clipped, very short, NaN/Inf, "
             "multichannel), files that cannot be decoded (with the reason), the class imbalance "
             "and files with identical content (duplicates across classes hint at label noise "
-            "and train/test leakage). Prints a summary and writes files.csv, bad_files.csv, "
+            "and train/test leakage). Files that are not audio (by extension or content) are not read; the summary names them. Prints a summary and writes files.csv, bad_files.csv, "
             "summary.json, near_duplicates.csv, class_counts.png and durations.png. Bad files are reported, not "
             "fatal: the exit code is 0 unless the folder is missing or holds no audio."
         ),

@@ -30,7 +30,8 @@ def register(subparsers) -> None:
             "Train a model on DATA_DIR (one sub-folder per class, or a CSV manifest), keeping a "
             "validation split (grouped when --group-pattern is given), then write into RUN_DIR: "
             "checkpoint/, history.json, split.json, config.json, metrics.json, predictions.csv, "
-            "misclassified.csv, confusion.png, history.png and report.html. Settings: the "
+            "misclassified.csv, confusion.png, history.png and report.html. Files of DATA_DIR that "
+            "are not audio (by extension or content) are named on stderr and in the report. Settings: the "
             "model's defaults, then --config JSON, then the flags given here (one per "
             "TrainConfig field)."
         ),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from soundclass import audio
-from soundclass.data.dataset import Dataset, Item, discover, list_audio
+from soundclass.data.dataset import Dataset, Item, discover, list_folder
 from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 from soundclass.data.scan_report import FLAGS, UNLABELLED, ScanReport, ScanRow, format_summary
 from soundclass.data.scan_writers import write_scan_report
@@ -198,10 +198,10 @@ def _dataset(root: str | os.PathLike, manifest: str | os.PathLike | None) -> Dat
     except DatasetError:
         if manifest is not None or not root_path.is_dir():
             raise
-        paths = list_audio(root_path)
-        if not paths:
+        listing = list_folder(root_path)
+        if not listing.paths:
             raise
-        return Dataset(tuple(Item(p, None) for p in paths), (), str(root_path))
+        return Dataset(tuple(Item(p, None) for p in listing.paths), (), str(root_path), listing.skipped)
 
 
 def scan(
@@ -272,4 +272,4 @@ def scan(
         pairs = tuple((rows[i].path, rows[j].path, float(score)) for i, j, score in found)
     return ScanReport(tuple(rows), root=str(manifest or root), classes=dataset.classes,
                       seconds=time.perf_counter() - start, n_fft=n_fft, near_duplicates=pairs,
-                      near_duplicate_threshold=float(near_duplicates or 0.0))
+                      near_duplicate_threshold=float(near_duplicates or 0.0), skipped=dataset.skipped)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.checkpoint.format import resolve_checkpoint
-from soundclass.data.dataset import Dataset
+from soundclass.data.dataset import Dataset, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
@@ -355,6 +355,7 @@ def evaluate_checkpoint(
     if not ok.any():
         raise DatasetError(f"{dataset.root}: none of the {len(ok)} clips could be decoded")
     keep = np.flatnonzero(ok)
+    note = skipped_note(dataset.skipped, root=dataset.root)  # files of DATA_DIR that are not audio
     return evaluate_run(
         [preds.paths[i] for i in keep],
         [labels[i] for i in keep],
@@ -370,6 +371,7 @@ def evaluate_checkpoint(
         extra={"checkpoint": os.fspath(ckpt_dir), "model": ckpt.model_name, "tta": tta,
                "split": "evaluation", "data": os.fspath(dataset.root)},
         calibration=ckpt.meta.get("calibration"),
+        warnings=[note] if note else [],
     )
 
 

@@ -36,7 +36,7 @@ from soundclass.util.progress import progress_bar
 __all__ = [
     "DELTA_WIDTH",
     "FEATURE_CODE_VERSION",
-    "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+    "ExtractResult", "compute_feature", "extract_file", "extract_many", "features_desc"]
 
 preload_in_workers(__name__)  # its functions run in pool workers
 
@@ -181,6 +181,11 @@ def _lost(path: str, reason: str, kind: str) -> ExtractResult:
     return ExtractResult(path, None, reason, kind=kind)
 
 
+def features_desc(config: FeatureConfig) -> str:
+    """The progress label of computing ``config``'s features: ``'features (logmel)'``."""
+    return f"features ({config.kind})"
+
+
 def extract_many(
     paths: Iterable[str | os.PathLike],
     config: FeatureConfig,
@@ -189,6 +194,7 @@ def extract_many(
     executor: Executor | None = None,
     progress: bool = False,
     chunksize: int | None = None,
+    desc: str | None = None,
 ) -> list[ExtractResult]:
     """Features of many files, in input order, never raising for a bad file.
 
@@ -203,9 +209,11 @@ def extract_many(
         Where to run (see :func:`soundclass.util.executors.make_executor`); it is
         not shut down here.
     progress : bool
-        Show a tqdm progress bar (files).
+        Show a progress bar over the files (:func:`soundclass.util.progress.progress_bar`).
     chunksize : int or None
         Files per task (``None``: about 8 tasks per worker, at most 32 files each).
+    desc : str, optional
+        The progress bar's label (default :func:`features_desc`; e.g. ``'features (cnn)'``).
 
     Returns
     -------
@@ -221,7 +229,7 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
-    bar = progress_bar(len(paths), desc="features", enabled=progress)
+    bar = progress_bar(len(paths), desc=desc or features_desc(config), enabled=progress)
     try:
         return run_chunked(
             functools.partial(_extract_one, config=config), paths, on_failure=_lost,

@@ -204,7 +204,7 @@ def predict_paths(
             chunk = [paths[i] for i in chunk_idx]
             features, failed = get_features(
                 chunk, ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
-                executor=executor, progress=progress,
+                executor=executor, progress=progress, desc=f"features ({ckpt.model_name})",
             )
             failures.update(failed)
             keep = [i for i, f in enumerate(features) if f is not None]

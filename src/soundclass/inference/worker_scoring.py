@@ -165,7 +165,7 @@ def score_paths(runner: Backend, paths: Sequence[str], *, tta: int, batch_size: 
     graph: bytes = runner.logits.graph
     starts = range(0, len(paths), PATHS_PER_TASK)
     tasks = [list(paths[i : i + PATHS_PER_TASK]) for i in starts]
-    bar = progress_bar(len(paths), desc="predict", enabled=progress)
+    bar = progress_bar(len(paths), desc=f"predict ({runner.checkpoint.model_name})", enabled=progress)
     with tempfile.TemporaryDirectory(prefix="soundclass-graph-") as tmp:
         graph_path = os.path.join(tmp, "logits.onnx")
         Path(graph_path).write_bytes(graph)

@@ -57,6 +57,7 @@ from soundclass.training.data import (
 from soundclass.training.optim import make_optimizer, make_scheduler
 from soundclass.training.pretrained import load_pretrained_weights
 from soundclass.util.atomic import write_json_atomic
+from soundclass.util.progress import progress_bar
 
 __all__ = ["FitResult", "fit"]
 
@@ -120,7 +121,7 @@ def fit(
     out_dir : path
         Receives ``checkpoint/`` (best), ``last/`` (resumable) and ``history.json``.
     progress : bool
-        tqdm bars (rank 0 only).
+        Progress bars (rank 0 only; :func:`soundclass.util.progress.progress_bar`).
     resume : bool
         Continue from ``out_dir/last`` if it holds a training state (the
         weights then come from there, not from ``config.pretrained``).
@@ -205,8 +206,6 @@ class _Run:
     """The objects of one :func:`fit` run, built once, and what one epoch does with them."""
 
     def __init__(self, data: _FitData, *, out_dir: Path, progress: bool, resume: bool):
-        from tqdm.auto import tqdm
-
         from soundclass.models import create_model
 
         config = self.config = data.config
@@ -251,8 +250,8 @@ class _Run:
         self.train_model = dist.wrap_model(model, device=self.device)
         if self.is_main:
             write_json_atomic(out_dir / "config.json", self.run_config, allow_nan=True)
-        self.bar = tqdm(total=config.epochs, initial=self.start_epoch, desc=f"train {config.model}",
-                        unit="epoch", disable=not self.progress)
+        self.bar = progress_bar(config.epochs, initial=self.start_epoch, desc=f"train {config.model}",
+                                unit="epoch", enabled=self.progress, interval=0.0)  # a log line per epoch
 
     def train_epochs(self) -> tuple[bool, int]:
         """Train until ``config.epochs`` or early stopping; whether it stopped and the next epoch."""

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from soundclass.checkpoint.state import has_training_state
-from soundclass.data.dataset import Dataset, Item, assign_groups
+from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.extraction.stored import feature_shapes, take
 from soundclass.training import distributed as dist
@@ -132,7 +132,8 @@ class PreparedData:
     :class:`~soundclass.extraction.stored.StoredFeatures`, read on use, when
     ``config.cache_dir`` is set); ``groups`` are the split groups after exact and near
     duplicates were tied (``ties``); ``train_idx`` / ``val_idx`` index them;
-    ``notes`` are the warnings to show (skipped files, ties, group leakage).
+    ``notes`` are the warnings to show (files of the folder that are not audio, undecodable
+    files, ties, group leakage).
     """
 
     classes: tuple[str, ...]
@@ -162,7 +163,8 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
 
     feature = feature_config(config)
     ctx = dist.setup()
-    notes: list[str] = []
+    skipped = skipped_note(dataset.skipped, root=dataset.root)
+    notes: list[str] = [skipped] if skipped else []
     if config.group_pattern:
         dataset = assign_groups(dataset, config.group_pattern)
     classes = tuple(dataset.classes)
@@ -172,7 +174,8 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     # with a cache dir: checked, not kept; every consumer reads the clips batch by batch
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.is_main, lazy=True)
+                                      progress=progress and ctx.is_main, lazy=True,
+                                      desc=f"features ({config.model})")
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
     ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
