@@ -8,11 +8,8 @@ import pytest
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
 from soundclass.checkpoint.format import resolve_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.predict import (
-    Predictions,
-    predict_paths,
-    top_k_labels,
-)
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import Predictions, top_k_labels
 
 CLASSES = SAMPLE_CLASSES
 

@@ -90,7 +90,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.inference.backends import make_backend
-    from soundclass.inference.predict import predict_paths, write_submission
+    from soundclass.inference.predict import predict_paths
+    from soundclass.inference.submission import write_submission
 
     if getattr(args, "windows", None):  # long recordings: one row per window, merged segments
         from soundclass.cli._windows import run_windows

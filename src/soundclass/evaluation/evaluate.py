@@ -36,7 +36,8 @@ from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
 from soundclass.inference.calibration import calibrate_proba
-from soundclass.inference.predict import predict_paths, top_k_labels
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
