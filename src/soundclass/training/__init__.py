@@ -12,6 +12,7 @@ One module per concept:
                    :class:`EarlyStopping`
 ``fitting``        :func:`fit`: the epochs on features, checkpoints, resume
 ``trainer``        :func:`train`: dataset -> features -> split -> :func:`fit`
+``result``         :class:`TrainResult`, what every way of training returns
 ``distributed``    ``torchrun`` helpers
 =================  =====================================================================
 
@@ -55,7 +56,8 @@ from soundclass.training.pretrained import (
     check_pretrained,
     load_pretrained_weights,
 )
-from soundclass.training.trainer import TrainResult, train
+from soundclass.training.result import TrainResult
+from soundclass.training.trainer import train
 
 __all__ = [
     "BALANCES",

@@ -47,6 +47,7 @@ from soundclass.extraction.stored import feature_shapes, take
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig, config_json, feature_config, resolve_config
 from soundclass.training.fitting import fit
+from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
@@ -240,8 +241,6 @@ def train_run_folds(features, targets, items, train_idx, val_idx, *, classes, co
     metrics, ``n_folds``, the ``oof.csv`` path, whether they are the
     evaluation (``is_validation``) and each member's best epoch.
     """
-    from soundclass.training.trainer import TrainResult
-
     out = Path(out_dir)
     y = np.asarray(targets, dtype=np.int64)
     r = train_folds(take(features, train_idx), y[train_idx], paths=[items[i].path for i in train_idx],

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,42 +36,16 @@ from soundclass.training.config import TrainConfig, feature_config, resolve_conf
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
+from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
-__all__ = ["AUTO", "PreparedData", "TrainResult", "prepare_data", "train", "train_prepared"]
+__all__ = ["AUTO", "PreparedData", "prepare_data", "train", "train_prepared"]
 
 #: ``config.model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
 AUTO = "auto"
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` produced (files are in the run folder).
-
-    ``pretrained_from`` says where the initial backbone came from
-    (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
-    ``val_proba`` are the uncalibrated validation probabilities; ``calibration``
-    is what :func:`soundclass.training.calibrate.calibrate_run` stored in the
-    checkpoint (``None`` without validation clips); ``duplicates`` the counts
-    of :class:`soundclass.training.grouping.DuplicateTies` (as in ``split.json``).
-    """
-
-    checkpoint_dir: Path
-    history: list[dict[str, Any]]
-    best_epoch: int
-    classes: tuple[str, ...]
-    val_items: tuple[Item, ...]
-    val_proba: np.ndarray | None
-    failures: list[Failure]
-    warnings: list[str]
-    pretrained_from: Mapping[str, Any] | None = None
-    oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
-    calibration: Mapping[str, Any] | None = None
-    duplicates: Mapping[str, Any] | None = None
-    auto: Mapping[str, Any] | None = None  # --model auto: the leaderboard (auto.json)
 
 
 def train(
