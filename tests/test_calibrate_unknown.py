@@ -16,7 +16,7 @@ import soundfile as sf
 from _training_models import E2E, registered
 from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.evaluation.calibration_report import log_loss
+from soundclass.evaluation.metrics import log_loss
 from soundclass.inference.calibration import (
     UNKNOWN,
     calibrate_proba,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.checkpoint.format import resolve_checkpoint
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 from soundclass.data.dataset import Dataset, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
@@ -339,8 +339,6 @@ def evaluate_checkpoint(
     -------
     Evaluation
     """
-    from soundclass.checkpoint.format import load_checkpoint
-
     ckpt_dir = resolve_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(ckpt_dir)
     labels = dataset.labels

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import ParameterError, check_positive_int
+from soundclass.inference.calibration import check_proba
 
-__all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "TOP_K"]
+__all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "log_loss", "TOP_K"]
 
 TOP_K = (3, 5)
 
@@ -93,10 +94,25 @@ def _check_proba(proba: Any, n: int, n_classes: int) -> np.ndarray:
     return P
 
 
-def _log_loss(y_true: np.ndarray, P: np.ndarray) -> float:
+def log_loss(proba: Any, y_true: Any) -> float:
+    """Mean negative log-probability of the true class (natural log), as scikit-learn's.
+
+    Parameters
+    ----------
+    proba : array-like [shape=(n, n_classes)]
+        Finite, non-negative probabilities.
+    y_true : array-like of int [shape=(n,)]
+        Class indices.
+
+    Returns
+    -------
+    float
+        Probabilities are clipped at float64's machine epsilon (``2.2e-16``)
+        before the log, as :func:`sklearn.metrics.log_loss` does.
+    """
+    p, y = check_proba(proba, y_true)
     eps = np.finfo(np.float64).eps
-    p = np.clip(P[np.arange(y_true.size), y_true], eps, 1.0)
-    return float(-np.mean(np.log(p)))
+    return float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], eps, 1.0))))
 
 
 def _top_k_accuracy(y_true: np.ndarray, P: np.ndarray, k: int) -> float:
@@ -176,7 +192,7 @@ def evaluate_predictions(
     }
     if proba is not None:
         P = _check_proba(proba, t.size, n_classes)
-        out["log_loss"] = _log_loss(t, P)
+        out["log_loss"] = log_loss(P, t)
         for k in TOP_K:
             if k < n_classes:
                 out[f"top{k}_accuracy"] = _top_k_accuracy(t, P, k)

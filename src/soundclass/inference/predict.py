@@ -18,8 +18,13 @@ from typing import Any
 import numpy as np
 
 from soundclass.checkpoint.format import as_checkpoint
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_positive_int
+from soundclass.extraction.cache import get_features
+from soundclass.inference import worker_scoring
+from soundclass.inference.backends import BACKENDS, Backend, make_backend
+from soundclass.inference.calibration import apply_checkpoint_calibration
 from soundclass.inference.predictions import Predictions
+from soundclass.util.executors import default_n_jobs, make_executor
 
 __all__ = ["predict_paths", "use_backend", "PATHS_PER_CHUNK", "DEFAULT_BATCH_SIZE"]
 
@@ -39,8 +44,6 @@ def use_backend(kind: str) -> Iterator[str]:
     For callers that reach :func:`predict_paths` through a function without a
     ``backend`` parameter (e.g. ``evaluate_checkpoint``).
     """
-    from soundclass.inference.backends import BACKENDS
-
     if kind not in BACKENDS:
         raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
     token = _default_backend.set(kind)
@@ -51,8 +54,6 @@ def use_backend(kind: str) -> Iterator[str]:
 
 
 def _backend(checkpoint: Any, backend: Any) -> Any:
-    from soundclass.inference.backends import Backend, make_backend
-
     if isinstance(backend, Backend):
         return backend
     if isinstance(checkpoint, Backend):
@@ -111,11 +112,6 @@ def predict_paths(
         ``proba`` [shape=(len(paths), n_classes)], NaN rows for files that
         failed (their reasons in ``failures``).
     """
-    from soundclass.errors import check_positive_int
-    from soundclass.extraction.cache import get_features
-    from soundclass.inference import worker_scoring
-    from soundclass.util.executors import default_n_jobs, make_executor
-
     tta = check_positive_int("tta", tta, allow_numpy=False)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     runner = _backend(checkpoint, backend)
@@ -160,8 +156,6 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
               scored: np.ndarray) -> None:
     """``proba[rows] = scored`` with the checkpoint's temperature (T = 1 if none); a non-finite
     answer becomes a named failure, never a silent label."""
-    from soundclass.inference.calibration import apply_checkpoint_calibration
-
     proba[rows] = apply_checkpoint_calibration(ckpt, scored)
     for r in rows:
         if not np.isfinite(proba[r]).all():
@@ -172,9 +166,8 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
 def _score_in_workers(runner, paths, proba, failures, *, tta, batch_size, n_jobs, progress) -> list[int]:
     """Score ``paths`` with :func:`soundclass.inference.worker_scoring.score_paths`; the indices
     of the files of tasks that failed as a whole (left to the two-phase path)."""
-    from soundclass.inference.worker_scoring import score_paths
-
-    found = score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs, progress=progress)
+    found = worker_scoring.score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs,
+                                       progress=progress)
     for i, err in found.errors.items():
         failures[paths[i]] = err
     if found.scored:
