@@ -36,6 +36,7 @@ from soundclass.models.pretrained import check_pretrained_fit
 from soundclass.models.registry import TRAIN_KEYS
 
 __all__ = [
+    "AUTO",
     "BALANCES",
     "DEFAULTS",
     "MONITORS",
@@ -50,6 +51,8 @@ __all__ = [
     "settings",
 ]
 
+#: ``model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
+AUTO = "auto"
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
 BALANCES = ("weights", "sqrt", "sampler", "none")
@@ -146,7 +149,7 @@ def _val_size_ok(v: Any) -> bool:
 
 def _registered_models() -> list[str]:
     """Models ``train`` can train: every registered one but the ensembles (``--folds`` builds those)."""
-    return ["auto", *(m for m in list_models() if m not in ENSEMBLE_NAMES.values())]
+    return [AUTO, *(m for m in list_models() if m not in ENSEMBLE_NAMES.values())]
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ class TrainConfig:
         ``model='auto'``: seconds for scoring candidates (see :mod:`soundclass.training.auto`).
     """
 
-    model: str = field(default="auto", metadata=_text(
+    model: str = field(default=AUTO, metadata=_text(
         "registered model, or 'auto' (the default): score the --auto-candidates by grouped k-fold "
         "cross-validation on the training part within --time-budget and train the best",
         "a registered model name or 'auto'", choices_from=_registered_models))

@@ -1,6 +1,6 @@
 """What a training run returns: :class:`TrainResult` (its files are in the run folder).
 
-Written by every way of training (:func:`soundclass.training.trainer.train`,
+Written by every way of training (:func:`soundclass.training.trainer.train_model`,
 the k-fold ensemble of :mod:`soundclass.training.kfold`, ``--model auto``) and
 read by the evaluation; it lives apart from all of them so that none imports
 another for it.

@@ -1,4 +1,8 @@
-"""``train``: a labelled dataset in, a trained run folder out.
+"""``train_model``: a labelled dataset in, a trained run folder of one registered model out.
+
+``--model auto`` sits above this module (:mod:`soundclass.training.auto` chooses
+a model, then trains it with :func:`prepare_data` and :func:`train_prepared`);
+:func:`soundclass.training.train` is the entry point that picks one or the other.
 
 The pieces, in order::
 
@@ -32,7 +36,7 @@ from soundclass.errors import DatasetError, ParameterError
 from soundclass.extraction.stored import feature_shapes, take
 from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
-from soundclass.training.config import TrainConfig, feature_config, resolve_config
+from soundclass.training.config import AUTO, TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
 from soundclass.training.pretrained import check_pretrained_file
@@ -40,15 +44,12 @@ from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
-__all__ = ["AUTO", "PreparedData", "prepare_data", "train", "train_prepared"]
-
-#: ``config.model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
-AUTO = "auto"
+__all__ = ["PreparedData", "prepare_data", "train_model", "train_prepared"]
 
 logger = logging.getLogger(__name__)
 
 
-def train(
+def train_model(
     dataset: Dataset,
     config: TrainConfig,
     *,
@@ -57,7 +58,7 @@ def train(
     executor: Any = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train a model on a labelled dataset, end to end.
+    """Train one registered model on a labelled dataset, end to end.
 
     Parameters
     ----------
@@ -82,14 +83,15 @@ def train(
 
     Raises
     ------
+    ParameterError
+        ``config.model='auto'`` (:func:`soundclass.training.train` chooses the model).
     CheckpointError
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    if config.model == AUTO:  # grouped cross-validation picks the model (soundclass.training.auto)
-        from soundclass.training.auto import train_auto
-
-        return train_auto(dataset, config, out_dir=out_dir, progress=progress, executor=executor)
+    if config.model == AUTO:
+        raise ParameterError(f"model={AUTO!r} is chosen above the trainer: call soundclass.training.train "
+                             "(soundclass.training.auto), or give one registered model")
     config = resolve_config(config)
     if not (resume and has_training_state(Path(out_dir) / "last")):
         check_pretrained_file(config)
