@@ -34,11 +34,14 @@ from soundclass.checkpoint.state import has_training_state
 from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.extraction.stored import feature_shapes, take
+from soundclass.models.classical import is_classical
 from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
+from soundclass.training.classical_run import fit_classical_run
 from soundclass.training.config import AUTO, TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
+from soundclass.training.kfold import train_run_folds
 from soundclass.training.pretrained import check_pretrained_file
 from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
@@ -192,8 +195,6 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
     fitted once (:func:`soundclass.training.classical_run.fit_classical_run`);
     neural ones by the loop, or by ``train_run_folds`` with ``config.folds >= 2``.
     """
-    from soundclass.models.classical import is_classical
-
     config = resolve_config(config)
     ctx = dist.setup()
     items, y, feats, tr_idx, va_idx = data.items, data.targets, data.features, data.train_idx, data.val_idx
@@ -222,12 +223,10 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
         if config.folds >= 2:
             raise ParameterError(f"folds={config.folds} is for neural models; {config.model!r} is fitted "
                                  "once (use folds=0)")
-        from soundclass.training.classical_run import fit_classical_run
 
         result = fit_classical_run(take(feats, tr_idx), y[tr_idx], take(feats, va_idx),
                                    y[va_idx], classes=classes, config=config, out_dir=out)
     elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
-        from soundclass.training.kfold import train_run_folds
 
         folds = train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
                                 groups=data.groups, failures=failures, warnings=notes,
