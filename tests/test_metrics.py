@@ -152,5 +152,7 @@ def test_log_loss_clips_a_zero_probability_like_scikit_learn():
     expected = -(np.log(np.finfo(np.float64).eps) + np.log(0.5) + np.log(1.0)) / 3
     assert log_loss(proba, y) == pytest.approx(expected, rel=1e-12)
     assert log_loss(proba, y) == pytest.approx(skm.log_loss(y, proba, labels=[0, 1, 2]), rel=1e-12)
-    with pytest.raises(ParameterError, match="finite and non-negative"):
+    with pytest.raises(ParameterError, match="finite non-negative"):
         log_loss(-proba, y)
+    with pytest.raises(ParameterError, match=r"y_true has class index 3 outside \[0, 3\)"):
+        log_loss(proba, [0, 1, 3])

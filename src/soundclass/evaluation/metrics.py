@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import ParameterError, check_positive_int
-from soundclass.inference.calibration import check_proba
 
 __all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "log_loss", "TOP_K"]
 
@@ -81,14 +80,14 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_proba(proba: Any, n: int, n_classes: int) -> np.ndarray:
+def _check_proba(proba: Any, n: int, n_classes: int, *, normalised: bool = True) -> np.ndarray:
     P = np.asarray(proba, dtype=np.float64)
     if P.shape != (n, n_classes):
         raise ParameterError(f"proba must have shape ({n}, {n_classes}), got {P.shape}")
     if not np.all(np.isfinite(P)) or np.any(P < 0):
         raise ParameterError("proba must hold finite non-negative probabilities")
     sums = P.sum(axis=1)
-    if n and not np.allclose(sums, 1.0, atol=1e-3):
+    if normalised and n and not np.allclose(sums, 1.0, atol=1e-3):
         i = int(np.argmax(np.abs(sums - 1.0)))
         raise ParameterError(f"proba rows must sum to 1 (row {i} sums to {sums[i]:.6g}); apply softmax first")
     return P
@@ -110,7 +109,11 @@ def log_loss(proba: Any, y_true: Any) -> float:
         Probabilities are clipped at float64's machine epsilon (``2.2e-16``)
         before the log, as :func:`sklearn.metrics.log_loss` does.
     """
-    p, y = check_proba(proba, y_true)
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise ParameterError(f"proba must have shape (n >= 1, n_classes >= 2), got {p.shape}")
+    y = _as_labels(y_true, name="y_true", n_classes=p.shape[1])
+    p = _check_proba(p, y.size, p.shape[1], normalised=False)
     eps = np.finfo(np.float64).eps
     return float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], eps, 1.0))))
 
