@@ -7,11 +7,8 @@ import pytest
 from scipy.special import softmax
 
 from soundclass.errors import ParameterError
-from soundclass.evaluation.calibration_report import (
-    expected_calibration_error,
-    log_loss,
-    reliability_curve,
-)
+from soundclass.evaluation.calibration_report import expected_calibration_error, reliability_curve
+from soundclass.evaluation.metrics import log_loss
 from soundclass.inference.calibration import (
     UNKNOWN,
     apply_temperature,

@@ -21,7 +21,7 @@ from soundclass.data.dataset import (
     skipped_note,
 )
 from soundclass.errors import DatasetError
-from soundclass.inference.predict import Predictions
+from soundclass.inference.predictions import Predictions
 from soundclass.inference.submission import failed_list_path, write_submission
 
 pytestmark = pytest.mark.skipif(

@@ -8,11 +8,8 @@ import pytest
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
 from soundclass.checkpoint.format import resolve_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.predict import (
-    Predictions,
-    predict_paths,
-    top_k_labels,
-)
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import Predictions, top_k_labels
 
 CLASSES = SAMPLE_CLASSES
 
@@ -127,16 +124,14 @@ def test_non_finite_features_and_probabilities_are_named_failures(tmp_path, monk
     assert info.value.path.endswith("hum_0.wav")
     monkeypatch.setattr(extract, "compute_feature", real)
 
-    from soundclass.inference import calibration
-
-    real_cal = calibration.apply_checkpoint_calibration
+    real_cal = predict_mod.apply_checkpoint_calibration
 
     def nan_first(checkpoint, proba):  # the model answers NaN for the first clip of the chunk
         out = np.array(real_cal(checkpoint, proba), dtype=np.float64)
         out[0] = np.nan
         return out
 
-    monkeypatch.setattr(calibration, "apply_checkpoint_calibration", nan_first)
+    monkeypatch.setattr(predict_mod, "apply_checkpoint_calibration", nan_first)
     preds = predict_mod.predict_paths(ckpt, paths, n_jobs=1, backend="torch", progress=False)
     assert list(preds.failures) == [paths[0]] and "not finite" in preds.failures[paths[0]]
     assert not preds.ok[0] and preds.ok[1:].all()

@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from soundclass.cli._args import add_runtime_options, executor_from_args
+from soundclass.errors import DatasetError, ParameterError, SoundclassError
 
 
 def register(subparsers) -> None:
@@ -43,7 +46,6 @@ def register(subparsers) -> None:
 def _clips(data: str, manifest: str | None) -> tuple[list[str], list[str | None]]:
     """Paths and labels of DATA; the files that are not audio are named on stderr."""
     from soundclass.data.dataset import discover, list_folder, skipped_note
-    from soundclass.errors import DatasetError
 
     try:
         dataset = discover(data, manifest=manifest)
@@ -63,9 +65,6 @@ def _clips(data: str, manifest: str | None) -> tuple[list[str], list[str | None]
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from soundclass.errors import ParameterError, SoundclassError
     from soundclass.extraction.embed import EMBED_FORMATS, embed_paths, write_embeddings
 
     if Path(args.output).suffix.lower() not in EMBED_FORMATS:

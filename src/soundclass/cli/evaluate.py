@@ -16,6 +16,7 @@ from soundclass.cli._args import (
     executor_from_args,
 )
 from soundclass.cli.predict import add_backend_option
+from soundclass.evaluation.metrics import format_report
 
 
 def register(subparsers) -> None:
@@ -53,7 +54,6 @@ def _default_output(model: str, data: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from soundclass.data.dataset import discover, skipped_note
     from soundclass.evaluation.evaluate import evaluate_checkpoint
-    from soundclass.evaluation.metrics import format_report
     from soundclass.inference.predict import use_backend
 
     dataset = discover(args.data, manifest=args.manifest)

@@ -15,7 +15,8 @@ from soundclass.cli._args import (
     positive_int,
 )
 from soundclass.cli._unknown import add_unknown_options, apply_unknown_options
-from soundclass.cli._windows import WINDOWS_HELP
+from soundclass.cli._windows import WINDOWS_HELP, run_windows
+from soundclass.errors import DatasetError
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
 _BACKENDS = ("auto", "torch", "onnx")  # soundclass.inference.backends.BACKENDS (not imported: fast --help)
@@ -38,7 +39,6 @@ def collect_paths(inputs: list[str]) -> list[str]:
     (:func:`soundclass.data.dataset.skipped_note`).
     """
     from soundclass.data.dataset import list_folder, skipped_note
-    from soundclass.errors import DatasetError
 
     seen: dict[str, None] = {}
     skipped: list[str] = []
@@ -90,10 +90,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.inference.backends import make_backend
-    from soundclass.inference.predict import predict_paths, write_submission
+    from soundclass.inference.predict import predict_paths
+    from soundclass.inference.submission import write_submission
 
     if getattr(args, "windows", None):  # long recordings: one row per window, merged segments
-        from soundclass.cli._windows import run_windows
 
         return run_windows(args, collect_paths(args.inputs))
     backend = make_backend(args.model, args.backend)

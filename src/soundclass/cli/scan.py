@@ -7,6 +7,7 @@ from pathlib import Path
 
 from soundclass.cli._args import add_executor_option, add_jobs_option, executor_from_args, fraction
 from soundclass.data.fingerprint import DEFAULT_THRESHOLD
+from soundclass.data.scan import format_summary, scan, write_scan_report
 
 
 def register(subparsers) -> None:
@@ -44,8 +45,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.data.scan import format_summary, scan, write_scan_report
-
     with executor_from_args(args) as executor:
         report = scan(args.root, manifest=args.manifest, n_jobs=args.jobs,
                       progress=not args.no_progress, executor=executor,

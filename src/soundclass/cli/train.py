@@ -18,6 +18,8 @@ from soundclass.cli._args import (
     executor_from_args,
     setting_values,
 )
+from soundclass.config import config_from_dict
+from soundclass.errors import ParameterError
 
 
 def register(subparsers) -> None:
@@ -55,8 +57,6 @@ def resolve_config(args: argparse.Namespace):
     A mapping setting (``feature``, ``model_kwargs``) given both ways is merged,
     key by key, the flags winning.
     """
-    from soundclass.config import config_from_dict
-    from soundclass.errors import ParameterError
     from soundclass.training import TrainConfig, settings
 
     data: dict = {}
@@ -80,7 +80,6 @@ def _default_output(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.data.dataset import discover
-    from soundclass.errors import ParameterError
     from soundclass.evaluation.evaluate import evaluate_training
     from soundclass.training import check_pretrained, train
     from soundclass.training.distributed import launched_rank

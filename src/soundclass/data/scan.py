@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from soundclass import audio
 from soundclass.data.dataset import Dataset, Item, discover, list_folder
-from soundclass.data.fingerprint import DEFAULT_THRESHOLD
+from soundclass.data.fingerprint import DEFAULT_THRESHOLD, fingerprint
+from soundclass.data.near_duplicates import MAX_FINGERPRINT_SECONDS, find_near_duplicates
 from soundclass.data.scan_report import FLAGS, UNLABELLED, ScanReport, ScanRow, format_summary
 from soundclass.data.scan_writers import write_scan_report
 from soundclass.errors import AudioDecodeError, DatasetError, check_positive_int
@@ -67,8 +69,6 @@ def _longest_run(mask: np.ndarray) -> int:
 
 def _count_nonfinite(path: str) -> int:
     """Non-finite samples of a float-encoded file (read raw, without checks)."""
-    import soundfile as sf
-
     count = 0
     with sf.SoundFile(path) as desc:
         for block in desc.blocks(blocksize=1 << 16, dtype="float64", always_2d=True):
@@ -106,9 +106,6 @@ def scan_file(
 
 def _fingerprint(y: np.ndarray, sr: float) -> np.ndarray | None:
     """The near-duplicate fingerprint of a decoded clip (``None`` for long recordings or odd input)."""
-    from soundclass.data.fingerprint import fingerprint
-    from soundclass.data.near_duplicates import MAX_FINGERPRINT_SECONDS
-
     if y.shape[-1] > MAX_FINGERPRINT_SECONDS * sr:
         return None
     try:
@@ -265,8 +262,6 @@ def scan(
     rows = [r for r, _ in done]
     pairs: tuple = ()
     if near_duplicates:
-        from soundclass.data.near_duplicates import find_near_duplicates
-
         found = find_near_duplicates([fp for _, fp in done], threshold=float(near_duplicates),
                                      hashes=[r.sha256 or None for r in rows])
         pairs = tuple((rows[i].path, rows[j].path, float(score)) for i, j, score in found)

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from soundclass.errors import check_positive_int
+from soundclass.evaluation.metrics import log_loss
 from soundclass.inference.calibration import calibrate_proba, check_proba, unknown_mask
 
 __all__ = [
     "ReliabilityCurve",
-    "log_loss",
     "reliability_curve",
     "expected_calibration_error",
     "calibration_summary",
@@ -57,12 +57,6 @@ class ReliabilityCurve:
     confidence: np.ndarray
     accuracy: np.ndarray
     count: np.ndarray
-
-
-def log_loss(proba: np.ndarray, y_true: np.ndarray, *, eps: float = 1e-12) -> float:
-    """Mean negative log-probability of the true class (natural log)."""
-    p, y = check_proba(proba, y_true)
-    return float(-np.log(np.clip(p[np.arange(y.size), y], eps, 1.0)).mean())
 
 
 def _bin_edges(n_bins: int) -> np.ndarray:

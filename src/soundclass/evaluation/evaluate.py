@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.checkpoint.format import resolve_checkpoint
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 from soundclass.data.dataset import Dataset, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
 from soundclass.inference.calibration import calibrate_proba
-from soundclass.inference.predict import predict_paths, top_k_labels
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
@@ -338,8 +339,6 @@ def evaluate_checkpoint(
     -------
     Evaluation
     """
-    from soundclass.checkpoint.format import load_checkpoint
-
     ckpt_dir = resolve_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(ckpt_dir)
     labels = dataset.labels

@@ -43,8 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass import __version__
 from soundclass.checkpoint.format import as_checkpoint
 from soundclass.errors import ExportError, ParameterError, SoundclassError
+from soundclass.extraction.extract import compute_feature
 from soundclass.inference.calibration import softmax
 from soundclass.inference.onnx_trace import trace_to_onnx
 from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba
@@ -114,8 +116,6 @@ class Backend:
         :func:`soundclass.extraction.extract.compute_feature` (the cached
         features' function), then scored as :meth:`proba` does.
         """
-        from soundclass.extraction.extract import compute_feature
-
         feature = self.checkpoint.feature
         feats = [compute_feature(np.asarray(y, dtype=np.float32), feature) for y in waveforms]
         return self.proba(feats, tta=tta, batch_size=batch_size)
@@ -191,8 +191,6 @@ def export_logits_onnx(
 
 
 def _content_key(checkpoint: Any, opset: int) -> str:
-    from soundclass import __version__
-
     h = hashlib.sha256(f"logits-v1|{torch.__version__}|{opset}|{__version__}".encode())
     for name in sorted(os.listdir(checkpoint.path)):
         path = Path(checkpoint.path) / name

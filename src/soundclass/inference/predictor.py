@@ -58,6 +58,7 @@ __all__ = [
     "plan_pieces",
     "predict_logits",
     "predict_proba",
+    "cut_window",
     "available_cores",
     "torch_threads",
     "TorchLogits",
@@ -100,8 +101,10 @@ def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarra
     return np.unique(starts.astype(np.int64))
 
 
-def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
+def cut_window(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """``x[:, start:start + length]``, padded with each row's minimum where it leaves the clip.
+
+    ``x`` [shape=(n_features, t)]; returns [shape=(n_features, length)].
 
     For a short clip and the centred start this equals
     ``crop_or_pad(x, length, mode='center')`` (the padding of training windows).
@@ -403,7 +406,7 @@ def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndar
         chunk = [pieces[k] for k in order[start:stop]]
         batch = np.empty((len(chunk), n_rows, length), dtype=np.float32)  # (B, n_features, length)
         for row, (i, s, n) in enumerate(chunk):  # copied in one by one: no window keeps its clip alive
-            batch[row] = _window(clip(i), s, n)
+            batch[row] = cut_window(clip(i), s, n)
         batch = _standardize_batch(batch, mean, std)
         logits = _checked(run(batch), len(chunk))  # (B, n_classes)
         if sums is None:

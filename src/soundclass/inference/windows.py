@@ -38,6 +38,8 @@ from soundclass.inference.timeline import (
     write_segments_csv,
     write_windows_csv,
 )
+from soundclass.util.failures import describe
+from soundclass.util.progress import progress_bar
 
 __all__ = [
     "Timeline",
@@ -289,7 +291,6 @@ def predict_windows(
         ``failures``: ``path -> reason`` of the files that could not be read.
     """
     from soundclass.checkpoint.format import as_checkpoint
-    from soundclass.util.progress import progress_bar
 
     ckpt = as_checkpoint(checkpoint)
     out = Path(out_csv)
@@ -308,8 +309,6 @@ def predict_windows(
                 tl = score_file(ckpt, path, window_seconds=window_seconds, hop_seconds=hop_seconds,
                                 tta=tta, batch_size=batch_size)
             except SoundclassError as exc:
-                from soundclass.util.failures import describe
-
                 failures[path] = describe(exc)
                 bar.update(1)
                 continue

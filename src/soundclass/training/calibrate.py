@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.evaluation.calibration_report import expected_calibration_error, log_loss
+from soundclass.evaluation.calibration_report import expected_calibration_error
+from soundclass.evaluation.metrics import log_loss
 from soundclass.inference.calibration import (
     calibrate_proba,
     fit_temperature,

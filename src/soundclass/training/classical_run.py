@@ -1,6 +1,6 @@
 """``fit`` for the classical models: one scikit-learn fit instead of epochs, same run folder.
 
-:func:`fit_classical_run` is what :func:`soundclass.training.trainer.train`
+:func:`fit_classical_run` is what :func:`soundclass.training.trainer.train_model`
 calls for the models of :func:`soundclass.models.classical.is_classical`
 (``mfcc-svm``, ``logmel-logreg``, and the probes ``aisfx-probe``, ``whisper-probe``,
 ``fusion-probe``): it fits

@@ -35,6 +35,7 @@ from soundclass.errors import ParameterError
 from soundclass.extraction.stored import feature_shapes
 from soundclass.inference.calibration import softmax
 from soundclass.inference.predictor import predict_logits, window_padding
+from soundclass.models import create_model, model_spec
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -167,8 +168,6 @@ class _FitData:
     @classmethod
     def build(cls, train_features, train_targets, val_features, val_targets, *,
               classes: Sequence[str], config: TrainConfig) -> _FitData:
-        from soundclass.models import model_spec
-
         classes = tuple(str(c) for c in classes)
         n_classes = len(classes)
         if n_classes < 2:
@@ -206,8 +205,6 @@ class _Run:
     """The objects of one :func:`fit` run, built once, and what one epoch does with them."""
 
     def __init__(self, data: _FitData, *, out_dir: Path, progress: bool, resume: bool):
-        from soundclass.models import create_model
-
         config = self.config = data.config
         self.data, self.out = data, out_dir
         n_classes = len(data.classes)

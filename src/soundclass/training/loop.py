@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from soundclass.checkpoint.format import unwrap_model
 from soundclass.dsp import augment
 from soundclass.errors import ParameterError, check_non_negative_int
+from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.inference.calibration import softmax
 from soundclass.inference.predictor import predict_logits
 from soundclass.training import distributed as dist
@@ -223,8 +224,6 @@ def validate(
         :func:`soundclass.evaluation.metrics.evaluate_predictions` dict) and ``proba``
         ``[shape=(N, n_classes)]``.
     """
-    from soundclass.evaluation.metrics import evaluate_predictions
-
     logits = predict_logits(unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
                             norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, threads=threads,
                             pad_to_window=pad_to_window)

@@ -1,4 +1,8 @@
-"""``train``: a labelled dataset in, a trained run folder out.
+"""``train_model``: a labelled dataset in, a trained run folder of one registered model out.
+
+``--model auto`` sits above this module (:mod:`soundclass.training.auto` chooses
+a model, then trains it with :func:`prepare_data` and :func:`train_prepared`);
+:func:`soundclass.training.train` is the entry point that picks one or the other.
 
 The pieces, in order::
 
@@ -19,7 +23,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,51 +34,25 @@ from soundclass.checkpoint.state import has_training_state
 from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.extraction.stored import feature_shapes, take
+from soundclass.models.classical import is_classical
 from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
-from soundclass.training.config import TrainConfig, feature_config, resolve_config
+from soundclass.training.classical_run import fit_classical_run
+from soundclass.training.config import AUTO, TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
+from soundclass.training.kfold import train_run_folds
 from soundclass.training.pretrained import check_pretrained_file
+from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
-__all__ = ["AUTO", "PreparedData", "TrainResult", "prepare_data", "train", "train_prepared"]
-
-#: ``config.model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
-AUTO = "auto"
+__all__ = ["PreparedData", "prepare_data", "train_model", "train_prepared"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` produced (files are in the run folder).
-
-    ``pretrained_from`` says where the initial backbone came from
-    (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
-    ``val_proba`` are the uncalibrated validation probabilities; ``calibration``
-    is what :func:`soundclass.training.calibrate.calibrate_run` stored in the
-    checkpoint (``None`` without validation clips); ``duplicates`` the counts
-    of :class:`soundclass.training.grouping.DuplicateTies` (as in ``split.json``).
-    """
-
-    checkpoint_dir: Path
-    history: list[dict[str, Any]]
-    best_epoch: int
-    classes: tuple[str, ...]
-    val_items: tuple[Item, ...]
-    val_proba: np.ndarray | None
-    failures: list[Failure]
-    warnings: list[str]
-    pretrained_from: Mapping[str, Any] | None = None
-    oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
-    calibration: Mapping[str, Any] | None = None
-    duplicates: Mapping[str, Any] | None = None
-    auto: Mapping[str, Any] | None = None  # --model auto: the leaderboard (auto.json)
-
-
-def train(
+def train_model(
     dataset: Dataset,
     config: TrainConfig,
     *,
@@ -83,7 +61,7 @@ def train(
     executor: Any = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train a model on a labelled dataset, end to end.
+    """Train one registered model on a labelled dataset, end to end.
 
     Parameters
     ----------
@@ -108,14 +86,15 @@ def train(
 
     Raises
     ------
+    ParameterError
+        ``config.model='auto'`` (:func:`soundclass.training.train` chooses the model).
     CheckpointError
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    if config.model == AUTO:  # grouped cross-validation picks the model (soundclass.training.auto)
-        from soundclass.training.auto import train_auto
-
-        return train_auto(dataset, config, out_dir=out_dir, progress=progress, executor=executor)
+    if config.model == AUTO:
+        raise ParameterError(f"model={AUTO!r} is chosen above the trainer: call soundclass.training.train "
+                             "(soundclass.training.auto), or give one registered model")
     config = resolve_config(config)
     if not (resume and has_training_state(Path(out_dir) / "last")):
         check_pretrained_file(config)
@@ -216,8 +195,6 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
     fitted once (:func:`soundclass.training.classical_run.fit_classical_run`);
     neural ones by the loop, or by ``train_run_folds`` with ``config.folds >= 2``.
     """
-    from soundclass.models.classical import is_classical
-
     config = resolve_config(config)
     ctx = dist.setup()
     items, y, feats, tr_idx, va_idx = data.items, data.targets, data.features, data.train_idx, data.val_idx
@@ -246,12 +223,10 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
         if config.folds >= 2:
             raise ParameterError(f"folds={config.folds} is for neural models; {config.model!r} is fitted "
                                  "once (use folds=0)")
-        from soundclass.training.classical_run import fit_classical_run
 
         result = fit_classical_run(take(feats, tr_idx), y[tr_idx], take(feats, va_idx),
                                    y[va_idx], classes=classes, config=config, out_dir=out)
     elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
-        from soundclass.training.kfold import train_run_folds
 
         folds = train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
                                 groups=data.groups, failures=failures, warnings=notes,

@@ -21,6 +21,9 @@ import sys
 import time
 from typing import Any, TextIO
 
+from tqdm.autonotebook import tqdm as auto_tqdm  # the widget bar in Jupyter, else tqdm.std's
+from tqdm.std import tqdm as plain_tqdm
+
 __all__ = ["LINE_INTERVAL", "LineBar", "NoBar", "progress_bar"]
 
 #: Seconds between two lines of a :class:`LineBar`.
@@ -156,8 +159,6 @@ def progress_bar(total: int | None, *, desc: str, unit: str = "file", enabled: b
     if not enabled:
         return NoBar()
     file = sys.stderr if file is None else file
-    from tqdm.autonotebook import tqdm as auto_tqdm  # the widget bar in Jupyter, else tqdm.std's
-    from tqdm.std import tqdm as plain_tqdm
 
     if auto_tqdm is not plain_tqdm and file is sys.stderr:  # Jupyter: its widget, not lines
         return auto_tqdm(total=total, initial=initial, unit=unit, desc=desc, leave=leave)

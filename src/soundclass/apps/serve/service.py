@@ -14,6 +14,7 @@ from soundclass.apps.serve.render import render_pictures
 from soundclass.audio import resample
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
 from soundclass.inference.calibration import unknown_mask
+from soundclass.inference.windows import score_array
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_WORKERS", "DEFAULT_QUEUE", "TOP_K", "App", "RequestError",
@@ -174,8 +175,6 @@ class App:
             ``{window_seconds, hop_seconds, classes, starts, ends, proba,
             labels, segments: [{start, end, label, p}]}``.
         """
-        from soundclass.inference.windows import score_array
-
         window = self.window_seconds
         duration = y.size / sr
         if window is None or duration <= window:
