@@ -65,12 +65,12 @@ from torch import nn
 from soundclass import __version__
 from soundclass.config import FeatureConfig, config_to_dict
 from soundclass.errors import ExportError, ParameterError, SoundclassError, check_int
-from soundclass.inference.onnx_trace import short_reason, trace_to_onnx
 from soundclass.inference.waveform_graph import (
     WaveformClassifier,
     min_samples_for,
     probe_frames,
 )
+from soundclass.models.onnx_trace import short_reason, trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
 
 __all__ = [
