@@ -154,3 +154,13 @@ def test_aisfx_onnxruntime_embeddings_equal_torch(backbone_cache):
     singles = np.concatenate([embed_blocks(b[None], runtime="onnx") for b in blocks])
     np.testing.assert_allclose(singles, onnx, rtol=0, atol=1e-5)
     assert backbone_runner(AISFX_BACKBONE).kind == "onnxruntime"
+
+
+def test_prepare_exports_the_graph_without_keeping_a_session(backbone_cache):
+    path = backbone_graph_path(TINY)
+    assert not path.exists()
+    assert br.prepare_backbone(TINY) is True
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert br._runner.cache_info().currsize == 0  # nothing held in this process
+    assert br.prepare_backbone(NEVER) is False  # the check fails: workers will fall back to torch
+    assert not backbone_graph_path(NEVER).exists()

@@ -25,7 +25,7 @@ from soundclass.config import FeatureConfig
 from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
-from soundclass.models.aisfx import aisfx_embedding
+from soundclass.models.aisfx import aisfx_embedding, prepare_aisfx
 from soundclass.models.fusion import fusion_embedding
 from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
@@ -36,7 +36,7 @@ from soundclass.util.progress import progress_bar
 __all__ = [
     "DELTA_WIDTH",
     "FEATURE_CODE_VERSION",
-    "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+    "ExtractResult", "compute_feature", "extract_file", "extract_many", "prepare_workers"]
 
 preload_in_workers(__name__)  # its functions run in pool workers
 
@@ -138,6 +138,17 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(S, dtype=np.float32)
 
 
+def prepare_workers(config: FeatureConfig) -> None:
+    """Build once, before a pool starts, what every worker would otherwise build on its first file.
+
+    For the ``aisfx`` kind: its onnxruntime graph, exported into the user
+    cache (:func:`soundclass.models.aisfx.prepare_aisfx`), so that workers
+    only load it (and never run torch to export it, all at once).
+    """
+    if config.kind == "aisfx":
+        prepare_aisfx()
+
+
 def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     """Decode, downmix, resample (soxr HQ) to ``config.sr`` and compute the feature.
 
@@ -221,6 +232,8 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
+    if executor is not None or n_jobs != 1:
+        prepare_workers(config)
     bar = progress_bar(len(paths), desc="features", enabled=progress)
     try:
         return run_chunked(

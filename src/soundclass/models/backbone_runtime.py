@@ -69,6 +69,7 @@ __all__ = [
     "backbone_graph_path",
     "backbone_runner",
     "export_backbone",
+    "prepare_backbone",
 ]
 
 #: Version of the export recipe (trace, quantization, check); part of every graph's key.
@@ -358,3 +359,27 @@ def backbone_runner(backbone: FrozenBackbone, *, runtime: str = "auto", precisio
     _check_precision(precision)
     threads = _default_threads() if threads is None else threads
     return _runner(backbone, runtime, precision, int(threads), os.getpid())
+
+
+def prepare_backbone(backbone: FrozenBackbone, *, precision: str = "float32") -> bool:
+    """Export the graph into the cache now if it is absent or damaged, so pool workers only load it.
+
+    Call it before starting workers: an export runs torch, which a worker
+    should not have to do.  Keeps no session.
+
+    Returns
+    -------
+    bool
+        Whether a loadable graph is available (``False``: workers will fall
+        back to torch, with the warning of :func:`backbone_runner`).
+    """
+    _check_precision(precision)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    try:
+        _graph(backbone, precision, 1)
+    except (ExportError, ParameterError):
+        return False
+    return True
