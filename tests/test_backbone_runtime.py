@@ -164,3 +164,11 @@ def test_prepare_exports_the_graph_without_keeping_a_session(backbone_cache):
     assert br._runner.cache_info().currsize == 0  # nothing held in this process
     assert br.prepare_backbone(NEVER) is False  # the check fails: workers will fall back to torch
     assert not backbone_graph_path(NEVER).exists()
+
+
+def test_the_aisfx_feature_kind_is_registered_with_its_backbone():
+    from soundclass.dsp.aisfx import aisfx_blocks
+
+    found = br.feature_backbone("aisfx")
+    assert found.backbone is AISFX_BACKBONE and found.inputs is aisfx_blocks
+    assert br.feature_backbone("logmel") is None and br.feature_backbone("aisfx-logmel") is None

@@ -25,7 +25,8 @@ from soundclass.config import FeatureConfig
 from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
-from soundclass.models.aisfx import aisfx_embedding, prepare_aisfx
+from soundclass.models.aisfx import aisfx_embedding
+from soundclass.models.backbone_runtime import feature_backbone, prepare_backbone
 from soundclass.models.fusion import fusion_embedding
 from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
@@ -141,12 +142,14 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 def prepare_workers(config: FeatureConfig) -> None:
     """Build once, before a pool starts, what every worker would otherwise build on its first file.
 
-    For the ``aisfx`` kind: its onnxruntime graph, exported into the user
-    cache (:func:`soundclass.models.aisfx.prepare_aisfx`), so that workers
-    only load it (and never run torch to export it, all at once).
+    For a kind computed by a frozen backbone (``aisfx``): its onnxruntime
+    graph, exported into the user cache
+    (:func:`soundclass.models.backbone_runtime.prepare_backbone`), so that
+    workers only load it (and never run torch to export it, all at once).
     """
-    if config.kind == "aisfx":
-        prepare_aisfx()
+    found = feature_backbone(config.kind)
+    if found is not None:
+        prepare_backbone(found.backbone)
 
 
 def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:

@@ -58,7 +58,11 @@ from soundclass.dsp.aisfx import (
 from soundclass.dsp.aisfx_frontend import AisfxLogmel, cut_blocks
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.models.aisfx_weights import EMBEDDING_PREFIX, checkpoint_path, pretrained_state
-from soundclass.models.backbone_runtime import FrozenBackbone, backbone_runner, prepare_backbone
+from soundclass.models.backbone_runtime import (
+    FrozenBackbone,
+    backbone_runner,
+    register_feature_backbone,
+)
 from soundclass.models.classical import StatsLinear
 from soundclass.models.registry import ModelSpec, register_model
 from soundclass.util.hashing import sha256_file
@@ -76,7 +80,6 @@ __all__ = [
     "pool_embeddings",
     "clip_embedding",
     "aisfx_embedding",
-    "prepare_aisfx",
     "param_groups",
 ]
 
@@ -169,6 +172,9 @@ AISFX_BACKBONE = FrozenBackbone(
 )
 
 
+register_feature_backbone("aisfx", AISFX_BACKBONE, aisfx_blocks)
+
+
 def embed_blocks(blocks: np.ndarray, *, batch_size: int = _BATCH_BLOCKS, runtime: str = "auto",
                  precision: str = "float32") -> np.ndarray:
     """Embeddings of aiSFX input blocks by the pretrained network.
@@ -238,11 +244,6 @@ def aisfx_embedding(y: np.ndarray, sr: float) -> np.ndarray:
     ``extraction.extract.compute_feature`` calls it for ``kind='aisfx'``.
     """
     return np.ascontiguousarray(embed_clip(y, sr=sr).T)
-
-
-def prepare_aisfx() -> bool:
-    """Export the aiSFX graph into the user cache now if needed (before starting workers)."""
-    return prepare_backbone(AISFX_BACKBONE)
 
 
 def _block_embeddings(net: AisfxEmbeddingNet, logmel: torch.Tensor) -> torch.Tensor:

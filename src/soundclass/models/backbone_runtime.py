@@ -22,6 +22,11 @@ per process, a callable that runs it:
 3. the session runs with one intra-op thread inside a pool worker (the
    workers fill the cores) and with every usable core otherwise.
 
+A feature kind computed by a backbone (``'aisfx'``) is registered with
+:func:`register_feature_backbone`, its backbone and the function giving the
+backbone's input from a clip, so that extraction can export the graph before
+its workers start and the benchmarks can time the bare forward pass.
+
 If onnxruntime is missing, or the export or its check fails, the runner is
 the torch module itself, with one warning per process saying why.
 
@@ -70,6 +75,9 @@ __all__ = [
     "backbone_runner",
     "export_backbone",
     "prepare_backbone",
+    "FeatureBackbone",
+    "register_feature_backbone",
+    "feature_backbone",
 ]
 
 #: Version of the export recipe (trace, quantization, check); part of every graph's key.
@@ -383,3 +391,34 @@ def prepare_backbone(backbone: FrozenBackbone, *, precision: str = "float32") ->
     except (ExportError, ParameterError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class FeatureBackbone:
+    """A feature kind computed by a frozen backbone.
+
+    Attributes
+    ----------
+    kind : str
+        The :class:`~soundclass.config.FeatureConfig` kind (``'aisfx'``).
+    backbone : FrozenBackbone
+    inputs : callable (y, sr) -> np.ndarray
+        The backbone's input batch for one mono clip (e.g. the aiSFX blocks ``(n_blocks, 100, 96)``).
+    """
+
+    kind: str
+    backbone: FrozenBackbone
+    inputs: Callable[..., np.ndarray]
+
+
+_FEATURE_BACKBONES: dict[str, FeatureBackbone] = {}
+
+
+def register_feature_backbone(kind: str, backbone: FrozenBackbone, inputs: Callable[..., np.ndarray]) -> None:
+    """Declare that feature kind ``kind`` runs ``backbone`` on ``inputs(y, sr=sr)``."""
+    _FEATURE_BACKBONES[kind] = FeatureBackbone(kind, backbone, inputs)
+
+
+def feature_backbone(kind: str) -> FeatureBackbone | None:
+    """The backbone behind feature kind ``kind``, ``None`` for a kind computed without one."""
+    return _FEATURE_BACKBONES.get(kind)
