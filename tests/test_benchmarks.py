@@ -88,3 +88,14 @@ def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
     assert [r["model"] for r in result["rows"]] == ["seed-cnn", "mfcc-svm"]
     out = capsys.readouterr().out
     assert "| seed-cnn |" in out and "| mfcc-svm |" in out
+
+
+def test_throughput_probe_model_prints_the_backbone_table(capsys):
+    bench = _bench("throughput")
+    assert bench.main(["--model", "aisfx-probe", "--n", "4", "--repeat", "1", "--probe-train-clips", "4",
+                       "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("aisfx-probe predict_paths end to end", "bare onnxruntime forward of the backbone, 1 session",
+                "1 session x 1 thread", "decode + backbone input", "round 1/1", "end to end / bare backbone",
+                "(12 backbone inputs, 3.0 per clip)", "0 failed"):
+        assert row in out, row
