@@ -12,6 +12,7 @@ import json
 import sys
 
 import pytest
+import soundfile as sf
 
 from conftest import REPO
 
@@ -99,3 +100,17 @@ def test_throughput_probe_model_prints_the_backbone_table(capsys):
                 "1 session x 1 thread", "decode + backbone input", "round 1/1", "end to end / bare backbone",
                 "(12 backbone inputs, 3.0 per clip)", "0 failed"):
         assert row in out, row
+
+
+def test_mission_scale_prints_both_commands(tmp_path, capsys):
+    """The README's train and predict with their defaults (a short --time-budget), through the CLI."""
+    bench = _bench("mission_scale")
+    assert bench.main(["--classes", "3", "--per-class", "6", "--test", "5", "--min-seconds", "1",
+                       "--max-seconds", "2", "--time-budget", "5", "--timeout", "600", "--gen-jobs", "1",
+                       "--keep", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    for row in ("generated 18 training clips (3 classes) + 5 test clips", "auto: chose ", "clips/s, decoding",
+                "| train | 18 |", "| predict | 5 |", "submission rows: 5 of 5", "targets: train"):
+        assert row in out, row
+    with sf.SoundFile(next((tmp_path / "m" / "test").glob("*.wav"))) as f:  # shaped like the real set
+        assert (f.samplerate, f.channels, f.subtype) == (44100, 2, "PCM_16") and 1.0 <= f.frames / 44100 <= 2.0
