@@ -114,3 +114,19 @@ def test_mission_scale_prints_both_commands(tmp_path, capsys):
         assert row in out, row
     with sf.SoundFile(next((tmp_path / "m" / "test").glob("*.wav"))) as f:  # shaped like the real set
         assert (f.samplerate, f.channels, f.subtype) == (44100, 2, "PCM_16") and 1.0 <= f.frames / 44100 <= 2.0
+
+
+def test_backbone_precision_prints_every_precision(tmp_path, capsys):
+    from soundclass.data import synth
+
+    synth.make_demo_dataset(tmp_path / "demo", n_per_class=4, sr=16000, n_sources=2, seed=0)
+    bench = _bench("backbone_precision")
+    assert bench.main([str(tmp_path / "demo"), "--group-pattern", synth.DEMO_GROUP_PATTERN, "--folds", "2",
+                       "--torch-blocks", "4", "--rate-blocks", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| demo |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["float32", "int8-dynamic", "int8-static"]
+    assert "| demo | float32 |" in rows[0] and "+0.00 pt | 0 (" in rows[0]
+    assert "1-thread blocks/s" in out
+    assert bench.main([str(tmp_path / "absent")]) == 0
+    assert "absent or no known group pattern: skipped" in capsys.readouterr().out
