@@ -1,12 +1,10 @@
 """The mission's scale: the README's two commands, with their defaults, on an Eating-Sound-sized set.
 
-Generates a set shaped like the Eating Sound Collection: ``--classes`` classes
+Generates a set shaped like the Eating Sound Collection: ``--classes`` foods
 x ``--per-class`` clips of ``--min-seconds``..``--max-seconds`` s, 44.1 kHz
-stereo 16-bit WAV, named ``<class>/<class>_<n>.wav``, plus a flat test folder
-of ``--test`` clips (:mod:`soundclass.data.synth`'s generators: class ``c``
-uses generator ``c % 4`` with its own seed, so the 20 classes differ; a clip
-joins consecutive generated pieces of one recording to reach its length, the
-right channel is the left one delayed and attenuated).  Then it runs, through
+stereo 16-bit WAV, plus a flat test folder of ``--test`` clips from other
+recordings (:func:`soundclass.data.synth.food_clip`, what
+``make_food_dataset`` writes, here on every core).  Then it runs, through
 the real CLI in subprocesses and with nothing but the README's flags:
 
     soundclass train DATA -o RUN --cache-dir CACHE
@@ -47,27 +45,16 @@ import numpy as np
 import psutil
 import soundfile as sf
 
-from soundclass.data.synth import DEMO_CLASSES, synthesize_clip
+from soundclass.data.synth import FOOD_CLASSES, food_clip
 from soundclass.util.pool import run_chunked
 
 SR = 44100
 
 
-def make_clip(spec: tuple[str, int, int, float, int], *, seed: int) -> str:
-    """Write one clip: ``spec = (path, class index, clip index, seconds, test flag)``; returns the path."""
-    path, c, i, seconds, test = spec
-    kind = DEMO_CLASSES[c % len(DEMO_CLASSES)]
-    cls_seed = seed + 1000 * c + 1
-    source = i % 8  # eight recordings per class
-    pieces, n_samples, k = [], int(seconds * SR), 0
-    while sum(len(p) for p in pieces) < n_samples:  # consecutive pieces of one recording
-        pieces.append(synthesize_clip(kind, source=source, n=1000 * test + 50 * (i // 8) + k, sr=SR,
-                                      seed=cls_seed))
-        k += 1
-    left = np.concatenate(pieces)[:n_samples]
-    delay = 1 + (i % 23)
-    right = 0.8 * np.concatenate([np.zeros(delay, np.float32), left[:-delay]])
-    sf.write(path, np.stack([left, right], axis=1), SR, subtype="PCM_16")
+def make_clip(spec: tuple[str, int, int, int], *, seconds: tuple[float, float], seed: int) -> str:
+    """Write one clip, ``spec = (path, class index, source, n)``, by :func:`soundclass.data.synth.food_clip`."""
+    path, c, source, n = spec
+    sf.write(path, food_clip(c, source=source, n=n, sr=SR, seconds=seconds, seed=seed), SR, subtype="PCM_16")
     return path
 
 
@@ -75,22 +62,24 @@ def _failed(spec, reason: str, kind: str) -> str:
     raise SystemExit(f"{spec[0]}: could not be generated ({reason})")
 
 
-def make_set(root: Path, *, classes: int, per_class: int, test: int, min_s: float, max_s: float, seed: int,
-             jobs: int) -> tuple[Path, Path, float]:
-    """Write ``root/data/<class>/...`` and ``root/test/...``; the total seconds of audio."""
-    rng = np.random.default_rng(seed)
-    names = [f"food{c:02d}" for c in range(classes)]
+def make_set(root: Path, *, classes: int, per_class: int, test: int, seconds: tuple[float, float], seed: int,
+             jobs: int | None) -> tuple[Path, Path]:
+    """Write ``root/data/<food>/<food>_<source>_<n>.wav`` (8 recordings per class, as
+    :func:`~soundclass.data.synth.make_food_dataset` names them) and ``root/test/test_<j>.wav``
+    (recordings not in the training set), on ``jobs`` processes."""
     specs = []
-    for c, name in enumerate(names):
-        (root / "data" / name).mkdir(parents=True, exist_ok=True)
+    for c, food in enumerate(FOOD_CLASSES[:classes]):
+        (root / "data" / food).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            specs.append((str(root / "data" / name / f"{name}_{i}.wav"), c, i, float(rng.uniform(min_s, max_s)), 0))
+            source, n = i % 8, i // 8
+            specs.append((str(root / "data" / food / f"{food}_{source:02d}_{n:03d}.wav"), c, source, n))
     (root / "test").mkdir(parents=True, exist_ok=True)
-    for j in range(test):
-        c = int(rng.integers(classes))
-        specs.append((str(root / "test" / f"test_{j:05d}.wav"), c, j, float(rng.uniform(min_s, max_s)), 1))
-    run_chunked(functools.partial(make_clip, seed=seed), specs, on_failure=_failed, n_jobs=jobs)
-    return root / "data", root / "test", float(sum(s[3] for s in specs))
+    labels = np.random.default_rng([seed, 7]).integers(classes, size=test)
+    for j, c in enumerate(labels):
+        specs.append((str(root / "test" / f"test_{j:05d}.wav"), int(c), 100 + j % 8, j))
+    run_chunked(functools.partial(make_clip, seconds=seconds, seed=seed), specs, on_failure=_failed,
+                n_jobs=jobs)
+    return root / "data", root / "test"
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -192,15 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.classes, args.per_class, args.test) <= 0 or not 0 < args.min_seconds <= args.max_seconds:
         parser.error("sizes must be positive and --min-seconds <= --max-seconds")
+    if args.classes > len(FOOD_CLASSES):
+        parser.error(f"--classes must be at most {len(FOOD_CLASSES)}")
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="soundclass-mission-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
         n_train = args.classes * args.per_class
         t0 = time.perf_counter()
-        data, test, audio_s = make_set(root, classes=args.classes, per_class=args.per_class, test=args.test,
-                                       min_s=args.min_seconds, max_s=args.max_seconds, seed=args.seed,
-                                       jobs=args.gen_jobs)
+        data, test = make_set(root, classes=args.classes, per_class=args.per_class, test=args.test,
+                              seconds=(args.min_seconds, args.max_seconds), seed=args.seed, jobs=args.gen_jobs)
+        audio_s = sum(sf.info(str(p)).duration for p in root.glob("*/**/*.wav"))
         print(f"generated {n_train} training clips ({args.classes} classes) + {args.test} test clips, "
               f"{audio_s / 3600:.2f} h of 44.1 kHz stereo int16 audio, in {time.perf_counter() - t0:.0f} s")
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
