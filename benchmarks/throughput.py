@@ -288,6 +288,28 @@ def bare_backbone(backbone, inputs: list[np.ndarray], *, threads: int) -> float:
     return _timed(lambda: [run(x) for x in inputs])[1]
 
 
+def tree_cpu(run: Path, paths: list[str], n_jobs: int) -> tuple[float, float]:
+    """``predict_paths`` in a fresh process: CPU seconds of its whole tree (workers and fork server included,
+    all reaped before it exits) and the wall seconds of the call itself."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(paths, fh)
+    code = ("import json, sys, time\n"
+            "from soundclass.inference.predict import predict_paths\n"
+            "paths = json.load(open(sys.argv[1]))\n"
+            "t = time.perf_counter()\n"
+            "predict_paths(sys.argv[2], paths, n_jobs=int(sys.argv[3]), progress=False)\n"
+            "print(time.perf_counter() - t)\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        out = subprocess.run([sys.executable, "-c", code, fh.name, str(run), str(n_jobs)], check=True,
+                             capture_output=True, text=True)
+    finally:
+        os.unlink(fh.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, float(out.stdout.strip().splitlines()[-1])
+
+
 def probe_main(args: argparse.Namespace) -> int:
     """The probe-model table: end to end predict vs the bare backbone forward, ``--repeat`` rounds."""
     from soundclass.models import list_models
@@ -315,8 +337,14 @@ def probe_main(args: argparse.Namespace) -> int:
         for rep in range(args.repeat):
             preds, t_e2e = _timed(lambda: predict_paths(run, paths, n_jobs=args.n_jobs, progress=False))
             t_all = bare_backbone(backbone, inputs, threads=cores)
+            cpu0 = time.process_time()
             t_one = bare_backbone(backbone, inputs, threads=1)
-            rounds.append({"e2e": t_e2e, "bare": t_all, "one": t_one})
+            cpu_one = time.process_time() - cpu0
+            cpu_small, _ = tree_cpu(run, paths[: args.probe_startup_clips], args.n_jobs)
+            cpu_all, _ = tree_cpu(run, paths, args.n_jobs)
+            cpu_clip = (cpu_all - cpu_small) / max(args.n - args.probe_startup_clips, 1)
+            rounds.append({"e2e": t_e2e, "bare": t_all, "one": t_one, "cpu_clip": cpu_clip,
+                           "cpu_one": cpu_one / args.n, "cpu_start": cpu_small})
             print(f"round {rep + 1}/{args.repeat}: end to end {_rate(args.n, t_e2e):.1f}, bare backbone "
                   f"{_rate(args.n, t_all):.1f} ({cores} threads), {_rate(args.n, t_one):.1f} (1 thread) clips/s",
                   flush=True)
@@ -335,6 +363,11 @@ def probe_main(args: argparse.Namespace) -> int:
     print(f"\n{args.model} end to end: {e2e:.1f} clips/s (target >= 30 on 2 cores)")
     print(f"end to end / bare backbone forward time = {ratio:.2f}x (target <= 1.3x; median of the per-round "
           f"ratios)")
+    print(f"CPU seconds per clip (less sensitive to a shared machine's load than clips/s): end to end "
+          f"{med['cpu_clip']:.3f} (a fresh process's whole tree, its start-up of {med['cpu_start']:.1f} CPU s "
+          f"removed by a {args.probe_startup_clips}-clip run), bare one-thread backbone {med['cpu_one']:.3f}: "
+          f"{med['cpu_clip'] / med['cpu_one']:.2f}x; {cores} idle cores would give "
+          f"{cores / med['cpu_clip']:.1f} clips/s end to end")
     print(f"{len(preds.failures)} failed")
     return 0
 
@@ -345,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cnn: the default table; a probe model: the backbone table (probe_main)")
     parser.add_argument("--probe-train-clips", type=int, default=6,
                         help="demo clips per class (4 classes) of the probe run trained here")
+    parser.add_argument("--probe-startup-clips", type=int, default=4,
+                        help="clips of the small fresh-process run whose CPU time is the start-up (probe table)")
     parser.add_argument("--n", type=int, default=2000, help="generated 5 s clips to predict (default 2000)")
     parser.add_argument("--old-n", type=int, default=400,
                         help="clips for the old torch path, the slowest (default 400; rates are per clip)")

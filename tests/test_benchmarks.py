@@ -93,12 +93,12 @@ def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
 
 def test_throughput_probe_model_prints_the_backbone_table(capsys):
     bench = _bench("throughput")
-    assert bench.main(["--model", "aisfx-probe", "--n", "4", "--repeat", "1", "--probe-train-clips", "4",
-                       "--n-jobs", "1"]) == 0
+    assert bench.main(["--model", "aisfx-probe", "--n", "6", "--repeat", "1", "--probe-train-clips", "4",
+                       "--n-jobs", "1", "--probe-startup-clips", "2"]) == 0
     out = capsys.readouterr().out
     for row in ("aisfx-probe predict_paths end to end", "bare onnxruntime forward of the backbone, 1 session",
                 "1 session x 1 thread", "decode + backbone input", "round 1/1", "end to end / bare backbone",
-                "(12 backbone inputs, 3.0 per clip)", "0 failed"):
+                "(18 backbone inputs, 3.0 per clip)", "CPU seconds per clip", "0 failed"):
         assert row in out, row
 
 
