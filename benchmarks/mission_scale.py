@@ -11,7 +11,8 @@ the real CLI in subprocesses and with nothing but the README's flags:
     soundclass predict RUN TEST -o submit.csv
 
 and prints per command: wall time, peak RSS of its process tree (the sum over
-the process and its workers, sampled every 0.2 s with psutil; and the largest
+the process and its workers, sampled every 0.2 s with psutil, as is the
+tree's CPU time; and the largest
 single process from ``RUSAGE_CHILDREN``, shown only when it grew: it
 accumulates over the commands), clips/s; for ``train`` what ``auto``
 decided and why (``RUN/auto.json``: per candidate its folds, its seconds of
@@ -96,16 +97,21 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.kill()
 
 
-def run_measured(cmd: list[str], *, log: Path, timeout: float | None = None) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS of its process tree (sampled) and of its largest process.
+def run_measured(cmd: list[str], *, log: Path | None = None, timeout: float | None = None) -> dict:
+    """Run ``cmd``; wall seconds, CPU seconds and peak RSS of its process tree, and its largest process.
 
-    A command still running after ``timeout`` seconds is killed with its workers (exit code ``None``).
+    The tree (the command, its fork server and workers) is sampled every
+    0.2 s with psutil: the peak of the summed RSS, and the CPU time of every
+    process as last seen (a process's last 0.2 s before it exits are missed).
+    A command still running after ``timeout`` seconds is killed with its
+    workers (exit code ``None``).  ``log``: where its output goes (``None``:
+    captured and returned as ``stdout``).
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    peak = [0]
+    peak, cpu = [0], {}
     start = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    with (open(log, "w+b") if log else tempfile.TemporaryFile()) as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
         stop = threading.Event()
 
         def sample() -> None:
@@ -116,13 +122,17 @@ def run_measured(cmd: list[str], *, log: Path, timeout: float | None = None) -> 
             while not stop.is_set():
                 total = 0
                 try:
-                    for p in [root, *root.children(recursive=True)]:
-                        try:
-                            total += p.memory_info().rss
-                        except psutil.NoSuchProcess:
-                            pass
+                    family = [root, *root.children(recursive=True)]
                 except psutil.NoSuchProcess:
                     break
+                for p in family:
+                    try:
+                        with p.oneshot():
+                            total += p.memory_info().rss
+                            t = p.cpu_times()
+                            cpu[p.pid] = t.user + t.system
+                    except psutil.NoSuchProcess:
+                        pass
                 peak[0] = max(peak[0], total)
                 stop.wait(0.2)
 
@@ -136,10 +146,12 @@ def run_measured(cmd: list[str], *, log: Path, timeout: float | None = None) -> 
             code = None
         stop.set()
         sampler.join()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
     seconds = time.perf_counter() - start
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"code": code, "seconds": seconds, "tree_mib": peak[0] / 2**20,
-            "largest_mib": largest / 1024 if largest > before else float("nan")}
+    return {"code": code, "seconds": seconds, "tree_mib": peak[0] / 2**20, "cpu_s": sum(cpu.values()),
+            "largest_mib": largest / 1024 if largest > before else float("nan"), "stdout": text}
 
 
 def auto_lines(run: Path, n_clips: int) -> list[str]:
@@ -221,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  final fit of {rec['chosen']} and evaluation: {m['seconds'] - rec['seconds']:.0f} s "
                           "(after the choice; includes start-up)")
         n_rows = sum(1 for _ in open(sub, encoding="utf-8")) - 1
-        print("\n| command | clips | wall s | clips/s | peak RSS, process tree | largest process |")
-        print("|---|---|---|---|---|---|")
+        print("\n| command | clips | wall s | clips/s | CPU s (process tree) | peak RSS, process tree "
+              "| largest process |")
+        print("|---|---|---|---|---|---|---|")
         for label, n, m in rows:
             largest = "-" if np.isnan(m["largest_mib"]) else f"{m['largest_mib']:.0f} MiB"
-            print(f"| {label} | {n} | {m['seconds']:.1f} | {n / m['seconds']:.1f} | {m['tree_mib']:.0f} MiB | "
-                  f"{largest} |")
+            print(f"| {label} | {n} | {m['seconds']:.1f} | {n / m['seconds']:.1f} | {m['cpu_s']:.0f} | "
+                  f"{m['tree_mib']:.0f} MiB | {largest} |")
         print(f"\nsubmission rows: {n_rows} of {args.test}")
         budget = args.time_budget or 1800.0
         train_s, predict_s = rows[0][2]["seconds"], rows[1][2]["seconds"]

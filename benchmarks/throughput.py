@@ -289,8 +289,10 @@ def bare_backbone(backbone, inputs: list[np.ndarray], *, threads: int) -> float:
 
 
 def tree_cpu(run: Path, paths: list[str], n_jobs: int) -> tuple[float, float]:
-    """``predict_paths`` in a fresh process: CPU seconds of its whole tree (workers and fork server included,
-    all reaped before it exits) and the wall seconds of the call itself."""
+    """``predict_paths`` in a fresh process: CPU seconds of its whole tree (workers and fork server included;
+    ``mission_scale.run_measured`` samples it) and the wall seconds of the call itself."""
+    from mission_scale import run_measured
+
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(paths, fh)
     code = ("import json, sys, time\n"
@@ -299,15 +301,13 @@ def tree_cpu(run: Path, paths: list[str], n_jobs: int) -> tuple[float, float]:
             "t = time.perf_counter()\n"
             "predict_paths(sys.argv[2], paths, n_jobs=int(sys.argv[3]), progress=False)\n"
             "print(time.perf_counter() - t)\n")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        out = subprocess.run([sys.executable, "-c", code, fh.name, str(run), str(n_jobs)], check=True,
-                             capture_output=True, text=True)
+        m = run_measured([sys.executable, "-c", code, fh.name, str(run), str(n_jobs)])
     finally:
         os.unlink(fh.name)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, float(out.stdout.strip().splitlines()[-1])
+    if m["code"] != 0:
+        raise SystemExit(f"predict in a fresh process failed ({m['code']}): {m['stdout'][-1000:]}")
+    return m["cpu_s"], float(m["stdout"].strip().splitlines()[-1])
 
 
 def probe_main(args: argparse.Namespace) -> int:

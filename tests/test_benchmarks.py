@@ -110,7 +110,7 @@ def test_mission_scale_prints_both_commands(tmp_path, capsys):
                        "--keep", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     for row in ("generated 18 training clips (3 classes) + 5 test clips", "auto: chose ", "clips/s, decoding",
-                "| train | 18 |", "| predict | 5 |", "submission rows: 5 of 5", "targets: train"):
+                "| train | 18 |", "| predict | 5 |", "CPU s (process tree)", "submission rows: 5 of 5", "targets: train"):
         assert row in out, row
     with sf.SoundFile(next((tmp_path / "m" / "test").glob("*.wav"))) as f:  # shaped like the real set
         assert (f.samplerate, f.channels, f.subtype) == (44100, 2, "PCM_16") and 1.0 <= f.frames / 44100 <= 2.0
