@@ -78,8 +78,10 @@ def make_set(root: Path, *, classes: int, per_class: int, test: int, seconds: tu
     labels = np.random.default_rng([seed, 7]).integers(classes, size=test)
     for j, c in enumerate(labels):
         specs.append((str(root / "test" / f"test_{j:05d}.wav"), int(c), 100 + j % 8, j))
-    run_chunked(functools.partial(make_clip, seconds=seconds, seed=seed), specs, on_failure=_failed,
-                n_jobs=jobs)
+    import mission_scale  # the workers unpickle make_clip by module name: never from a script's __main__
+
+    run_chunked(functools.partial(mission_scale.make_clip, seconds=seconds, seed=seed), specs,
+                on_failure=_failed, n_jobs=jobs)
     return root / "data", root / "test"
 
 
