@@ -6,7 +6,10 @@ Real data lives in ``../shared/datasets`` (beside the repository) or in
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,10 @@ DATASETS = Path(os.environ.get("SOUNDCLASS_DATASETS", REPO.parent / "shared" / "
 
 
 def pytest_configure(config):
+    if not os.environ.get("SOUNDCLASS_CACHE"):  # backbone graphs: never in the user's own cache
+        cache = tempfile.mkdtemp(prefix="soundclass-test-cache-")
+        os.environ["SOUNDCLASS_CACHE"] = cache  # CLI subprocesses inherit it
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
     import torch
 
     torch.set_num_threads(1)  # tests run beside other work on 2 cores

@@ -26,6 +26,7 @@ from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
+from soundclass.models.backbone_runtime import feature_backbone, prepare_backbone
 from soundclass.models.fusion import fusion_embedding
 from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
@@ -36,7 +37,7 @@ from soundclass.util.progress import progress_bar
 __all__ = [
     "DELTA_WIDTH",
     "FEATURE_CODE_VERSION",
-    "ExtractResult", "compute_feature", "extract_file", "extract_many", "features_desc"]
+    "ExtractResult", "compute_feature", "extract_file", "extract_many", "features_desc", "prepare_workers"]
 
 preload_in_workers(__name__)  # its functions run in pool workers
 
@@ -138,6 +139,19 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(S, dtype=np.float32)
 
 
+def prepare_workers(config: FeatureConfig) -> None:
+    """Build once, before a pool starts, what every worker would otherwise build on its first file.
+
+    For a kind computed by a frozen backbone (``aisfx``): its onnxruntime
+    graph, exported into the user cache
+    (:func:`soundclass.models.backbone_runtime.prepare_backbone`), so that
+    workers only load it (and never run torch to export it, all at once).
+    """
+    found = feature_backbone(config.kind)
+    if found is not None:
+        prepare_backbone(found.backbone)
+
+
 def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     """Decode, downmix, resample (soxr HQ) to ``config.sr`` and compute the feature.
 
@@ -229,6 +243,8 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
+    if executor is not None or n_jobs != 1:
+        prepare_workers(config)
     bar = progress_bar(len(paths), desc=desc or features_desc(config), enabled=progress)
     try:
         return run_chunked(

@@ -48,8 +48,8 @@ from soundclass.checkpoint.format import as_checkpoint
 from soundclass.errors import ExportError, ParameterError, SoundclassError
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference.calibration import softmax
-from soundclass.inference.onnx_trace import trace_to_onnx
 from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba
+from soundclass.models.onnx_trace import trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.hashing import sha256_file
 

@@ -67,13 +67,13 @@ from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
 from soundclass.errors import ExportError, ParameterError, SoundclassError, check_int
 from soundclass.inference.calibration import calibration_of
-from soundclass.inference.onnx_trace import short_reason, trace_to_onnx
 from soundclass.inference.predictor import pads_short_clips
 from soundclass.inference.waveform_graph import (
     WaveformClassifier,
     min_samples_for,
     probe_frames,
 )
+from soundclass.models.onnx_trace import short_reason, trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
 
 try:
