@@ -178,6 +178,7 @@ def extract_many(
     executor: Executor | None = None,
     progress: bool = False,
     chunksize: int | None = None,
+    desc: str = "features",
 ) -> list[ExtractResult]:
     """Features of many files, in input order, never raising for a bad file.
 
@@ -195,6 +196,8 @@ def extract_many(
         Show a tqdm progress bar (files).
     chunksize : int or None
         Files per task (``None``: about 8 tasks per worker, at most 32 files each).
+    desc : str
+        Label of the progress bar (e.g. which models the features are for).
 
     Returns
     -------
@@ -210,7 +213,7 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
-    bar = progress_bar(len(paths), desc="features", enabled=progress)
+    bar = progress_bar(len(paths), desc=desc, enabled=progress)
     try:
         return run_chunked(
             functools.partial(_extract_one, config=config), paths, on_failure=_lost,

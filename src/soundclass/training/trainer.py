@@ -148,14 +148,15 @@ class PreparedData:
 
 
 def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True,
-                 executor: Any = None, val_paths: Collection[str] | None = None) -> PreparedData:
+                 executor: Any = None, val_paths: Collection[str] | None = None,
+                 desc: str = "features") -> PreparedData:
     """Features of ``feature_config(config)`` (through the cache) and the grouped holdout split.
 
     ``config`` is resolved; the split depends on ``config.seed``,
     ``config.val_size``, the groups and the usable clips only.  ``val_paths``
     (e.g. one fold of a cross-validation benchmark) fixes the validation clips
     instead: the usable clips among them are the validation part, the others
-    the training part.
+    the training part.  ``desc`` labels the features' progress bar.
     """
     from soundclass.data.splits import holdout
     from soundclass.extraction.cache import get_features
@@ -172,7 +173,7 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     # with a cache dir: checked, not kept; every consumer reads the clips batch by batch
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.is_main, lazy=True)
+                                      progress=progress and ctx.is_main, lazy=True, desc=desc)
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
     ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
