@@ -458,13 +458,18 @@ class _Race:
         row["fold_seconds"].append(took)
         self.fold_epochs.setdefault(c.name, []).append(s.epochs if s.halted else None)
         row["status"] = "scored"
-        self.say(f"auto: {c.name} fold {i + 1}/{c.n_folds} macro-F1 {s.macro_f1:.3f} in {took:.1f} s "
+        stop = f", stopped at epoch {s.epochs}/{c.epochs}" if s.halted else ""
+        self.say(f"auto: {c.name} fold {i + 1}/{c.n_folds} macro-F1 {s.macro_f1:.3f} in {took:.1f} s{stop} "
                  f"({self._budget()})")
         if s.halted == "behind":
             self.drop(c, f"dropped in fold {i + 1}: {s.why}")
-        elif s.halted == "budget":
+        elif s.halted == "budget":  # no more folds; still a contender only if ahead even so
             _add_note(row, s.why)
             self.done.add(c.name)
+            target = self.on_fold_target(c, i)
+            if target is not None and s.macro_f1 < target[1]:
+                self.drop(c, f"out of the race: behind {target[0].name} ({target[1]:.3f}) on fold {i + 1} "
+                             "when the budget stopped it")
 
     def halve(self, m: int) -> None:
         """After ``m`` folds: drop who is more than the margin below the leader on those folds."""
@@ -476,7 +481,7 @@ class _Race:
         margin = score_margin(best, n_val)
         for c in list(self.alive):
             mine = self.scores(c, m)
-            if c is lead or len(mine) < m:
+            if c is lead or len(mine) < m or c.name in self.done:  # a stopped fold is not a fair score
                 continue
             if float(np.mean(mine)) < best - margin:
                 self.drop(c, f"dropped after {m} fold(s): mean macro-F1 {np.mean(mine):.3f}, more than the "
