@@ -144,7 +144,8 @@ def test_race_time_budget_skips_cuts_folds_and_stops_epochs():
     cheap = Fake("cheap", [0.6] * 3, clock=clock)
     net = Fake("net", clock=clock, fold_s=100.0, prior=None, curves=[[0.55] * 10] * 3)
     rows, chosen, _ = _race([cheap, net], clock, time_budget=50.0)
-    assert net.epochs_run == [1] and "stopped after epoch 1/10 by the time budget" in rows["net"]["note"]
+    # decided on the second epoch's time (the first also pays one-time costs)
+    assert net.epochs_run == [2] and "stopped after epoch 2/10 by the time budget" in rows["net"]["note"]
     assert rows["net"]["dropped"] and "out of the race: behind cheap (0.600)" in rows["net"]["note"]
     assert chosen == "cheap"
     # ... and stays a contender (with no more folds) when it is ahead even so

@@ -237,7 +237,7 @@ class _Race:
         target = self.on_fold_target(c, i) if self.eliminate else None
         first = self.leader(1) is None  # nobody scored yet: nothing to compare with, one fold guaranteed
         curve: list[float] = []
-        t0 = self.clock()
+        last = [self.clock()]  # when the previous epoch ended (the first one also pays the setup)
 
         def hook(hist: Mapping[str, Any]) -> bool:
             curve.append(float(hist.get("val_macro_f1", float("nan"))))
@@ -250,11 +250,15 @@ class _Race:
                 if why:
                     state.update(halted="behind", why=f"{why} ({lead.name}) on fold {i + 1}")
                     return True
-            per_epoch = (self.clock() - t0) / e
-            final = per_epoch * n * c.final_ratio()
+            # an epoch's cost from the second on: the first also pays one-time costs (model, optimizer
+            # and torch imports: 3 s and more on a busy machine, as long as the epoch itself)
+            per_epoch, last[0] = self.clock() - last[0], self.clock()
+            if e < 2 or first or e >= n:
+                return False
             lead = self.leader(1)
+            final = per_epoch * n * c.final_ratio()
             reserve = max(final, 0.0 if lead is None or lead is c else self.final_seconds(lead))
-            if not first and e < n and per_epoch * (n - e) + reserve > self.left():
+            if per_epoch * (n - e) + reserve > self.left():
                 state.update(halted="budget", why=(
                     f"fold {i + 1} stopped after epoch {e}/{n} by the time budget ({per_epoch:.1f} s an "
                     f"epoch; its score is of that shorter training)"))
