@@ -160,7 +160,7 @@ HEAVY = frozenset({
 
 #: Libraries that may be missing (not in ``[project] dependencies``): imported where used, so the
 #: rest works without them.
-OPTIONAL = frozenset({"dask", "distributed", "playwright", "threadpoolctl"})
+OPTIONAL = frozenset({"dask", "distributed", "playwright"})
 
 #: Folders whose modules may import heavy things inside functions without listing them:
 #: ``soundclass --help`` and ``soundclass <command> --help`` must not load torch.
@@ -196,17 +196,12 @@ LAZY_ALLOWED: dict[str, dict[str, str]] = {
     "util/executors.py": {  # the pool runner is imported by light modules (data.scan, extraction)
         "torch": "single_threaded limits torch's threads only if torch is already loaded",
         "distributed": "dask executors are an extra (soundclass[deploy])",
-        "threadpoolctl": "an optional import (scikit-learn brings it) in each worker's start",
     },
 }
 
 #: Modules being rewritten on another branch, whose needless lazy imports move to the top once it
 #: is merged (remove the entry then): cycles are checked in them all the same.
-PENDING = {
-    "training/auto.py": "branch auto (the race) rewrites it",
-    "training/trainer.py": "prepare_data's two imports: branch auto changes those lines",
-    "extraction/cache.py": "branch speed rewrites it",
-}
+PENDING: dict[str, str] = {}
 
 
 def _module_table() -> dict[tuple[str, ...], Path]:

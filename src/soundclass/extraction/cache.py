@@ -60,8 +60,10 @@ from soundclass.extraction.entry import CHECKSUM_MAGIC, entry_bytes, read_entry
 from soundclass.extraction.extract import FEATURE_CODE_VERSION
 from soundclass.extraction.stored import StoredFeatures
 from soundclass.util.atomic import is_temp_name, write_bytes_atomic
+from soundclass.util.executors import default_n_jobs, make_executor
 from soundclass.util.failures import CONTENT, Failure
 from soundclass.util.hashing import sha256_file
+from soundclass.util.pool import executor_workers, is_broken
 from soundclass.util.progress import progress_bar
 
 __all__ = ["CHECKSUM_MAGIC", "CacheStats", "FeatureCache", "get_features"]
@@ -321,8 +323,6 @@ class FeatureCache:
 
     def _compute(self, todo, config, found, failed, *, lazy, n_jobs, executor, progress, chunk_size,
                  desc) -> None:
-        from soundclass.util.executors import default_n_jobs, make_executor
-        from soundclass.util.pool import executor_workers, is_broken
 
         items = list(todo.items())  # [(sha, path)]
         n_workers = default_n_jobs(n_jobs) if executor is None else executor_workers(executor, n_jobs)

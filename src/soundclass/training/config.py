@@ -262,7 +262,7 @@ class TrainConfig:
     auto_folds : int
         ``model='auto'``: cross-validation folds (>= 2).
     time_budget : float
-        ``model='auto'``: seconds for scoring candidates (see :mod:`soundclass.training.auto`).
+        ``model='auto'``: seconds for choosing and the final fit (see :mod:`soundclass.training.auto`).
     """
 
     model: str = field(default=AUTO, metadata=_text(
@@ -372,9 +372,10 @@ class TrainConfig:
     auto_folds: int = field(default=3, metadata={"setting": Setting(
         "--model auto: grouped cross-validation folds of the training part", int,
         lambda v: is_int(v) and v >= 2, "an integer >= 2", metavar="K")})
-    time_budget: float = field(default=1800.0, metadata=_number(
-        "--model auto: seconds for scoring the candidates; expensive ones get fewer folds or are "
-        "skipped (with the reason in the leaderboard) when it runs short", "a positive number",
+    time_budget: float = field(default=600.0, metadata=_number(
+        "--model auto: seconds for the candidates' features and folds and the final fit of the "
+        "chosen one; candidates that cannot win are dropped early, expensive ones get fewer folds or "
+        "are skipped (every decision in the leaderboard)", "a positive number",
         lambda v: v > 0 and math.isfinite(v), metavar="SECONDS"))
 
     def __post_init__(self) -> None:

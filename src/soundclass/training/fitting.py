@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ def fit(
     out_dir: str | os.PathLike,
     progress: bool = True,
     resume: bool = False,
+    on_epoch: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> FitResult:
     """Train a registered model on cached features; the explicit loop.
 
@@ -126,6 +127,10 @@ def fit(
     resume : bool
         Continue from ``out_dir/last`` if it holds a training state (the
         weights then come from there, not from ``config.pretrained``).
+    on_epoch : callable or None
+        Called on rank 0 with each epoch's ``history`` row; ``True`` stops the
+        training there like early stopping (``--model auto`` stops a candidate
+        that cannot reach the leader).
 
     Returns
     -------
@@ -140,6 +145,7 @@ def fit(
     data = _FitData.build(train_features, train_targets, val_features, val_targets,
                           classes=classes, config=resolve_config(config))
     run = _Run(data, out_dir=Path(out_dir), progress=progress, resume=resume)
+    run.on_epoch = on_epoch
     restore_determinism = _use_deterministic()
     try:
         stopped, epoch = run.train_epochs()
@@ -237,6 +243,7 @@ class _Run:
             config.patience if self.has_val else 0,
             mode="max" if (config.monitor == "macro_f1" or not self.has_val) else "min")
         self.history: list[dict[str, Any]] = []
+        self.on_epoch: Callable[[Mapping[str, Any]], bool] | None = None
         self.start_epoch = 0
         if resuming:
             self.start_epoch, saved_extra = self._resume()
@@ -260,9 +267,11 @@ class _Run:
                 config=self.config, augment=self.augment, class_weight=self.class_weight,
                 device=self.device, progress=self.progress)
             dist.sync_buffers(self.model)  # BatchNorm statistics of rank 0 everywhere
+            halt = False
             if self.is_main:  # validation and files on rank 0 only
                 self._end_epoch(epoch, tr)
-            stopped = dist.broadcast_flag(self.stopper.should_stop)
+                halt = self.on_epoch is not None and bool(self.on_epoch(self.history[-1]))
+            stopped = dist.broadcast_flag(self.stopper.should_stop or halt)
             dist.barrier()
             epoch += 1
         return stopped, epoch

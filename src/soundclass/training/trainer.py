@@ -32,7 +32,9 @@ import numpy as np
 
 from soundclass.checkpoint.state import has_training_state
 from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
+from soundclass.data.splits import holdout
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.extraction.cache import get_features
 from soundclass.extraction.stored import feature_shapes, take
 from soundclass.models.classical import is_classical
 from soundclass.training import distributed as dist
@@ -128,17 +130,16 @@ class PreparedData:
 
 
 def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True,
-                 executor: Any = None, val_paths: Collection[str] | None = None) -> PreparedData:
+                 executor: Any = None, val_paths: Collection[str] | None = None,
+                 desc: str | None = None) -> PreparedData:
     """Features of ``feature_config(config)`` (through the cache) and the grouped holdout split.
 
     ``config`` is resolved; the split depends on ``config.seed``,
     ``config.val_size``, the groups and the usable clips only.  ``val_paths``
     (e.g. one fold of a cross-validation benchmark) fixes the validation clips
     instead: the usable clips among them are the validation part, the others
-    the training part.
+    the training part.  ``desc`` labels the features' progress bar.
     """
-    from soundclass.data.splits import holdout
-    from soundclass.extraction.cache import get_features
 
     feature = feature_config(config)
     ctx = dist.setup()
@@ -154,7 +155,7 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
                                       progress=progress and ctx.is_main, lazy=True,
-                                      desc=f"features ({config.model})")
+                                      desc=desc or f"features ({config.model})")
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
     ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
