@@ -148,7 +148,7 @@ def test_auto_full_evaluation_scores_every_fold(tmp_path, demo, chance_model):
 
 def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chance_model):
     prepared, seen = [], []
-    real_prepare, real_run = trainer_module.prepare_data, auto_module._Candidate.run_fold
+    real_prepare, real_run = auto_module.prepare_data, auto_module._Candidate.run_fold
 
     def spy_prepare(*a, **kw):
         prepared.append(real_prepare(*a, **kw))
@@ -159,7 +159,7 @@ def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chanc
         seen.append((self.name, self.data, self.features.paths, np.asarray(self.targets).copy()))
         return real_run(self, i, on_epoch)
 
-    monkeypatch.setattr(trainer_module, "prepare_data", spy_prepare)
+    monkeypatch.setattr(auto_module, "prepare_data", spy_prepare)
     monkeypatch.setattr(auto_module._Candidate, "run_fold", spy_run)
     cfg = _cfg(tmp_path, auto_candidates=f"logmel-logreg,{chance_model}")
     res = auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=False, eliminate=False)

@@ -88,7 +88,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Candidates of ``--model auto`` when ``auto_candidates`` is not given.
-DEFAULT_CANDIDATES = ("aisfx-probe", "logmel-logreg", "mfcc-svm", "cnn", "aisfx")
+DEFAULT_CANDIDATES = ("aisfx-probe", "whisper-probe", "fusion-probe", "logmel-logreg", "mfcc-svm", "cnn",
+                      "aisfx", "whisper")
 
 # Cost priors of the budget before a first fold is measured, on 2 CPU cores: ``(seconds per
 # clip, seconds per second of audio the model sees)``, per fit for the classical models and per
@@ -101,13 +102,16 @@ _FIT_COST = {"aisfx-probe": (0.002, 0.0), "logmel-logreg": (0.002, 0.0), "mfcc-s
 _PROBE_FIT_COST = (0.004, 0.0)
 _EPOCH_COST = {"cnn": (0.001, 0.0055), "cnn-wide": (0.002, 0.011), "seed-cnn": (0.003, 0.0),
                "seed-lstm": (0.001, 0.0015), "cnn6": (0.004, 0.02), "cnn10": (0.008, 0.04),
-               "cnn14": (0.02, 0.1), "aisfx": (0.1, 0.0)}  # aisfx trains on whole-block crops
+               "cnn14": (0.02, 0.1), "aisfx": (0.1, 0.0),  # aisfx trains on whole-block crops
+               "whisper": (0.01, 0.12)}  # the 20 M-parameter encoder, forward and backward
 
 # Feature priors by FeatureConfig.kind: (seconds per clip, seconds per second of audio) with 2
 # worker processes; the aiSFX embedding costs per 100-frame block (~2.3 s, hop ~1.2 s, one at
 # least): 0.12 s a block on one idle core, 0.2 s taken for a shared machine.  A frozen
 # transformer embedding of ~0.05 s per second of audio on one core is (0.01, 0.03).
-_EXTRACT_COST = {"aisfx-logmel": (0.002, 0.001), "mfcc": (0.002, 0.0005), "logmel": (0.002, 0.0005)}
+_EXTRACT_COST = {"aisfx-logmel": (0.002, 0.001), "mfcc": (0.002, 0.0005), "logmel": (0.002, 0.0005),
+                 # Whisper-base's encoder: ~0.07 s per second of audio on one core (models/whisper.py)
+                 "whisper-logmel": (0.002, 0.0005), "whisper": (0.01, 0.035), "fusion": (0.01, 0.06)}
 _DEFAULT_EXTRACT_COST = (0.002, 0.0005)
 _AISFX_BLOCK_SECONDS = 0.2
 
@@ -179,7 +183,6 @@ def estimate_extract_seconds(config: Any, n_clips: int, *, cache: bool,
     d = durations if durations is not None and durations.size else np.array([_ASSUMED_SECONDS])
     kind = feature_config(config).kind
     if kind == "aisfx":
-
         frames = 1 + np.floor(d * AISFX_SR / AISFX_HOP_LENGTH)  # centred frames of the front end
         blocks = 1 + np.maximum(frames - BLOCK_FRAMES, 0) // BLOCK_HOP  # as dsp.aisfx.frames_to_blocks
         per_clip = _AISFX_BLOCK_SECONDS * float(np.mean(blocks))
