@@ -17,7 +17,6 @@ from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import ModelSpec, register_model
 from soundclass.training import TrainConfig, train
 from soundclass.training import auto as auto_module
-from soundclass.training import trainer as trainer_module
 
 CHANCE = "test-chance"
 
