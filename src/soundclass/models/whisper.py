@@ -54,9 +54,18 @@ Registered models
     head; the encoder trains at a tenth of the head's learning rate
     (:meth:`WhisperClassifier.param_groups`), SpecAugment on the log-mel.
 
-Speed (torch, one thread, on a shared 2-core machine at load ~10, so upper bounds): 0.07 s per second
-of audio for clips of 2-5 s, 0.13-0.15 s for clips under 1 s (fixed cost per
-clip) and for 30 s windows (attention over 1500 frames).
+Frozen backbone
+---------------
+:data:`WHISPER_BACKBONE` (:mod:`soundclass.models.backbone_runtime`): a clip's
+windows (:func:`whisper_windows`, ``(n_windows, 80, L)``) -> their pooled outputs
+(:func:`pooled_outputs`, ``(n_windows, 3584)``), in onnxruntime from a graph
+with a dynamic time axis exported once into the user cache (torch with a
+warning when it cannot be had); :func:`whisper_vector` averages the windows.
+One run per clip: batching the windows of several 5-s clips was no faster.
+
+Speed (one thread, a 5-s clip, on the shared 2-core machine at load ~8, so upper bounds):
+onnxruntime 0.09-0.14 s, torch 0.11 s (~1.2x); dynamic int8 graphs
+(not used: they move the embedding beyond float rounding) ~2x faster still.
 """
 
 from __future__ import annotations
