@@ -30,7 +30,7 @@ COMMAND_TIMEOUT = 600
 #: The README's --group-pattern of its typical competition run (one group per video of each food).
 README_GROUP_PATTERN = r"^(?P<group>{class}_\d+)_"
 #: auto's budget in these runs (the default is longer; candidates that do not fit are skipped).
-BUDGET = "90"
+BUDGET = "45"
 
 
 def soundclass(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
