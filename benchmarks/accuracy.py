@@ -354,7 +354,8 @@ def _main_folds(args, dataset, models, out: Path, cache_dir: str) -> int:
                                      classes=dataset.classes))
     groups = [g for _, g in held_out]
     table = folds_table(rows) + "\n" + per_fold_table(rows, groups)
-    chosen = [f"{r['model']}: " + ", ".join(r["chosen"]) for r in rows if r["chosen"]]
+    chosen = [f"{r['model']}: " + ", ".join(r["chosen"]) for r in rows
+              if r["chosen"] and r["model"].startswith("auto")]
     note = (f"Grouped stratified {len(folds)}-fold over {len(dataset)} clips (group pattern "
             f"{args.group_pattern!r}; seed {args.seed}; fold sizes {[len(f) for f in folds]}); epochs "
             f"{args.epochs or 'model default'}. Neural models pick their best epoch on the held-out fold "
