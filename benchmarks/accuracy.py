@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.data.dataset import discover
 from soundclass.evaluation.metrics import evaluate_predictions
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.models import list_models
 from soundclass.training import TrainConfig, train
 

@@ -28,9 +28,18 @@ a run trained on clips of mixed length gets):
   over the same tensors (:func:`training_overhead`; the mixed-length training
   case takes longer and is in ``benchmarks/train_overhead.py``).
 
+With ``--model aisfx-probe`` (or ``whisper-probe`` once that backbone is
+registered), the probe-model table instead (:func:`probe_main`): a probe run
+trained here on generated clips, ``predict_paths`` end to end on the ``--n``
+5-s clips (default backend and ``--n-jobs`` workers, no cache: what
+``soundclass predict`` does), the bare onnxruntime forward pass of the frozen
+backbone on the same clips' inputs (decoded and cut beforehand), one session
+with every core and one with one thread, and the ratio of the two.
+
 Usage::
 
     python benchmarks/throughput.py                 # 2000 clips, RSS at 11,000; several minutes
+    python benchmarks/throughput.py --model aisfx-probe --n 300   # the probe model's table
     python benchmarks/throughput.py --quick         # 300 clips, RSS at 1,500
     python benchmarks/throughput.py --run runs/cnn  # an existing cnn run
 """
@@ -51,13 +60,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.extraction.cache import get_features
 from soundclass.extraction.extract import extract_many
 from soundclass.inference.backends import OnnxLogits, export_logits_onnx, make_backend
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.export import export_onnx
-from soundclass.inference.predict import predict_paths, resolve_checkpoint
+from soundclass.inference.predict import predict_paths
 from soundclass.inference.predictor import available_cores, predict_proba, torch_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -242,8 +251,135 @@ def training_overhead(args: argparse.Namespace) -> list[tuple[str, str]]:
              f"default augmentations {r['on']:.1f} ({r['bare'] / r['on']:.2f}x)")]
 
 
+PROBE_MODELS = ("aisfx-probe", "whisper-probe")
+
+
+def train_probe_run(folder: Path, model: str, *, n_per_class: int, seed: int) -> Path:
+    """A ``model`` run on the 4-class demo set at 44.1 kHz (``n_per_class`` clips per class), in this process."""
+    from soundclass.data import synth
+    from soundclass.training import TrainConfig, train
+
+    data = synth.make_demo_dataset(folder / "probe-data", n_per_class=n_per_class, sr=44100, n_sources=2,
+                                   seed=seed)
+    train(data, TrainConfig(model=model, val_size=0.25, seed=seed, n_jobs=1), out_dir=folder / "run",
+          progress=False)
+    return folder / "run"
+
+
+def backbone_inputs(ckpt, paths: list[str]) -> tuple[object, list[np.ndarray], float]:
+    """The checkpoint's frozen backbone, its input for each clip, and the seconds to decode and compute them."""
+    from soundclass.audio import load
+    from soundclass.models.backbone_runtime import feature_backbone
+
+    found = feature_backbone(ckpt.feature.kind)
+    if found is None:
+        raise SystemExit(f"{ckpt.model_name}: feature kind {ckpt.feature.kind!r} has no registered backbone")
+    sr = ckpt.feature.sr
+    inputs, t = _timed(lambda: [found.inputs(load(p, sr=sr)[0], sr=sr) for p in paths])
+    return found.backbone, inputs, t
+
+
+def bare_backbone(backbone, inputs: list[np.ndarray], *, threads: int) -> float:
+    """Seconds of the bare onnxruntime session (``threads`` intra-op threads) over every clip's input."""
+    from soundclass.models.backbone_runtime import backbone_runner
+
+    run = backbone_runner(backbone, runtime="onnx", threads=threads)
+    run(inputs[0])  # warm-up
+    return _timed(lambda: [run(x) for x in inputs])[1]
+
+
+def tree_cpu(run: Path, paths: list[str], n_jobs: int) -> tuple[float, float]:
+    """``predict_paths`` in a fresh process: CPU seconds of its whole tree (workers and fork server included;
+    ``mission_scale.run_measured`` samples it) and the wall seconds of the call itself."""
+    from mission_scale import run_measured
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(paths, fh)
+    code = ("import json, sys, time\n"
+            "from soundclass.inference.predict import predict_paths\n"
+            "paths = json.load(open(sys.argv[1]))\n"
+            "t = time.perf_counter()\n"
+            "predict_paths(sys.argv[2], paths, n_jobs=int(sys.argv[3]), progress=False)\n"
+            "print(time.perf_counter() - t)\n")
+    try:
+        m = run_measured([sys.executable, "-c", code, fh.name, str(run), str(n_jobs)])
+    finally:
+        os.unlink(fh.name)
+    if m["code"] != 0:
+        raise SystemExit(f"predict in a fresh process failed ({m['code']}): {m['stdout'][-1000:]}")
+    return m["cpu_s"], float(m["stdout"].strip().splitlines()[-1])
+
+
+def probe_main(args: argparse.Namespace) -> int:
+    """The probe-model table: end to end predict vs the bare backbone forward, ``--repeat`` rounds."""
+    from soundclass.models import list_models
+
+    if args.model not in list_models():
+        raise SystemExit(f"--model {args.model}: not registered in this soundclass (models: "
+                         f"{', '.join(m for m in PROBE_MODELS if m in list_models())})")
+    cores = available_cores()
+    with tempfile.TemporaryDirectory(prefix="soundclass-throughput-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "clips").mkdir()
+        paths, t_make = _timed(lambda: make_clips(tmp / "clips", args.n, seed=args.seed))
+        print(f"made {len(paths)} clips (5 s, 44.1 kHz, stereo, int16) in {t_make:.1f} s")
+        run = Path(args.run) if args.run else None
+        if run is None:
+            run, t_train = _timed(lambda: train_probe_run(tmp, args.model, n_per_class=args.probe_train_clips,
+                                                          seed=args.seed))
+            print(f"trained a {args.model} run ({4 * args.probe_train_clips} demo clips) in {t_train:.1f} s")
+        ckpt = load_checkpoint(resolve_checkpoint(run))
+        print(f"model {ckpt.model_name}; machine: {os.cpu_count()} CPUs ({cores} usable), load average "
+              f"{os.getloadavg()[0]:.2f}")
+        backbone, inputs, t_inputs = backbone_inputs(ckpt, paths)
+        n_items = sum(len(x) for x in inputs)
+        rounds = []
+        for rep in range(args.repeat):
+            preds, t_e2e = _timed(lambda: predict_paths(run, paths, n_jobs=args.n_jobs, progress=False))
+            t_all = bare_backbone(backbone, inputs, threads=cores)
+            cpu0 = time.process_time()
+            t_one = bare_backbone(backbone, inputs, threads=1)
+            cpu_one = time.process_time() - cpu0
+            cpu_small, _ = tree_cpu(run, paths[: args.probe_startup_clips], args.n_jobs)
+            cpu_all, _ = tree_cpu(run, paths, args.n_jobs)
+            cpu_clip = (cpu_all - cpu_small) / max(args.n - args.probe_startup_clips, 1)
+            rounds.append({"e2e": t_e2e, "bare": t_all, "one": t_one, "cpu_clip": cpu_clip,
+                           "cpu_one": cpu_one / args.n, "cpu_start": cpu_small})
+            print(f"round {rep + 1}/{args.repeat}: end to end {_rate(args.n, t_e2e):.1f}, bare backbone "
+                  f"{_rate(args.n, t_all):.1f} ({cores} threads), {_rate(args.n, t_one):.1f} (1 thread) clips/s",
+                  flush=True)
+    med = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
+    ratio = float(np.median([r["e2e"] / r["bare"] for r in rounds]))
+    print(f"\n{args.n} clips of 5 s ({n_items} backbone inputs, {n_items / args.n:.1f} per clip); medians of "
+          f"{args.repeat} round(s)")
+    print(f"{'path':78s} {'clips/s':>8s}")
+    rows = [(f"{args.model} predict_paths end to end ({args.n_jobs} jobs, default backend, no cache)", med["e2e"]),
+            (f"bare onnxruntime forward of the backbone, 1 session x {cores} threads (ceiling)", med["bare"]),
+            ("bare onnxruntime forward of the backbone, 1 session x 1 thread", med["one"]),
+            ("decode + backbone input (front end), in this process", t_inputs)]
+    for label, seconds in rows:
+        print(f"{label:78s} {_rate(args.n, seconds):8.1f}")
+    e2e = _rate(args.n, med["e2e"])
+    print(f"\n{args.model} end to end: {e2e:.1f} clips/s (target >= 30 on 2 cores)")
+    print(f"end to end / bare backbone forward time = {ratio:.2f}x (target <= 1.3x; median of the per-round "
+          f"ratios)")
+    print(f"CPU seconds per clip (less sensitive to a shared machine's load than clips/s): end to end "
+          f"{med['cpu_clip']:.3f} (a fresh process's whole tree, its start-up of {med['cpu_start']:.1f} CPU s "
+          f"removed by a {args.probe_startup_clips}-clip run), bare one-thread backbone {med['cpu_one']:.3f}: "
+          f"{med['cpu_clip'] / med['cpu_one']:.2f}x; {cores} idle cores would give "
+          f"{cores / med['cpu_clip']:.1f} clips/s end to end")
+    print(f"{len(preds.failures)} failed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="cnn", choices=("cnn", *PROBE_MODELS),
+                        help="cnn: the default table; a probe model: the backbone table (probe_main)")
+    parser.add_argument("--probe-train-clips", type=int, default=6,
+                        help="demo clips per class (4 classes) of the probe run trained here")
+    parser.add_argument("--probe-startup-clips", type=int, default=4,
+                        help="clips of the small fresh-process run whose CPU time is the start-up (probe table)")
     parser.add_argument("--n", type=int, default=2000, help="generated 5 s clips to predict (default 2000)")
     parser.add_argument("--old-n", type=int, default=400,
                         help="clips for the old torch path, the slowest (default 400; rates are per clip)")
@@ -253,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="paths for the peak-RSS runs, one subprocess each (none: skip); several sizes "
                              "show whether memory grows with the dataset")
     parser.add_argument("--tutorial-n", type=int, default=20, help="clips for the tutorial pipeline")
-    parser.add_argument("--run", default=None, help="an existing cnn run or checkpoint (default: train one)")
+    parser.add_argument("--run", default=None, help="an existing run or checkpoint of --model (default: train one)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the run trained here")
     parser.add_argument("--train-clips", type=int, default=24, help="clips of the run trained here")
     parser.add_argument("--n-jobs", type=int, default=2, help="feature extraction processes")
@@ -278,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("counts must be positive")
     if 0 < args.train_clips_overhead < 32:
         parser.error("--train-clips-overhead must be 0 or at least one batch (32)")
+    if args.model != "cnn":
+        return probe_main(args)
 
     with tempfile.TemporaryDirectory(prefix="soundclass-throughput-") as tmp:
         tmp = Path(tmp)

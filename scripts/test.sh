@@ -21,4 +21,4 @@ if { ! command -v chromium >/dev/null 2>&1 || ! command -v espeak-ng >/dev/null 
 fi
 
 ruff check src tests benchmarks
-python -m pytest "$@"
+python -m pytest --durations=25 "$@"

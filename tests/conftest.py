@@ -6,7 +6,10 @@ Real data lives in ``../shared/datasets`` (beside the repository) or in
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,13 @@ DATASETS = Path(os.environ.get("SOUNDCLASS_DATASETS", REPO.parent / "shared" / "
 
 
 def pytest_configure(config):
-    try:
-        import torch
+    if not os.environ.get("SOUNDCLASS_CACHE"):  # backbone graphs: never in the user's own cache
+        cache = tempfile.mkdtemp(prefix="soundclass-test-cache-")
+        os.environ["SOUNDCLASS_CACHE"] = cache  # CLI subprocesses inherit it
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    import torch
 
-        torch.set_num_threads(1)  # tests run beside other work on 2 cores
-    except ImportError:  # pragma: no cover
-        pass
+    torch.set_num_threads(1)  # tests run beside other work on 2 cores
     from helpers import record_builtin_models
 
     record_builtin_models()  # before any test module can register its own
@@ -43,7 +47,7 @@ def model_registry():
 def _dataset(name: str) -> Path:
     path = DATASETS / name
     if not path.is_dir():
-        pytest.skip(f"real dataset {name!r} not found at {path}")
+        pytest.skip(f"optional extra: the shared dataset {name!r} is not at {path}")
     return path
 
 

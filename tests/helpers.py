@@ -102,7 +102,7 @@ def sample_predictions(failures=None):
     the paths in ``failures`` (``{path: reason}``) are failed files."""
     import numpy as np
 
-    from soundclass.inference.predict import Predictions
+    from soundclass.inference.predictions import Predictions
 
     paths = ("/data/test/b_2.wav", "/data/test/a_1.wav", "/data/test/sous-dossier/c_\u00fc.wav", "/data/test/d.wav")
     proba = np.array([

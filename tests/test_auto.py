@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.extraction.stored import StoredFeatures, take
-from soundclass.inference.checkpoint import load_checkpoint
-from soundclass.inference.predictor import predict_logits, predict_proba, softmax
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import ModelSpec, register_model
 from soundclass.training import TrainConfig, train
 from soundclass.training import auto as auto_module
-from soundclass.training import trainer as trainer_module
 
 CHANCE = "test-chance"
 
@@ -116,8 +116,11 @@ def test_auto_is_the_default_and_picks_the_better_candidate(tmp_path, demo, chan
     rows = {r["model"]: r for r in rec["candidates"]}
     assert rows["logmel-logreg"]["macro_f1_mean"] > rows[chance_model]["macro_f1_mean"] + 0.3
     for r in rows.values():
-        assert r["status"] == "scored" and r["folds"] == 3 == len(r["fold_macro_f1"])
+        assert r["status"] == "scored" and r["folds"] == len(r["fold_macro_f1"]) >= 1 and r["of_folds"] == 3
         assert r["macro_f1_std"] >= 0 and 0 <= r["accuracy_mean"] <= 1
+    # the chance model is far below after one fold: dropped, and the choice needs no more folds
+    assert rows[chance_model]["dropped"] and "dropped" in rows[chance_model]["note"]
+    assert not rows["logmel-logreg"]["dropped"] and "not run" in rows["logmel-logreg"]["note"]
     assert load_checkpoint(res.checkpoint_dir).model_name == "logmel-logreg"
     assert json.loads((tmp_path / "run" / "auto.json").read_text())["chosen"] == "logmel-logreg"
     from soundclass.evaluation.evaluate import evaluate_training
@@ -128,29 +131,41 @@ def test_auto_is_the_default_and_picks_the_better_candidate(tmp_path, demo, chan
     html = ev.files["report"].read_text()
     assert "Model choice" in html and chance_model in html
     text = format_leaderboard(rec)
-    assert "* logmel-logreg" in text and "+-" in text
+    assert "* logmel-logreg" in text and "+-" in text and "final fit" in text
+
+
+def test_auto_full_evaluation_scores_every_fold(tmp_path, demo, chance_model):
+    cfg = _cfg(tmp_path, auto_candidates=f"{chance_model},logmel-logreg")
+    res = auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=False, eliminate=False)
+    rows = {r["model"]: r for r in res.auto["candidates"]}
+    assert res.auto["chosen"] == "logmel-logreg"
+    for r in rows.values():
+        assert r["folds"] == 3 == len(r["fold_macro_f1"]) and not r["dropped"]
+    one = auto_module.cross_validate("logmel-logreg", cfg, demo)  # one candidate alone: the same folds
+    assert one["fold_macro_f1"] == rows["logmel-logreg"]["fold_macro_f1"]
 
 
 def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chance_model):
     prepared, seen = [], []
-    real_prepare, real_cv = trainer_module.prepare_data, auto_module.cross_validate
+    real_prepare, real_run = auto_module.prepare_data, auto_module._Candidate.run_fold
 
     def spy_prepare(*a, **kw):
         prepared.append(real_prepare(*a, **kw))
         return prepared[-1]
 
-    def spy_cv(name, config, features, targets, **kw):
-        assert isinstance(features, StoredFeatures)  # with a cache dir: read on use, never all held
-        seen.append((name, features.paths, np.asarray(targets).copy()))
-        return real_cv(name, config, features, targets, **kw)
+    def spy_run(self, i, on_epoch):
+        assert isinstance(self.features, StoredFeatures)  # with a cache dir: read on use, never all held
+        seen.append((self.name, self.data, self.features.paths, np.asarray(self.targets).copy()))
+        return real_run(self, i, on_epoch)
 
-    monkeypatch.setattr(trainer_module, "prepare_data", spy_prepare)
-    monkeypatch.setattr(auto_module, "cross_validate", spy_cv)
+    monkeypatch.setattr(auto_module, "prepare_data", spy_prepare)
+    monkeypatch.setattr(auto_module._Candidate, "run_fold", spy_run)
     cfg = _cfg(tmp_path, auto_candidates=f"logmel-logreg,{chance_model}")
-    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
-    assert len(seen) == 2 == len(prepared)
+    res = auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=False, eliminate=False)
+    assert len(prepared) == 2 and {s[0] for s in seen} == {"logmel-logreg", chance_model}
     val_paths = {it.path for it in res.val_items}
-    for data, (_, ids, targets) in zip(prepared, seen, strict=True):
+    for _, data, ids, targets in seen:
+        assert any(data is p for p in prepared)
         assert val_paths == {data.items[i].path for i in data.val_idx}  # the run's own split
         # by cache entry (content): exact duplicates are tied into one group, so on one side
         train_ids = set(take(data.features, data.train_idx).paths)
@@ -161,13 +176,51 @@ def test_auto_never_sees_the_validation_split(tmp_path, demo, monkeypatch, chanc
 
 def test_auto_time_budget_skips_and_records(tmp_path, demo, chance_model):
     cfg = _cfg(tmp_path, auto_candidates=f"logmel-logreg,cnn,{chance_model}", time_budget=1e-3)
-    res = train(demo, cfg, out_dir=tmp_path / "run", progress=False)
+    res = auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=False, eliminate=False)
     rows = {r["model"]: r for r in res.auto["candidates"]}
     first = rows["logmel-logreg"]  # cheapest: always scored, on the folds that fit (one)
     assert first["status"] == "scored" and first["folds"] == 1 and "time budget: 1 of 3" in first["note"]
     assert rows["cnn"]["status"] == "skipped" and "estimated" in rows["cnn"]["note"]
     assert rows["cnn"]["folds"] == 0
     assert res.auto["chosen"] in ("logmel-logreg", chance_model)
+
+
+def test_auto_computes_each_feature_once_without_a_cache(tmp_path, demo, chance_model, monkeypatch):
+    """Candidates sharing a FeatureConfig share its features (in memory, no cache dir): one
+    extraction per clip and feature, whatever the number of candidates and folds."""
+    from soundclass.extraction import extract as extract_module
+    from soundclass.models import model_spec
+
+    twin = "test-chance-twin"
+    register_model(twin, spec=model_spec(chance_model))(ChanceModel)
+    calls = []
+    real = extract_module._extract_one
+
+    def counting(path, config):
+        calls.append((path, config.kind, config.sr))
+        return real(path, config)
+
+    monkeypatch.setattr(extract_module, "_extract_one", counting)
+    cfg = TrainConfig(n_jobs=1, auto_candidates=f"{chance_model},{twin},logmel-logreg")
+    res = auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=False, eliminate=False)
+    rows = {r["model"]: r for r in res.auto["candidates"]}
+    assert all(r["folds"] == 3 for r in rows.values())
+    n = len(demo.items)
+    assert sorted(set(calls)) == sorted(calls)  # never a clip twice for one feature
+    assert len(calls) == 2 * n  # two feature configs, three candidates, nine folds, and the final fit
+
+
+def test_auto_prints_candidate_fold_epoch_and_budget(tmp_path, demo, chance_model, capsys):
+    cfg = _cfg(tmp_path, auto_candidates=f"logmel-logreg,{chance_model}", time_budget=300)
+    auto_module.train_auto(demo, cfg, out_dir=tmp_path / "run", progress=True, eliminate=False)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("auto: ")]
+    assert any(ln.startswith("auto: 2 candidates, cheapest first: logmel-logreg") for ln in lines)
+    assert any(ln.startswith("auto: logmel-logreg fold 1/3 (budget left ") for ln in lines)
+    assert any(ln.startswith(f"auto: {chance_model} fold 3/3 epoch 2/2 val macro-F1 ") and "budget left" in ln
+               for ln in lines)
+    assert any(ln.startswith("auto: chose logmel-logreg") for ln in lines)
+    assert f"features ({chance_model})" in err and "features (logmel-logreg)" in err  # the bars' labels
 
 
 def test_auto_rejects_unknown_candidates(tmp_path, demo):

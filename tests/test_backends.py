@@ -8,16 +8,15 @@ import soundfile as sf
 import torch
 
 from conftest import make_signal
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import ParameterError, SoundclassError
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference import backends
-from soundclass.inference.backends import ONNX_ATOL, Backend, make_backend, onnx_available
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
+from soundclass.inference.backends import ONNX_ATOL, Backend, make_backend
 from soundclass.inference.predict import predict_paths, use_backend
 from soundclass.models import create_model, model_spec
 
 CLASSES = ("a", "b", "c")
-needs_ort = pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed")
 
 
 def _checkpoint(root, name="cnn", clip_frames=120, **model_kwargs):
@@ -47,7 +46,6 @@ def _features(ckpt, seconds, seed=0):
     return [compute_feature(make_signal(sr, s, seed=seed + k), ckpt.feature) for k, s in enumerate(seconds)]
 
 
-@needs_ort
 def test_onnx_equals_torch_on_generated_clips(cnn):
     feats = _features(cnn, [0.05, 0.4, 1.19, 1.2, 2.7, 0.4, 3.3])  # shorter than min_frames .. several windows
     assert min(f.shape[1] for f in feats) < cnn.model.min_frames
@@ -62,7 +60,6 @@ def test_onnx_equals_torch_on_generated_clips(cnn):
         assert not np.allclose(want[0], want[1], atol=1e-3)  # the clips are told apart
 
 
-@needs_ort
 def test_onnx_batch_equals_singles(cnn):
     feats = _features(cnn, [0.7, 0.7, 1.5, 0.3, 0.7], seed=5)
     backend = make_backend(cnn, "onnx")
@@ -71,7 +68,6 @@ def test_onnx_batch_equals_singles(cnn):
     np.testing.assert_allclose(together, singles, rtol=0, atol=1e-5)
 
 
-@needs_ort
 def test_onnx_graph_cached_next_to_checkpoint(tmp_path):
     ckpt = _checkpoint(tmp_path, channels=(8, 8, 16, 16))
     make_backend(ckpt, "onnx")
@@ -88,7 +84,6 @@ def test_onnx_graph_cached_next_to_checkpoint(tmp_path):
         assert make_backend(ckpt, "auto").kind == "torch"
 
 
-@needs_ort
 @pytest.mark.parametrize("name", ["seed-lstm", "seed-cnn"])
 def test_onnx_other_models(tmp_path, name):
     ckpt = _checkpoint(tmp_path, name=name)
@@ -104,9 +99,8 @@ def test_auto_falls_back_to_torch_when_export_fails(cnn, monkeypatch):
     monkeypatch.setattr(backends, "export_logits_onnx", broken)
     with pytest.raises(SoundclassError, match="export"):
         make_backend(cnn, "onnx", cache=False)
-    if onnx_available():
-        with pytest.warns(UserWarning, match="using torch"):
-            assert make_backend(cnn, "auto", cache=False).kind == "torch"
+    with pytest.warns(UserWarning, match="using torch"):
+        assert make_backend(cnn, "auto", cache=False).kind == "torch"
     with pytest.raises(ParameterError, match="backend='tensorrt'"):
         make_backend(cnn, "tensorrt")
 
@@ -146,7 +140,6 @@ def test_predict_paths_chunks_give_the_same_result(cnn, tmp_path):
             pass
 
 
-@needs_ort
 def test_real_fsdd_clips(cnn, fsdd_dir):
     """onnxruntime == torch on spoken digits (8 kHz files resampled to the model's 16 kHz)."""
     from soundclass.data.dataset import list_audio

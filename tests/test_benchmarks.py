@@ -12,6 +12,7 @@ import json
 import sys
 
 import pytest
+import soundfile as sf
 
 from conftest import REPO
 
@@ -104,3 +105,44 @@ def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
     rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
     assert [r["model"] for r in rows] == ["seed-cnn", "mfcc-svm", "logmel-logreg", *expected[2:]]
     assert rows[0]["fold_accuracy"] == result["rows"][0]["fold_accuracy"]
+
+
+def test_throughput_probe_model_prints_the_backbone_table(capsys):
+    bench = _bench("throughput")
+    assert bench.main(["--model", "aisfx-probe", "--n", "6", "--repeat", "1", "--probe-train-clips", "4",
+                       "--n-jobs", "1", "--probe-startup-clips", "2"]) == 0
+    out = capsys.readouterr().out
+    for row in ("aisfx-probe predict_paths end to end", "bare onnxruntime forward of the backbone, 1 session",
+                "1 session x 1 thread", "decode + backbone input", "round 1/1", "end to end / bare backbone",
+                "(18 backbone inputs, 3.0 per clip)", "CPU seconds per clip", "0 failed"):
+        assert row in out, row
+
+
+def test_mission_scale_prints_both_commands(tmp_path, capsys):
+    """The README's train and predict with their defaults (a short --time-budget), through the CLI."""
+    bench = _bench("mission_scale")
+    assert bench.main(["--classes", "3", "--per-class", "6", "--test", "5", "--min-seconds", "1",
+                       "--max-seconds", "2", "--time-budget", "5", "--timeout", "600", "--gen-jobs", "1",
+                       "--keep", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    for row in ("generated 18 training clips (3 classes) + 5 test clips", "auto: chose ", "clips/s, decoding",
+                "| train | 18 |", "| predict | 5 |", "CPU s (process tree)", "submission rows: 5 of 5", "targets: train"):
+        assert row in out, row
+    with sf.SoundFile(next((tmp_path / "m" / "test").glob("*.wav"))) as f:  # shaped like the real set
+        assert (f.samplerate, f.channels, f.subtype) == (44100, 2, "PCM_16") and 1.0 <= f.frames / 44100 <= 2.0
+
+
+def test_backbone_precision_prints_every_precision(tmp_path, capsys):
+    from soundclass.data import synth
+
+    synth.make_demo_dataset(tmp_path / "demo", n_per_class=4, sr=16000, n_sources=2, seed=0)
+    bench = _bench("backbone_precision")
+    assert bench.main([str(tmp_path / "demo"), "--group-pattern", synth.DEMO_GROUP_PATTERN, "--folds", "2",
+                       "--torch-blocks", "4", "--rate-blocks", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| demo |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["float32", "int8-dynamic", "int8-static"]
+    assert "| demo | float32 |" in rows[0] and "+0.00 pt | 0 (" in rows[0]
+    assert "1-thread blocks/s" in out
+    assert bench.main([str(tmp_path / "absent")]) == 0
+    assert "absent or no known group pattern: skipped" in capsys.readouterr().out

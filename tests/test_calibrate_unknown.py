@@ -14,9 +14,10 @@ import pytest
 import soundfile as sf
 
 from _training_models import E2E, registered
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.evaluation.calibration import log_loss
-from soundclass.inference.calibrated import (
+from soundclass.evaluation.metrics import log_loss
+from soundclass.inference.calibration import (
     UNKNOWN,
     calibrate_proba,
     calibration_of,
@@ -24,7 +25,6 @@ from soundclass.inference.calibrated import (
     unknown_threshold,
     with_unknown,
 )
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predict import predict_paths
 from soundclass.training import TrainConfig, train
 from soundclass.training.calibrate import calibration_from_validation
@@ -200,7 +200,7 @@ def test_calibration_lowers_log_loss_of_a_synthetic_overconfident_model():
 
 
 def test_with_unknown_and_calibrate_proba_properties():
-    from soundclass.inference.predict import Predictions
+    from soundclass.inference.predictions import Predictions
 
     p = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [np.nan] * 3])
     preds = Predictions(("a.wav", "b.wav", "c.wav"), p, {"c.wav": "bad"}, ("x", "y", "z"))

@@ -1,4 +1,4 @@
-"""evaluation.calibration: temperature scaling, ECE, reliability, the "unknown" answer."""
+"""Calibration: temperature scaling and the "unknown" answer (inference.calibration), ECE and reliability (evaluation.calibration_report)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import pytest
 from scipy.special import softmax
 
 from soundclass.errors import ParameterError
-from soundclass.evaluation.calibration import (
+from soundclass.evaluation.calibration_report import expected_calibration_error, reliability_curve
+from soundclass.evaluation.metrics import log_loss
+from soundclass.inference.calibration import (
     UNKNOWN,
     apply_temperature,
     apply_unknown,
-    expected_calibration_error,
     fit_temperature,
-    log_loss,
-    reliability_curve,
     threshold_for_precision,
 )
 from soundclass.plots import new_figure

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.errors import CheckpointError
-from soundclass.inference.checkpoint import (
+from soundclass.checkpoint.format import (
     META_NAME,
     WEIGHTS_NAME,
     load_checkpoint,
     save_checkpoint,
 )
+from soundclass.errors import CheckpointError
 from soundclass.inference.predictor import predict_logits, predict_proba
 from soundclass.models import create_model, model_spec
 

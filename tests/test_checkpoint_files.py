@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from soundclass.errors import CheckpointError
-from soundclass.inference.checkpoint_files import (
+from soundclass.checkpoint.files import (
     read_json,
     read_tensors,
     saveable_tensor,
     write_json,
     write_tensors,
 )
+from soundclass.errors import CheckpointError
 
 
 def test_tensors_round_trip_with_shared_storage(tmp_path):

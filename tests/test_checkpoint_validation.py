@@ -9,17 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import soundclass.models as models_pkg
-from soundclass.config import config_to_dict
-from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference import checkpoint_checks as ckpt_module
-from soundclass.inference.checkpoint import (
+from soundclass.checkpoint import format as ckpt_module
+from soundclass.checkpoint.format import (
     META_NAME,
     WEIGHTS_NAME,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
 )
+from soundclass.config import config_to_dict
+from soundclass.errors import CheckpointError, ParameterError
 from soundclass.models import create_model, model_spec
 
 CLASSES = ("a", "b", "c")
@@ -62,13 +61,13 @@ def tampered(cnn_dir, tmp_path):
 def build_devices(monkeypatch):
     """Record the default device of every model build (real builds must not happen for tampered files)."""
     devices = []
-    real = models_pkg.create_model
+    real = ckpt_module.create_model
 
     def spy(*args, **kwargs):
         devices.append(str(torch.get_default_device()))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(models_pkg, "create_model", spy)
+    monkeypatch.setattr(ckpt_module, "create_model", spy)
     return devices
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.dsp.stats import feature_stats, stack_stats
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import create_model, model_spec
 from soundclass.models.classical import FeatureStats, StatsSVM, is_classical
@@ -125,7 +126,6 @@ def test_checkpoint_round_trip_predicts_identically(name, tmp_path):
 
 
 def test_svm_exports_to_onnx(tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
     feats, labels = _toy(3)
     model = fit_classical("mfcc-svm", feats, labels)
     x = torch.from_numpy(np.stack([f[:, :20] for f in feats[:4]]))
@@ -150,7 +150,6 @@ def test_unfitted_builds_are_distinct_per_seed():
 
 @pytest.mark.parametrize("name", ["mfcc-svm", "logmel-logreg"])
 def test_waveform_export_of_fitted_model(name, tmp_path):
-    pytest.importorskip("onnxruntime")
     from soundclass.inference.export import export_model
 
     spec = model_spec(name)

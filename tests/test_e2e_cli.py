@@ -77,12 +77,10 @@ def _check_run(run: Path, proc: subprocess.CompletedProcess) -> dict:
 
 def _check_submission(out: Path, test: Path) -> None:
     rows = _rows(out)
-    names = sorted(p.name for p in test.iterdir())
-    failed = out.with_name(out.stem + ".failed.csv")
-    named = {r["name"] for r in rows} | ({r["name"] for r in _rows(failed)} if failed.exists() else set())
-    assert set(names) <= named  # every input got a row or a named failure
-    labels = {r["label"] for r in rows if r["name"] != "corrupt.wav"}
-    assert labels <= {p.name for p in (test.parent / "train").iterdir()}
+    assert sorted(r["name"] for r in rows) == sorted(p.name for p in test.iterdir())  # a row for every file
+    failed = {Path(r["path"]).name: r["reason"] for r in _rows(out.with_name(out.stem + ".failed.csv"))}
+    assert list(failed) == ["corrupt.wav"] and failed["corrupt.wav"]  # named, with its reason
+    assert {r["label"] for r in rows} <= {p.name for p in (test.parent / "train").iterdir()}
 
 
 def test_train_then_predict_with_defaults(food, tmp_path):

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.models import create_model, list_models, model_spec
 from soundclass.models.ensemble import (
     ENSEMBLE_NAMES,

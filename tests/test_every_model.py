@@ -22,25 +22,24 @@ import csv
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 
 from helpers import builtin_models
 from soundclass.audio import load
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.cli import main
 from soundclass.data.dataset import Dataset
 from soundclass.data.synth import DEMO_GROUP_PATTERN, make_demo_dataset
 from soundclass.evaluation.evaluate import evaluate_checkpoint
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference.backends import make_backend
-from soundclass.inference.calibrated import calibrate_proba
-from soundclass.inference.checkpoint import load_checkpoint
+from soundclass.inference.calibration import calibrate_proba, softmax
 from soundclass.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx, read_metadata
 from soundclass.inference.predict import predict_paths
-from soundclass.inference.predictor import predict_logits, softmax
+from soundclass.inference.predictor import predict_logits
 from soundclass.training import TrainConfig, train
-
-ort = pytest.importorskip("onnxruntime")
 
 MODELS = builtin_models()
 # The clips here are longer than the 0.25 s window, so training pads nothing and every model
@@ -235,7 +234,7 @@ def test_every_builtin_model_is_covered():
 
 def test_short_clips_are_scored_as_the_model_was_trained(run):
     """Padded to one window after training on padded windows, whole after bucketed training."""
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference.calibration import apply_checkpoint_calibration
     from soundclass.inference.predictor import pads_short_clips, predict_proba
 
     ckpt = run["ckpt"]

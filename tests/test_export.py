@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from soundclass.checkpoint.format import save_checkpoint
 from soundclass.cli import main
 from soundclass.dsp.frontend import FeatureFrontend
 from soundclass.errors import CheckpointError, ParameterError, SoundclassError
-from soundclass.inference.checkpoint import save_checkpoint
 from soundclass.inference.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -21,8 +22,6 @@ from soundclass.inference.export import (
     read_metadata,
 )
 from soundclass.models import create_model, model_spec
-
-ort = pytest.importorskip("onnxruntime")
 
 MODELS = ("seed-cnn", "seed-lstm", "cnn")
 CLASSES = ("crunch", "slurp", "fizz", "chew")
@@ -38,7 +37,7 @@ def chirp(sr: int, n: int, *, seed: int, gain: float = 1.0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """name -> (checkpoint dir, onnx path, Checkpoint-like pieces) for tiny untrained models."""
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     root = tmp_path_factory.mktemp("export")
     out = {}

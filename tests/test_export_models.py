@@ -11,12 +11,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
 from torch import nn
 
 from soundclass.audio import load
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.cli import main
 from soundclass.config import FeatureConfig
 from soundclass.dsp.aisfx import AISFX_SR, aisfx_logmel, frames_to_blocks
@@ -25,7 +27,6 @@ from soundclass.dsp.frontend import FeatureFrontend
 from soundclass.errors import ExportError, ParameterError
 from soundclass.extraction.extract import compute_feature
 from soundclass.inference.backends import make_backend
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
 from soundclass.inference.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -39,8 +40,6 @@ from soundclass.inference.waveform_graph import WindowedLogits
 from soundclass.models import ModelSpec, create_model, model_spec, register_model
 from soundclass.models.aisfx import AisfxEmbedding, aisfx_embedding
 from soundclass.training.classical import fit_classical
-
-ort = pytest.importorskip("onnxruntime")
 
 CLASSES = ("hum", "sweep", "clicks")
 CLASSICAL = ("logmel-logreg", "mfcc-svm", "aisfx-probe")

@@ -164,7 +164,7 @@ def test_progress_bar_and_edge_cases(tmp_path, signal, capsys):
     paths = _clips(tmp_path, signal, n=2)
     results = extract_many(paths, FeatureConfig(), n_jobs=1, progress=True)
     assert all(isinstance(r, ExtractResult) and r.ok for r in results)
-    assert "2/2" in capsys.readouterr().err
+    assert "features (logmel): 2/2 files" in capsys.readouterr().err
     assert extract_many([], FeatureConfig()) == []
     with pytest.raises(ParameterError, match="chunksize"):
         extract_many(paths, FeatureConfig(), chunksize=0)
@@ -202,3 +202,19 @@ def test_a_crashing_worker_fails_only_its_file(tmp_path, signal, monkeypatch):
     results = extract.extract_many(paths, FeatureConfig(), n_jobs=2, chunksize=3)
     assert [r.ok for r in results] == [True, True, True, False, True, True]
     assert "worker process died" in results[3].error and results[3].kind == TRANSIENT
+
+
+@pytest.mark.parametrize(("n_jobs", "pooled"), [(1, False), (None, True)])
+def test_extract_many_prepares_the_backbone_before_a_pool(tmp_path, monkeypatch, n_jobs, pooled):
+    """The aiSFX graph is exported in the caller before workers start (workers only load it)."""
+    calls = []
+    monkeypatch.setattr(extract, "prepare_backbone", lambda backbone: calls.append(backbone.name))
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(4410, dtype=np.float32), 44100)
+    config = FeatureConfig(kind="aisfx", sr=44100, n_fft=2048, hop_length=1024, n_mels=96, htk=True)
+    executor = None if n_jobs == 1 else SerialExecutor()
+    [res] = extract_many([path], config, n_jobs=n_jobs, executor=executor)
+    assert res.ok and res.feature.shape == (512, 1)
+    assert calls == (["aisfx"] if pooled else [])
+    extract.prepare_workers(FeatureConfig())  # other kinds: nothing to prepare
+    assert len(calls) == int(pooled)

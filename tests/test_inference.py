@@ -9,12 +9,12 @@ from torch import nn
 
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError
+from soundclass.inference.calibration import softmax
 from soundclass.inference.predictor import (
-    _window,
     available_cores,
+    cut_window,
     plan_pieces,
     predict_logits,
-    softmax,
     standardize,
     torch_threads,
     window_starts,
@@ -180,9 +180,9 @@ def test_short_clip_window_matches_training_padding(n):
     x = np.random.default_rng(n).standard_normal((4, n)).astype(np.float32)
     (start,) = window_starts(n, 8) if n < 8 else (None,)
     if start is not None:
-        np.testing.assert_array_equal(_window(x, int(start), 8), crop_or_pad(x, 8, mode="center"))
+        np.testing.assert_array_equal(cut_window(x, int(start), 8), crop_or_pad(x, 8, mode="center"))
     for s in window_starts(n, 8, tta=3):
-        w = _window(x, int(s), 8)
+        w = cut_window(x, int(s), 8)
         assert w.shape == (4, 8)
         if n < 8:  # the whole clip is inside, the rest is the row minimum
             np.testing.assert_array_equal(w[:, -s : -s + n], x)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from _training_models import E2E, VEC, registered
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.data.dataset import Dataset, Item
 from soundclass.data.synth import DEMO_GROUP_PATTERN
 from soundclass.errors import ParameterError
 from soundclass.extraction.extract import extract_file
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.export import export_onnx
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import Ensemble
@@ -182,7 +182,7 @@ def test_evaluate_serve_and_tta_take_the_sequence_ensemble(tmp_path, demo):
     assert not np.allclose(p1, p3, atol=1e-6)  # the clips are longer than a window: TTA changes something
     out = App(CheckpointPredictor(ck)).predict_bytes(Path(demo.paths[0]).read_bytes())
     assert out["model"] == "ensemble" and abs(sum(t["p"] for t in out["top"]) - 1.0) < 1e-4
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
+    from soundclass.inference.calibration import apply_checkpoint_calibration
 
     shown = apply_checkpoint_calibration(ck, p1)  # the demo shows calibrated probabilities
     assert out["top"][0]["p"] == pytest.approx(float(shown[0].max()), abs=1e-4)

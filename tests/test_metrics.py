@@ -9,7 +9,12 @@ import pytest
 from sklearn import metrics as skm
 
 from soundclass.errors import ParameterError
-from soundclass.evaluation.metrics import confusion_matrix, evaluate_predictions, format_report
+from soundclass.evaluation.metrics import (
+    confusion_matrix,
+    evaluate_predictions,
+    format_report,
+    log_loss,
+)
 
 
 def _random_case(seed: int, n: int = 200, n_classes: int = 7, missing_true=(), missing_pred=()):
@@ -139,3 +144,15 @@ def test_format_report_lists_every_class():
     sk_weighted = next(line for line in sk.splitlines() if "weighted avg" in line).split()
     assert ours_weighted[2:5] == sk_weighted[2:5]
     assert len(sk_macro) == 6
+
+
+def test_log_loss_clips_a_zero_probability_like_scikit_learn():
+    proba = np.array([[1.0, 0.0, 0.0], [0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
+    y = np.array([1, 1, 2])  # the first row gives the true class 0: clipped at machine epsilon
+    expected = -(np.log(np.finfo(np.float64).eps) + np.log(0.5) + np.log(1.0)) / 3
+    assert log_loss(proba, y) == pytest.approx(expected, rel=1e-12)
+    assert log_loss(proba, y) == pytest.approx(skm.log_loss(y, proba, labels=[0, 1, 2]), rel=1e-12)
+    with pytest.raises(ParameterError, match="finite non-negative"):
+        log_loss(-proba, y)
+    with pytest.raises(ParameterError, match=r"y_true has class index 3 outside \[0, 3\)"):
+        log_loss(proba, [0, 1, 3])

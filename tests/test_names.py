@@ -1,4 +1,4 @@
-"""Dataset listing with hostile file names: dot-prefixed, not UTF-8, CR/LF/tab, spaces."""
+"""Dataset listing: hostile file names (dot-prefixed, not UTF-8, CR/LF/tab, spaces) and the files left out."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import warnings
 import numpy as np
 import pytest
 
-from soundclass.data.dataset import IGNORED_DIRS, discover, display_path, list_audio
+from soundclass.data.dataset import (
+    AUDIO_EXTENSIONS,
+    IGNORED_DIRS,
+    assign_groups,
+    discover,
+    display_path,
+    list_audio,
+    list_folder,
+    skipped_note,
+)
 from soundclass.errors import DatasetError
-from soundclass.inference.predict import Predictions
+from soundclass.inference.predictions import Predictions
 from soundclass.inference.submission import failed_list_path, write_submission
 
 pytestmark = pytest.mark.skipif(
@@ -145,7 +154,7 @@ def test_leakage_message_is_printable_with_non_utf8_names():
 
 
 def test_checkpoint_keeps_non_utf8_class_names(tmp_path):
-    from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
+    from soundclass.checkpoint.format import META_NAME, load_checkpoint, save_checkpoint
     from soundclass.models import create_model, model_spec
 
     classes = (os.fsdecode(b"c\xe9t"), "dog")  # a latin-1 class folder name
@@ -181,3 +190,56 @@ def test_unreadable_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "scandir", scandir)
     with pytest.warns(UserWarning, match=r"1 folder\(s\) could not be searched.*locked \(Permission denied\)"):
         assert _names(list_audio(tmp_path)) == [b"a.wav"]
+
+
+def test_extensions_cover_what_the_decoders_read():
+    for ext in (".m4a", ".mp4", ".mov", ".3gp", ".aac", ".webm", ".mka", ".wma", ".amr", ".opus",
+                ".caf", ".ac3", ".wv", ".sph"):
+        assert ext in AUDIO_EXTENSIONS
+    assert all(e == e.lower() and e.startswith(".") for e in AUDIO_EXTENSIONS)
+    assert len(set(AUDIO_EXTENSIONS)) == len(AUDIO_EXTENSIONS)
+
+
+def test_list_folder_names_what_it_leaves_out(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.wav").write_bytes(b"RIFF")
+    (d / "sub" / "phone.M4A").write_bytes(b"\0\0\0\x20ftypM4A ")
+    (d / "notes.txt").write_text("no audio here")
+    (d / "sub" / "labels.csv").write_text("path,label\n")
+    (d / "recording").write_bytes(b"RIFF\x24\0\0\0WAVEfmt ")  # no extension: a WAV by content
+    (d / "clip.dat").write_bytes(b"ID3\x04\0\0\0\0\0\0")  # MP3 with an ID3 tag
+    (d / "sync.bin").write_bytes(b"\xff\xfb\x90\x00" + bytes(60))  # a bare frame sync: too weak
+    (d / "empty.json").write_bytes(b"")
+    listing = list_folder(d)
+    assert [os.path.relpath(p, d) for p in listing.paths] == [
+        "a.wav", "clip.dat", "recording", os.path.join("sub", "phone.M4A")]
+    assert [os.path.relpath(p, d) for p in listing.skipped] == [
+        "empty.json", "notes.txt", os.path.join("sub", "labels.csv"), "sync.bin"]
+    assert list_audio(d) == list(listing.paths)
+    assert list_folder(d / "notes.txt").paths == (str(d / "notes.txt"),)  # a file given is listed
+
+
+def test_skipped_note_counts_and_caps():
+    assert skipped_note([]) is None
+    paths = [f"/data/x/f{i}.txt" for i in range(7)]
+    note = skipped_note(paths, root="/data", max_listed=3)
+    assert note == ("7 file(s) skipped (not audio by extension or content): "
+                    "x/f0.txt, x/f1.txt, x/f2.txt and 4 more")
+
+
+def test_discover_records_skipped_files(tmp_path):
+    for c in ("a", "b"):
+        _touch(os.fsencode(tmp_path / c), b"clip.wav")
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    (tmp_path / "README.md").write_text("x")
+    ds = discover(tmp_path)
+    assert len(ds) == 2
+    assert ds.skipped == (str(tmp_path / "README.md"), str(tmp_path / "a" / "notes.txt"))
+    assert ds.subset([0]).skipped == ds.skipped
+    assert assign_groups(ds, r"(clip)").skipped == ds.skipped
+    # nothing usable: the error names what was found instead
+    (tmp_path / "c" / "x").mkdir(parents=True)
+    (tmp_path / "c" / "x" / "only.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"no audio files found .*1 file\(s\) skipped .*only\.txt"):
+        discover(tmp_path / "c")

@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
+from soundclass.checkpoint.format import resolve_checkpoint
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.predict import (
-    Predictions,
-    predict_paths,
-    resolve_checkpoint,
-    top_k_labels,
-)
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import Predictions, top_k_labels
 
 CLASSES = SAMPLE_CLASSES
 
@@ -54,7 +51,7 @@ def test_resolve_checkpoint(tmp_path):
 def _tiny_run(root):
     import torch
 
-    from soundclass.inference.checkpoint import save_checkpoint
+    from soundclass.checkpoint.format import save_checkpoint
     from soundclass.models import create_model, model_spec
 
     spec = model_spec("cnn")
@@ -81,11 +78,10 @@ def _labelled_wavs(root, n=3):
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_cli_backends_agree(tmp_path, command):
     from soundclass.cli import main
-    from soundclass.inference.backends import onnx_available
 
     ckpt = _tiny_run(tmp_path)
     data = _labelled_wavs(tmp_path / "data")
-    kinds = ("torch", "onnx") if onnx_available() else ("torch",)
+    kinds = ("torch", "onnx")
     results = {}
     for kind in kinds:
         out = tmp_path / f"out-{kind}"
@@ -128,22 +124,20 @@ def test_non_finite_features_and_probabilities_are_named_failures(tmp_path, monk
     assert info.value.path.endswith("hum_0.wav")
     monkeypatch.setattr(extract, "compute_feature", real)
 
-    from soundclass.inference import calibrated
-
-    real_cal = calibrated.apply_checkpoint_calibration
+    real_cal = predict_mod.apply_checkpoint_calibration
 
     def nan_first(checkpoint, proba):  # the model answers NaN for the first clip of the chunk
         out = np.array(real_cal(checkpoint, proba), dtype=np.float64)
         out[0] = np.nan
         return out
 
-    monkeypatch.setattr(calibrated, "apply_checkpoint_calibration", nan_first)
+    monkeypatch.setattr(predict_mod, "apply_checkpoint_calibration", nan_first)
     preds = predict_mod.predict_paths(ckpt, paths, n_jobs=1, backend="torch", progress=False)
     assert list(preds.failures) == [paths[0]] and "not finite" in preds.failures[paths[0]]
     assert not preds.ok[0] and preds.ok[1:].all()
 
 
 def ckpt_feature(ckpt_dir):
-    from soundclass.inference.checkpoint import load_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint
 
     return load_checkpoint(ckpt_dir).feature

@@ -7,8 +7,10 @@ import os
 import pytest
 import torch
 
-from soundclass.errors import CheckpointError
+from soundclass.errors import CheckpointError, ParameterError
 from soundclass.models import create_model, load_pretrained
+from soundclass.models.panns import PANNS_FEATURE
+from soundclass.models.pretrained import check_pretrained_fit
 
 CHANNELS = (64, 128, 256, 512)  # PANNs Cnn10 / Cnn6
 
@@ -153,3 +155,12 @@ def test_non_tensor_entries_are_refused(tmp_path):
     torch.save({"model": {"fc1.weight": [1, 2, 3]}}, path)
     with pytest.raises(CheckpointError, match="odd.pth.*not named tensors"):
         load_pretrained(create_model("cnn10", n_classes=3, n_features=64), path)
+
+
+def test_check_pretrained_fit_refuses_models_and_inputs_the_weights_cannot_fit():
+    check_pretrained_fit("cnn10", PANNS_FEATURE.replace(fmax=8000.0), pretrained="w.pth")  # front end only
+    check_pretrained_fit("cnn", PANNS_FEATURE.replace(n_mels=128), pretrained=None)  # nothing to check
+    with pytest.raises(ParameterError, match=r"^pretrained='w.pth' needs a PANNs-layout model; model='cnn'"):
+        check_pretrained_fit("cnn", PANNS_FEATURE, pretrained="w.pth")
+    with pytest.raises(ParameterError, match=r"^feature deltas=2 makes .*'w.pth'.*deltas=0"):
+        check_pretrained_fit("cnn6", PANNS_FEATURE.replace(deltas=2), pretrained="w.pth")

@@ -15,10 +15,10 @@ import os
 import pytest
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.cli import main
 from soundclass.data import synth
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.models import create_model
 from soundclass.training import (
     PRETRAINED_MODELS,
@@ -184,12 +184,12 @@ def test_bad_files_give_checkpoint_errors(tmp_path, cnn6_file):
 
 
 def test_train_refuses_a_missing_file_before_extracting(tmp_path, demo, monkeypatch):
-    import soundclass.extraction.cache
+    import soundclass.training.trainer
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("features extracted before the pretrained file was checked")
 
-    monkeypatch.setattr(soundclass.extraction.cache, "get_features", no_extraction)
+    monkeypatch.setattr(soundclass.training.trainer, "get_features", no_extraction)
     cfg = TrainConfig(model="cnn6", pretrained=str(tmp_path / "nope.pth"), **FAST)
     with pytest.raises(CheckpointError, match=r"nope\.pth: no such checkpoint file"):
         train(demo, cfg, out_dir=tmp_path / "run", progress=False)

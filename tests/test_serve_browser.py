@@ -37,7 +37,7 @@ FAKE_MIC_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-
 @pytest.fixture(scope="module")
 def playwright_api():
     if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
+        pytest.skip(f"optional extra: no Chromium browser at {CHROMIUM}")
     from playwright import sync_api  # a dev dependency: missing is an error, not a skip
 
     with sync_api.sync_playwright() as p:

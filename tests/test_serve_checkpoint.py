@@ -30,8 +30,8 @@ def checkpoint_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("model_name", ["seed-cnn", "seed-lstm"])
 def test_real_checkpoint_predicts_five_classes(model_name, tmp_path):
+    from soundclass.checkpoint.format import load_checkpoint
     from soundclass.extraction.extract import extract_file
-    from soundclass.inference.checkpoint import load_checkpoint
     from soundclass.inference.predictor import predict_proba
 
     ckpt_dir = save_tiny_checkpoint(tmp_path / "ckpt", model_name)

@@ -155,7 +155,7 @@ def save_tiny_checkpoint(out: Path, model_name: str) -> Path:
     """A tiny untrained checkpoint with 5 classes (weights seeded)."""
     import torch
 
-    from soundclass.inference.checkpoint import save_checkpoint
+    from soundclass.checkpoint.format import save_checkpoint
     from soundclass.models import create_model
 
     torch.manual_seed(0)

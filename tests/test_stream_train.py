@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.config import FeatureConfig
 from soundclass.errors import CacheEntryError, SoundclassError
 from soundclass.extraction import cache as cache_module
@@ -24,7 +25,6 @@ from soundclass.extraction import extract, stored
 from soundclass.extraction.cache import FeatureCache, get_features
 from soundclass.extraction.entry import entry_bytes
 from soundclass.extraction.stored import StoredFeatures, feature_shapes, take
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_logits
 from soundclass.training import TrainConfig, fit, norm_stats, train
 from soundclass.training import fitting as fitting_module

@@ -9,8 +9,7 @@ import pytest
 
 from helpers import SAMPLE_CLASSES, read_csv_rows, sample_predictions
 from soundclass.errors import ParameterError, SoundclassError
-from soundclass.inference import predict as predict_module
-from soundclass.inference.predict import Predictions
+from soundclass.inference.predictions import Predictions
 from soundclass.inference.submission import (
     excel_safe_cell,
     failed_list_path,
@@ -41,11 +40,6 @@ def test_submission_exact_format(tmp_path):
     text = out.read_bytes().decode("utf-8")
     assert text == "name,label\nb_2.wav,aloe\na_1.wav,burger\nc_ü.wav,chips\nd.wav,burger\n"
     assert not failed_list_path(out).exists()
-
-
-def test_predict_module_reexports():
-    assert predict_module.write_submission is write_submission
-    assert predict_module.failed_list_path is failed_list_path
 
 
 def test_failed_list_path_is_stem_failed_csv(tmp_path):

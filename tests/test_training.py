@@ -20,13 +20,13 @@ from _training_models import (
     split,
     vector_data,
 )
+from soundclass.checkpoint import state as state_module
+from soundclass.checkpoint.format import load_checkpoint
+from soundclass.checkpoint.state import load_training_state
 from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.predictor import predict_proba
 from soundclass.models import model_spec
 from soundclass.training import TrainConfig, fit, loop, norm_stats
-from soundclass.training import state as state_module
-from soundclass.training.state import load_training_state
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -303,3 +303,21 @@ def test_donateacry_imbalanced_classes(tmp_path, donateacry_dir):
     assert res.val_proba.shape == (len(res.val_items), len(ds.classes))
     val_counts = np.bincount([ds.classes.index(it.label) for it in res.val_items], minlength=len(ds.classes))
     assert np.all(val_counts >= 1)  # stratified: every class is validated
+
+
+def test_the_trainer_trains_one_model_and_the_entry_point_chooses(tmp_path, monkeypatch):
+    # auto sits above the trainer: the trainer refuses 'auto' before touching the data,
+    # and soundclass.training.train hands 'auto' to train_auto, any other model to train_model
+    import soundclass.training as training
+    from soundclass.data.dataset import Dataset
+    from soundclass.training.trainer import train_model
+
+    empty = Dataset((), ())
+    with pytest.raises(ParameterError, match=r"^model='auto' is chosen above the trainer"):
+        train_model(empty, TrainConfig(model="auto"), out_dir=tmp_path)
+    calls = []
+    monkeypatch.setattr(training, "train_auto", lambda *a, **kw: calls.append(("auto", kw)) or "chosen")
+    monkeypatch.setattr(training, "train_model", lambda *a, **kw: calls.append(("model", kw)) or "trained")
+    assert training.train(empty, TrainConfig(model="auto"), out_dir=tmp_path) == "chosen"
+    assert training.train(empty, TrainConfig(model="cnn"), out_dir=tmp_path, resume=True) == "trained"
+    assert [c for c, _ in calls] == ["auto", "model"] and calls[1][1]["resume"] is True

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from soundclass.errors import CheckpointError
-from soundclass.training import state as state_module
-from soundclass.training.state import (
+from soundclass.checkpoint import state as state_module
+from soundclass.checkpoint.state import (
     STATE_META_NAME,
     STATE_WEIGHTS_NAME,
     capture_rng_state,
@@ -20,6 +19,7 @@ from soundclass.training.state import (
     restore_rng_state,
     save_training_state,
 )
+from soundclass.errors import CheckpointError
 
 
 def test_training_state_round_trip(tmp_path):
@@ -127,7 +127,7 @@ def test_state_without_record_loads_with_a_warning(tmp_path, caplog):
     tree = json.loads((tmp_path / STATE_META_NAME).read_text())
     del tree["tensors"]  # as written before the record existed
     (tmp_path / STATE_META_NAME).write_text(json.dumps(tree))
-    with caplog.at_level(logging.WARNING, logger="soundclass.training.state"):
+    with caplog.at_level(logging.WARNING, logger="soundclass.checkpoint.state"):
         state = load_training_state(tmp_path)
     assert state.epoch == 2
     assert "cannot check that the two files belong together" in caplog.text

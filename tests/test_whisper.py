@@ -269,7 +269,7 @@ def test_long_clip_averages_equal_windows(encoder):
 
 def test_embedding_graph_equals_torch(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from soundclass.inference.onnx_trace import trace_to_onnx
+    from soundclass.models.onnx_trace import trace_to_onnx
 
     module = W.WhisperEmbedding().eval()
     example = torch.from_numpy(make_signal(sr=16000, seconds=1.3, seed=8))[None]

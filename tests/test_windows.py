@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from _training_models import CLASSES, VEC, registered
+from soundclass.checkpoint.format import load_checkpoint
 from soundclass.errors import ParameterError
-from soundclass.inference.checkpoint import load_checkpoint
 from soundclass.inference.timeline import iter_windows
 from soundclass.inference.windows import (
     array_windows,

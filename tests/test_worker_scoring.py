@@ -8,14 +8,13 @@ import soundfile as sf
 import torch
 
 from conftest import make_signal
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.inference import worker_scoring
-from soundclass.inference.backends import make_backend, onnx_available
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
+from soundclass.inference.backends import make_backend
 from soundclass.inference.predict import predict_paths
 from soundclass.models import create_model, model_spec
 from soundclass.util.executors import make_executor
 
-pytestmark = pytest.mark.skipif(not onnx_available(), reason="onnxruntime is not installed")
 CLASSES = ("a", "b", "c")
 N_CLIPS = 2 * worker_scoring.PATHS_PER_TASK + 7  # three tasks, the last one partial
 

@@ -135,7 +135,8 @@ def run_demo(
     """
     from soundclass.data.synth import make_demo_dataset
     from soundclass.evaluation.evaluate import evaluate_training
-    from soundclass.inference.predict import predict_paths, write_submission
+    from soundclass.inference.predict import predict_paths
+    from soundclass.inference.submission import write_submission
     from soundclass.models import model_spec
     from soundclass.training import TrainConfig, train
 

@@ -7,6 +7,7 @@ calls :func:`show_file`.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -16,6 +17,8 @@ from matplotlib.figure import Figure
 from soundclass import audio
 from soundclass.dsp import features
 from soundclass.errors import ParameterError, check_positive, check_positive_int
+from soundclass.inference.timeline import iter_windows, score_windows
+from soundclass.inference.windows import default_window_seconds, window_proba_fn
 from soundclass.plots import (
     DB_FORMAT,
     plot_mel,
@@ -24,6 +27,7 @@ from soundclass.plots import (
     plot_waveform,
     save_figure,
 )
+from soundclass.plots.timeline import plot_timeline
 
 __all__ = ["show_file", "show_timeline"]
 
@@ -209,12 +213,7 @@ def show_timeline(
     ParameterError
         Invalid settings, or no window to score.
     """
-    import itertools
-
-    from soundclass.inference.predict import as_checkpoint
-    from soundclass.inference.timeline import iter_windows, score_windows
-    from soundclass.inference.windows import default_window_seconds, window_proba_fn
-    from soundclass.plots.timeline import plot_timeline
+    from soundclass.checkpoint.format import as_checkpoint
 
     for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("n_mels", n_mels)):
         check_positive_int(name, value)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from soundclass.util.executors import make_executor
+
 MODEL_HELP = "checkpoint folder or training run folder"
 _JOBS_HELP = ("parallel worker processes for feature extraction; predicting with onnxruntime and no cache, "
               "they also score the clips (default: all cores)")
@@ -113,7 +115,6 @@ def executor_from_args(args: argparse.Namespace):
     if args.executor == "process":
         yield None  # the library makes (and closes) its own process pool
         return
-    from soundclass.util.executors import make_executor
 
     executor = make_executor(args.executor, n_jobs=args.jobs)
     try:

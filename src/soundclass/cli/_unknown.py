@@ -38,7 +38,7 @@ def add_unknown_options(parser: argparse.ArgumentParser) -> None:
 
 def apply_unknown_options(args: argparse.Namespace, checkpoint: Any, predictions: Any) -> Any:
     """The predictions with rejected clips labelled ``unknown`` (printing how many)."""
-    from soundclass.inference.calibrated import unknown_mask, unknown_threshold, with_unknown
+    from soundclass.inference.calibration import unknown_mask, unknown_threshold, with_unknown
 
     threshold = unknown_threshold(checkpoint, below=getattr(args, "unknown_below", None),
                                   precision=getattr(args, "unknown_precision", None))

@@ -19,8 +19,7 @@ WINDOWS_HELP = (
 
 def run_windows(args: argparse.Namespace, paths: list[str]) -> int:
     """Write the window CSV and the segments CSV of ``paths``; print a summary and the failures."""
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
     from soundclass.inference.windows import default_window_seconds, parse_windows, predict_windows
 
     ckpt = load_checkpoint(resolve_checkpoint(args.model))

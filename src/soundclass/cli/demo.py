@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 
+from soundclass.apps.demo import DEMO, QUICK_DEMO, run_demo
 from soundclass.cli._args import add_jobs_option, add_quiet_option
 
 
@@ -29,10 +31,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from soundclass.apps.demo import DEMO, QUICK_DEMO, run_demo
-
     config = replace(QUICK_DEMO if args.quick else DEMO, seed=args.seed)
     run_dir = args.output or tempfile.mkdtemp(prefix="soundclass-demo-")
     res = run_demo(run_dir, config=config, progress=not args.quiet, n_jobs=args.jobs)

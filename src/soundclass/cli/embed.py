@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from soundclass.cli._args import add_runtime_options, executor_from_args
+from soundclass.errors import DatasetError, ParameterError, SoundclassError
 
 
 def register(subparsers) -> None:
@@ -41,24 +44,27 @@ def register(subparsers) -> None:
 
 
 def _clips(data: str, manifest: str | None) -> tuple[list[str], list[str | None]]:
-    from soundclass.data.dataset import discover, list_audio
-    from soundclass.errors import DatasetError
+    """Paths and labels of DATA; the files that are not audio are named on stderr."""
+    from soundclass.data.dataset import discover, list_folder, skipped_note
 
     try:
         dataset = discover(data, manifest=manifest)
-        return dataset.paths, dataset.labels
+        paths, labels, skipped = dataset.paths, dataset.labels, dataset.skipped
     except DatasetError:
         root = Path(data)
-        paths = [str(p) for p in list_audio(root)] if manifest is None and root.is_dir() else []
-        if not paths:
+        if manifest is not None or not root.is_dir():
             raise
-        return paths, [None] * len(paths)
+        listing = list_folder(root)
+        if not listing.paths:
+            raise
+        paths, labels, skipped = list(listing.paths), [None] * len(listing.paths), listing.skipped
+    note = skipped_note(skipped, root=data)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    return paths, labels
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from soundclass.errors import ParameterError, SoundclassError
     from soundclass.extraction.embed import EMBED_FORMATS, embed_paths, write_embeddings
 
     if Path(args.output).suffix.lower() not in EMBED_FORMATS:

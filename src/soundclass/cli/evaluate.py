@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from soundclass.cli._args import (
@@ -15,6 +16,7 @@ from soundclass.cli._args import (
     executor_from_args,
 )
 from soundclass.cli.predict import add_backend_option
+from soundclass.evaluation.metrics import format_report
 
 
 def register(subparsers) -> None:
@@ -24,7 +26,8 @@ def register(subparsers) -> None:
         description=(
             "Evaluate a checkpoint on a labelled dataset (one sub-folder per class, or a CSV "
             "manifest) and write metrics.json, predictions.csv, misclassified.csv, confusion.png, "
-            "history.png (when the model comes from a training run) and report.html."
+            "history.png (when the model comes from a training run) and report.html. Files of "
+            "DATA_DIR that are not audio (by extension or content) are named on stderr and in the report."
         ),
     )
     add_model_argument(parser)
@@ -41,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def _default_output(model: str, data: str) -> Path:
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import resolve_checkpoint
 
     run_dir = resolve_checkpoint(model).parent
     name = Path(os.path.normpath(data)).stem or "data"
@@ -49,12 +52,14 @@ def _default_output(model: str, data: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.data.dataset import discover
+    from soundclass.data.dataset import discover, skipped_note
     from soundclass.evaluation.evaluate import evaluate_checkpoint
-    from soundclass.evaluation.metrics import format_report
     from soundclass.inference.predict import use_backend
 
     dataset = discover(args.data, manifest=args.manifest)
+    note = skipped_note(dataset.skipped, root=dataset.root)
+    if note:  # also in the report's warnings
+        print(f"warning: {note}", file=sys.stderr)
     out = Path(args.output) if args.output else _default_output(args.model, args.data)
     with executor_from_args(args) as executor, use_backend(args.backend):
         ev = evaluate_checkpoint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from soundclass.cli._args import (
@@ -14,7 +15,8 @@ from soundclass.cli._args import (
     positive_int,
 )
 from soundclass.cli._unknown import add_unknown_options, apply_unknown_options
-from soundclass.cli._windows import WINDOWS_HELP
+from soundclass.cli._windows import WINDOWS_HELP, run_windows
+from soundclass.errors import DatasetError
 
 _POLICIES = {"most-frequent": "most_frequent", "skip": "skip", "error": "error"}
 _BACKENDS = ("auto", "torch", "onnx")  # soundclass.inference.backends.BACKENDS (not imported: fast --help)
@@ -31,16 +33,25 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_paths(inputs: list[str]) -> list[str]:
-    """Audio files of folders (recursively, sorted) and files, in argument order, once each."""
-    from soundclass.data.dataset import list_audio
-    from soundclass.errors import DatasetError
+    """Audio files of folders (recursively, sorted) and files, in argument order, once each.
+
+    The files of the folders that are not audio are named on stderr
+    (:func:`soundclass.data.dataset.skipped_note`).
+    """
+    from soundclass.data.dataset import list_folder, skipped_note
 
     seen: dict[str, None] = {}
+    skipped: list[str] = []
     for item in inputs:
-        for p in list_audio(item):
+        listing = list_folder(item)
+        for p in listing.paths:
             seen.setdefault(p, None)
+        skipped.extend(listing.skipped)
+    note = skipped_note(skipped, root=inputs[0] if len(inputs) == 1 else None)
     if not seen:
-        raise DatasetError(f"no audio files in {', '.join(inputs)}")
+        raise DatasetError(f"no audio files in {', '.join(inputs)}" + (f"; {note}" if note else ""))
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     return list(seen)
 
 
@@ -51,7 +62,8 @@ def register(subparsers) -> None:
         description=(
             "Predict every audio file of the given folders (recursively) and files and write a "
             "submission CSV: header 'name,label', one row per file (file name only), in input "
-            "order. Files that cannot be decoded are reported on stderr and listed in "
+            "order. Files of the folders that are not audio (by extension or content) are named "
+            "on stderr. Files that cannot be decoded are reported on stderr and listed in "
             "<CSV stem>.failed.csv (path,reason); by default they still get a row with the most frequently "
             "predicted class, so the submission lists every file."
         ),
@@ -78,10 +90,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.inference.backends import make_backend
-    from soundclass.inference.predict import predict_paths, write_submission
+    from soundclass.inference.predict import predict_paths
+    from soundclass.inference.submission import write_submission
 
     if getattr(args, "windows", None):  # long recordings: one row per window, merged segments
-        from soundclass.cli._windows import run_windows
 
         return run_windows(args, collect_paths(args.inputs))
     backend = make_backend(args.model, args.backend)

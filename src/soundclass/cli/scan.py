@@ -7,6 +7,7 @@ from pathlib import Path
 
 from soundclass.cli._args import add_executor_option, add_jobs_option, executor_from_args, fraction
 from soundclass.data.fingerprint import DEFAULT_THRESHOLD
+from soundclass.data.scan import format_summary, scan, write_scan_report
 
 
 def register(subparsers) -> None:
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
             "rates, channels, encodings, flags (silent, clipped, very short, NaN/Inf, "
             "multichannel), files that cannot be decoded (with the reason), the class imbalance "
             "and files with identical content (duplicates across classes hint at label noise "
-            "and train/test leakage). Prints a summary and writes files.csv, bad_files.csv, "
+            "and train/test leakage). Files that are not audio (by extension or content) are not read; the summary names them. Prints a summary and writes files.csv, bad_files.csv, "
             "summary.json, near_duplicates.csv, class_counts.png and durations.png. Bad files are reported, not "
             "fatal: the exit code is 0 unless the folder is missing or holds no audio."
         ),
@@ -44,8 +45,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundclass.data.scan import format_summary, scan, write_scan_report
-
     with executor_from_args(args) as executor:
         report = scan(args.root, manifest=args.manifest, n_jobs=args.jobs,
                       progress=not args.no_progress, executor=executor,

@@ -18,6 +18,8 @@ from soundclass.cli._args import (
     executor_from_args,
     setting_values,
 )
+from soundclass.config import config_from_dict
+from soundclass.errors import ParameterError
 
 
 def register(subparsers) -> None:
@@ -30,7 +32,8 @@ def register(subparsers) -> None:
             "Train a model on DATA_DIR (one sub-folder per class, or a CSV manifest), keeping a "
             "validation split (grouped when --group-pattern is given), then write into RUN_DIR: "
             "checkpoint/, history.json, split.json, config.json, metrics.json, predictions.csv, "
-            "misclassified.csv, confusion.png, history.png and report.html. Settings: the "
+            "misclassified.csv, confusion.png, history.png and report.html. Files of DATA_DIR that "
+            "are not audio (by extension or content) are named on stderr and in the report. Settings: the "
             "model's defaults, then --config JSON, then the flags given here (one per "
             "TrainConfig field)."
         ),
@@ -54,8 +57,6 @@ def resolve_config(args: argparse.Namespace):
     A mapping setting (``feature``, ``model_kwargs``) given both ways is merged,
     key by key, the flags winning.
     """
-    from soundclass.config import config_from_dict
-    from soundclass.errors import ParameterError
     from soundclass.training import TrainConfig, settings
 
     data: dict = {}
@@ -79,7 +80,6 @@ def _default_output(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from soundclass.data.dataset import discover
-    from soundclass.errors import ParameterError
     from soundclass.evaluation.evaluate import evaluate_training
     from soundclass.training import check_pretrained, train
     from soundclass.training.distributed import launched_rank

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from soundclass.audio import load
 from soundclass.data.fingerprint import (
     DEFAULT_THRESHOLD,
     FP_BANDS,
@@ -43,8 +44,6 @@ FINGERPRINT_FOLDER = f"fingerprints/v1-sr{FP_SR}-b{FP_BANDS}"
 
 def fingerprint_file(path: str | os.PathLike) -> np.ndarray | None:
     """The fingerprint of one file, ``None`` if it cannot be decoded (never raises for a bad file)."""
-    from soundclass.audio import load
-
     try:
         y, sr = load(path, sr=FP_SR, duration=MAX_FINGERPRINT_SECONDS)
         return fingerprint(y, sr=sr)

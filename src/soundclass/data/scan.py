@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from soundclass import audio
-from soundclass.data.dataset import Dataset, Item, discover, list_audio
-from soundclass.data.fingerprint import DEFAULT_THRESHOLD
+from soundclass.data.dataset import Dataset, Item, discover, list_folder
+from soundclass.data.fingerprint import DEFAULT_THRESHOLD, fingerprint
+from soundclass.data.near_duplicates import MAX_FINGERPRINT_SECONDS, find_near_duplicates
 from soundclass.data.scan_report import FLAGS, UNLABELLED, ScanReport, ScanRow, format_summary
 from soundclass.data.scan_writers import write_scan_report
 from soundclass.errors import AudioDecodeError, DatasetError, check_positive_int
@@ -67,8 +69,6 @@ def _longest_run(mask: np.ndarray) -> int:
 
 def _count_nonfinite(path: str) -> int:
     """Non-finite samples of a float-encoded file (read raw, without checks)."""
-    import soundfile as sf
-
     count = 0
     with sf.SoundFile(path) as desc:
         for block in desc.blocks(blocksize=1 << 16, dtype="float64", always_2d=True):
@@ -106,9 +106,6 @@ def scan_file(
 
 def _fingerprint(y: np.ndarray, sr: float) -> np.ndarray | None:
     """The near-duplicate fingerprint of a decoded clip (``None`` for long recordings or odd input)."""
-    from soundclass.data.fingerprint import fingerprint
-    from soundclass.data.near_duplicates import MAX_FINGERPRINT_SECONDS
-
     if y.shape[-1] > MAX_FINGERPRINT_SECONDS * sr:
         return None
     try:
@@ -198,10 +195,10 @@ def _dataset(root: str | os.PathLike, manifest: str | os.PathLike | None) -> Dat
     except DatasetError:
         if manifest is not None or not root_path.is_dir():
             raise
-        paths = list_audio(root_path)
-        if not paths:
+        listing = list_folder(root_path)
+        if not listing.paths:
             raise
-        return Dataset(tuple(Item(p, None) for p in paths), (), str(root_path))
+        return Dataset(tuple(Item(p, None) for p in listing.paths), (), str(root_path), listing.skipped)
 
 
 def scan(
@@ -265,11 +262,9 @@ def scan(
     rows = [r for r, _ in done]
     pairs: tuple = ()
     if near_duplicates:
-        from soundclass.data.near_duplicates import find_near_duplicates
-
         found = find_near_duplicates([fp for _, fp in done], threshold=float(near_duplicates),
                                      hashes=[r.sha256 or None for r in rows])
         pairs = tuple((rows[i].path, rows[j].path, float(score)) for i, j, score in found)
     return ScanReport(tuple(rows), root=str(manifest or root), classes=dataset.classes,
                       seconds=time.perf_counter() - start, n_fft=n_fft, near_duplicates=pairs,
-                      near_duplicate_threshold=float(near_duplicates or 0.0))
+                      near_duplicate_threshold=float(near_duplicates or 0.0), skipped=dataset.skipped)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundclass.data.dataset import skipped_note
 from soundclass.util.failures import Failure
 
 __all__ = ["FLAGS", "UNLABELLED", "ScanReport", "ScanRow", "format_summary"]
@@ -123,6 +124,8 @@ class ScanReport:
         Different files of one recording (re-encoded, trimmed, resampled,
         gain-changed), found by fingerprint similarity >= ``near_duplicate_threshold``
         (0: not looked for).
+    skipped : tuple of str
+        Files below ``root`` that are not audio (by name or content), not scanned.
     """
 
     rows: tuple[ScanRow, ...]
@@ -132,6 +135,7 @@ class ScanReport:
     n_fft: int = 2048
     near_duplicates: tuple[tuple[str, str, float], ...] = ()
     near_duplicate_threshold: float = 0.0
+    skipped: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -208,6 +212,8 @@ class ScanReport:
             "files": len(self.rows),
             "ok": len(ok),
             "bad": len(self.rows) - len(ok),
+            "skipped": len(self.skipped),
+            "skipped_files": list(self.skipped),
             "classes": per_class,
             "imbalance_ratio": None if not math.isfinite(ratio) else round(ratio, 4),
             "duration": {
@@ -257,7 +263,7 @@ def format_summary(report: ScanReport, *, max_listed: int = 10) -> str:
     ----------
     report : ScanReport
     max_listed : int
-        Bad files and duplicate groups listed at most (all are in the files).
+        Skipped files, bad files and duplicate groups listed at most (all are in the files).
 
     Returns
     -------
@@ -268,6 +274,9 @@ def format_summary(report: ScanReport, *, max_listed: int = 10) -> str:
         f"Scanned {s['files']} files in {len(s['classes'])} classes from {s['root']} "
         f"({s['seconds']:.1f} s): {s['ok']} readable, {s['bad']} bad",
     ]
+    note = skipped_note(report.skipped, root=report.root, max_listed=max_listed)
+    if note:
+        lines.append(note + (" (all in summary.json)" if len(report.skipped) > max_listed else ""))
     d = s["duration"]
     if d["mean"] is not None:
         lines.append(f"Duration: total {_fmt_seconds(d['total'])}, mean {d['mean']:.2f} s, "

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from soundclass.data.dataset import Dataset, Item, assign_groups
 from soundclass.errors import ParameterError
 
 __all__ = [
@@ -271,8 +272,6 @@ def groups_from_pattern(
     ParameterError, DatasetError
         Invalid pattern; names that do not match.
     """
-    from soundclass.data.dataset import Dataset, Item, assign_groups
-
     if labels is not None and len(labels) != len(names):
         raise ParameterError(f"labels has {len(labels)} items but names has {len(names)}")
     labs = [None] * len(names) if labels is None else [str(v) for v in labels]

@@ -33,7 +33,7 @@ from soundclass.errors import ParameterError
 
 __all__ = [
     "DEMO_CLASSES", "DEMO_GROUP_PATTERN", "FOOD_CLASSES", "FOOD_GROUP_PATTERN", "make_demo_dataset",
-    "make_food_dataset", "synthesize_clip",
+    "food_clip", "make_food_dataset", "synthesize_clip",
 ]
 
 DEMO_CLASSES = ("chew", "crunch", "fizz", "slurp")
@@ -312,7 +312,7 @@ def make_demo_dataset(
     return Dataset(tuple(items), DEMO_CLASSES, str(root))
 
 
-def _food_clip(c: int, *, source: int, n: int, sr: int, seconds: tuple[float, float],
+def food_clip(c: int, *, source: int, n: int, sr: int, seconds: tuple[float, float],
                seed: int) -> np.ndarray:
     """Clip ``n`` of recording ``source`` of food class ``c`` [shape=(n_samples, 2)], float32."""
     kind = DEMO_CLASSES[c % len(DEMO_CLASSES)]
@@ -388,7 +388,7 @@ def make_food_dataset(
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
             source, n = i % n_sources, i // n_sources
-            y = _food_clip(c, source=source, n=n, sr=int(sr), seconds=(lo, hi), seed=seed)
+            y = food_clip(c, source=source, n=n, sr=int(sr), seconds=(lo, hi), seed=seed)
             path = folder / f"{label}_{source:02d}_{n:03d}.wav"
             sf.write(path, y, int(sr), subtype="PCM_16")
             items.append(Item(str(path), label, f"{label}_{source:02d}"))

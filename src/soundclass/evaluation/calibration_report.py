@@ -1,4 +1,10 @@
-"""Calibration of an evaluation: ECE before/after temperature scaling and a reliability diagram.
+"""Measuring calibration: log loss, expected calibration error, reliability curve and diagram.
+
+Calibration is measured by the expected calibration error (ECE,
+:func:`expected_calibration_error`) and shown as a reliability curve
+(:func:`reliability_curve`, drawn by
+:func:`soundclass.plots.calibration.plot_reliability`); the temperature and
+the "unknown" threshold themselves come from :mod:`soundclass.inference.calibration`.
 
 :func:`calibration_summary` measures the probabilities an evaluation shows
 (calibrated with the checkpoint's temperature) against the model's raw softmax
@@ -12,19 +18,97 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soundclass.evaluation.calibration import (
-    expected_calibration_error,
-    log_loss,
-    reliability_curve,
-)
-from soundclass.inference.calibrated import calibrate_proba, unknown_mask
+from soundclass.errors import check_positive_int
+from soundclass.evaluation.metrics import log_loss
+from soundclass.inference.calibration import calibrate_proba, check_proba, unknown_mask
 
-__all__ = ["calibration_summary", "calibration_html"]
+__all__ = [
+    "ReliabilityCurve",
+    "reliability_curve",
+    "expected_calibration_error",
+    "calibration_summary",
+    "calibration_html",
+]
+
+
+@dataclass(frozen=True)
+class ReliabilityCurve:
+    """Per-bin calibration of top-class predictions.
+
+    Attributes
+    ----------
+    bin_edges : np.ndarray [shape=(n_bins + 1,)]
+        Confidence bin edges, ``0 .. 1``.
+    confidence : np.ndarray [shape=(n_bins,)]
+        Mean top probability of the clips in each bin (NaN if empty).
+    accuracy : np.ndarray [shape=(n_bins,)]
+        Fraction of those clips predicted correctly (NaN if empty).
+    count : np.ndarray of int [shape=(n_bins,)]
+        Clips per bin.
+    """
+
+    bin_edges: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+    count: np.ndarray
+
+
+def _bin_edges(n_bins: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, check_positive_int("n_bins", n_bins) + 1)
+
+
+def reliability_curve(proba: np.ndarray, y_true: np.ndarray, *, n_bins: int = 15) -> ReliabilityCurve:
+    """Accuracy against confidence of the top-class predictions, in equal-width bins.
+
+    Parameters
+    ----------
+    proba : np.ndarray [shape=(n, n_classes)]
+        Predicted probabilities.
+    y_true : np.ndarray of int [shape=(n,)]
+    n_bins : int
+        Bins over ``[0, 1]``; bin ``b`` holds confidences in ``(edges[b], edges[b+1]]``
+        (the first bin also holds 0).
+
+    Returns
+    -------
+    ReliabilityCurve
+    """
+    p, y = check_proba(proba, y_true)
+    edges = _bin_edges(n_bins)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, len(edges) - 2)
+    count = np.bincount(b, minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(b, weights=conf, minlength=len(edges) - 1) / count
+        acc = np.bincount(b, weights=correct, minlength=len(edges) - 1) / count
+    return ReliabilityCurve(bin_edges=edges, confidence=mean_conf, accuracy=acc, count=count)
+
+
+def expected_calibration_error(proba: np.ndarray, y_true: np.ndarray, *, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean ``|accuracy - confidence|`` over confidence bins.
+
+    Parameters
+    ----------
+    proba : np.ndarray [shape=(n, n_classes)]
+    y_true : np.ndarray of int [shape=(n,)]
+    n_bins : int
+        Equal-width bins as in :func:`reliability_curve`.
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    curve = reliability_curve(proba, y_true, n_bins=n_bins)
+    full = curve.count > 0
+    gaps = np.abs(curve.accuracy[full] - curve.confidence[full])
+    return float((curve.count[full] * gaps).sum() / curve.count.sum())
 
 
 def calibration_summary(

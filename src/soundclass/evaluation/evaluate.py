@@ -29,13 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.data.dataset import Dataset
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
+from soundclass.data.dataset import Dataset, skipped_note
 from soundclass.errors import DatasetError, ParameterError
 from soundclass.evaluation.calibration_report import calibration_summary
 from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.evaluation.report import write_html_report
-from soundclass.inference.calibrated import calibrate_proba
-from soundclass.inference.predict import predict_paths, resolve_checkpoint, top_k_labels
+from soundclass.inference.calibration import calibrate_proba
+from soundclass.inference.predict import predict_paths
+from soundclass.inference.predictions import top_k_labels
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
@@ -337,8 +339,6 @@ def evaluate_checkpoint(
     -------
     Evaluation
     """
-    from soundclass.inference.checkpoint import load_checkpoint
-
     ckpt_dir = resolve_checkpoint(checkpoint_path)
     ckpt = load_checkpoint(ckpt_dir)
     labels = dataset.labels
@@ -354,6 +354,7 @@ def evaluate_checkpoint(
     if not ok.any():
         raise DatasetError(f"{dataset.root}: none of the {len(ok)} clips could be decoded")
     keep = np.flatnonzero(ok)
+    note = skipped_note(dataset.skipped, root=dataset.root)  # files of DATA_DIR that are not audio
     return evaluate_run(
         [preds.paths[i] for i in keep],
         [labels[i] for i in keep],
@@ -369,6 +370,7 @@ def evaluate_checkpoint(
         extra={"checkpoint": os.fspath(ckpt_dir), "model": ckpt.model_name, "tta": tta,
                "split": "evaluation", "data": os.fspath(dataset.root)},
         calibration=ckpt.meta.get("calibration"),
+        warnings=[note] if note else [],
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from soundclass.errors import ParameterError, check_positive_int
 
-__all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "TOP_K"]
+__all__ = ["confusion_matrix", "evaluate_predictions", "format_report", "log_loss", "TOP_K"]
 
 TOP_K = (3, 5)
 
@@ -80,23 +80,42 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_proba(proba: Any, n: int, n_classes: int) -> np.ndarray:
+def _check_proba(proba: Any, n: int, n_classes: int, *, normalised: bool = True) -> np.ndarray:
     P = np.asarray(proba, dtype=np.float64)
     if P.shape != (n, n_classes):
         raise ParameterError(f"proba must have shape ({n}, {n_classes}), got {P.shape}")
     if not np.all(np.isfinite(P)) or np.any(P < 0):
         raise ParameterError("proba must hold finite non-negative probabilities")
     sums = P.sum(axis=1)
-    if n and not np.allclose(sums, 1.0, atol=1e-3):
+    if normalised and n and not np.allclose(sums, 1.0, atol=1e-3):
         i = int(np.argmax(np.abs(sums - 1.0)))
         raise ParameterError(f"proba rows must sum to 1 (row {i} sums to {sums[i]:.6g}); apply softmax first")
     return P
 
 
-def _log_loss(y_true: np.ndarray, P: np.ndarray) -> float:
+def log_loss(proba: Any, y_true: Any) -> float:
+    """Mean negative log-probability of the true class (natural log), as scikit-learn's.
+
+    Parameters
+    ----------
+    proba : array-like [shape=(n, n_classes)]
+        Finite, non-negative probabilities.
+    y_true : array-like of int [shape=(n,)]
+        Class indices.
+
+    Returns
+    -------
+    float
+        Probabilities are clipped at float64's machine epsilon (``2.2e-16``)
+        before the log, as :func:`sklearn.metrics.log_loss` does.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise ParameterError(f"proba must have shape (n >= 1, n_classes >= 2), got {p.shape}")
+    y = _as_labels(y_true, name="y_true", n_classes=p.shape[1])
+    p = _check_proba(p, y.size, p.shape[1], normalised=False)
     eps = np.finfo(np.float64).eps
-    p = np.clip(P[np.arange(y_true.size), y_true], eps, 1.0)
-    return float(-np.mean(np.log(p)))
+    return float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], eps, 1.0))))
 
 
 def _top_k_accuracy(y_true: np.ndarray, P: np.ndarray, k: int) -> float:
@@ -176,7 +195,7 @@ def evaluate_predictions(
     }
     if proba is not None:
         P = _check_proba(proba, t.size, n_classes)
-        out["log_loss"] = _log_loss(t, P)
+        out["log_loss"] = log_loss(P, t)
         for k in TOP_K:
             if k < n_classes:
                 out[f"top{k}_accuracy"] = _top_k_accuracy(t, P, k)

@@ -60,8 +60,10 @@ from soundclass.extraction.entry import CHECKSUM_MAGIC, entry_bytes, read_entry
 from soundclass.extraction.extract import FEATURE_CODE_VERSION
 from soundclass.extraction.stored import StoredFeatures
 from soundclass.util.atomic import is_temp_name, write_bytes_atomic
+from soundclass.util.executors import default_n_jobs, make_executor
 from soundclass.util.failures import CONTENT, Failure
 from soundclass.util.hashing import sha256_file
+from soundclass.util.pool import executor_workers, is_broken
 from soundclass.util.progress import progress_bar
 
 __all__ = ["CHECKSUM_MAGIC", "CacheStats", "FeatureCache", "get_features"]
@@ -263,6 +265,7 @@ class FeatureCache:
         retry_failed: bool = False,
         chunk_size: int | None = None,
         lazy: bool = False,
+        desc: str | None = None,
     ) -> tuple[list[np.ndarray | None] | StoredFeatures, list[Failure]]:
         """Features of ``paths``, computing and storing only the missing ones.
 
@@ -298,7 +301,7 @@ class FeatureCache:
         if todo:
             self._compute(
                 todo, config, found, failed, lazy=lazy,
-                n_jobs=n_jobs, executor=executor, progress=progress, chunk_size=chunk_size,
+                n_jobs=n_jobs, executor=executor, progress=progress, chunk_size=chunk_size, desc=desc,
             )
 
         features: list = []
@@ -318,9 +321,8 @@ class FeatureCache:
             return StoredFeatures(sources, shapes), failures
         return features, failures
 
-    def _compute(self, todo, config, found, failed, *, lazy, n_jobs, executor, progress, chunk_size) -> None:
-        from soundclass.util.executors import default_n_jobs, make_executor
-        from soundclass.util.pool import executor_workers, is_broken
+    def _compute(self, todo, config, found, failed, *, lazy, n_jobs, executor, progress, chunk_size,
+                 desc) -> None:
 
         items = list(todo.items())  # [(sha, path)]
         n_workers = default_n_jobs(n_jobs) if executor is None else executor_workers(executor, n_jobs)
@@ -329,7 +331,7 @@ class FeatureCache:
             executor = make_executor("process", n_jobs=min(n_workers, len(items)))
         # Chunks small enough to lose little on interruption, big enough to keep workers busy.
         chunk = chunk_size or int(min(1024, max(64, 64 * n_workers)))
-        bar = progress_bar(len(items), desc="features", enabled=progress)
+        bar = progress_bar(len(items), desc=desc or _extract.features_desc(config), enabled=progress)
         write_errors = 0
         try:
             for start in range(0, len(items), chunk):
@@ -378,6 +380,7 @@ def get_features(
     progress: bool = True,
     retry_failed: bool = False,
     lazy: bool = False,
+    desc: str | None = None,
 ) -> tuple[list[np.ndarray | None] | StoredFeatures, list[Failure]]:
     """Features of many files, from the cache when possible.
 
@@ -402,6 +405,9 @@ def get_features(
         and ``features`` is a :class:`~soundclass.extraction.stored.StoredFeatures`
         that reads each entry again when it is used.  Ignored without a
         ``cache_dir`` (the features are then computed in memory).
+    desc : str, optional
+        The progress bar's label (default
+        :func:`~soundclass.extraction.extract.features_desc`, ``'features (logmel)'``).
 
     Returns
     -------
@@ -414,12 +420,13 @@ def get_features(
         ``None`` in ``features``, in input order.
     """
     if cache_dir is None:
-        results = _extract.extract_many(paths, config, n_jobs=n_jobs, executor=executor, progress=progress)
+        results = _extract.extract_many(paths, config, n_jobs=n_jobs, executor=executor, progress=progress,
+                                        desc=desc)
         features = [r.feature if r.error is None else None for r in results]
         failures = [Failure(r.path, r.error or "no feature returned")
                     for r, f in zip(results, features, strict=True) if f is None]
         return features, failures
     return FeatureCache(cache_dir).get(
         paths, config, n_jobs=n_jobs, executor=executor, progress=progress, retry_failed=retry_failed,
-        lazy=lazy,
+        lazy=lazy, desc=desc,
     )

@@ -26,6 +26,7 @@ from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
+from soundclass.models.backbone_runtime import feature_backbone, prepare_backbone
 from soundclass.models.fusion import fusion_embedding
 from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
@@ -36,7 +37,7 @@ from soundclass.util.progress import progress_bar
 __all__ = [
     "DELTA_WIDTH",
     "FEATURE_CODE_VERSION",
-    "ExtractResult", "compute_feature", "extract_file", "extract_many"]
+    "ExtractResult", "compute_feature", "extract_file", "extract_many", "features_desc", "prepare_workers"]
 
 preload_in_workers(__name__)  # its functions run in pool workers
 
@@ -138,6 +139,19 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(S, dtype=np.float32)
 
 
+def prepare_workers(config: FeatureConfig) -> None:
+    """Build once, before a pool starts, what every worker would otherwise build on its first file.
+
+    For a kind computed by a frozen backbone (``aisfx``): its onnxruntime
+    graph, exported into the user cache
+    (:func:`soundclass.models.backbone_runtime.prepare_backbone`), so that
+    workers only load it (and never run torch to export it, all at once).
+    """
+    found = feature_backbone(config.kind)
+    if found is not None:
+        prepare_backbone(found.backbone)
+
+
 def extract_file(path: str | os.PathLike, config: FeatureConfig) -> np.ndarray:
     """Decode, downmix, resample (soxr HQ) to ``config.sr`` and compute the feature.
 
@@ -181,6 +195,11 @@ def _lost(path: str, reason: str, kind: str) -> ExtractResult:
     return ExtractResult(path, None, reason, kind=kind)
 
 
+def features_desc(config: FeatureConfig) -> str:
+    """The progress label of computing ``config``'s features: ``'features (logmel)'``."""
+    return f"features ({config.kind})"
+
+
 def extract_many(
     paths: Iterable[str | os.PathLike],
     config: FeatureConfig,
@@ -189,6 +208,7 @@ def extract_many(
     executor: Executor | None = None,
     progress: bool = False,
     chunksize: int | None = None,
+    desc: str | None = None,
 ) -> list[ExtractResult]:
     """Features of many files, in input order, never raising for a bad file.
 
@@ -203,9 +223,11 @@ def extract_many(
         Where to run (see :func:`soundclass.util.executors.make_executor`); it is
         not shut down here.
     progress : bool
-        Show a tqdm progress bar (files).
+        Show a progress bar over the files (:func:`soundclass.util.progress.progress_bar`).
     chunksize : int or None
         Files per task (``None``: about 8 tasks per worker, at most 32 files each).
+    desc : str, optional
+        The progress bar's label (default :func:`features_desc`; e.g. ``'features (cnn)'``).
 
     Returns
     -------
@@ -221,7 +243,9 @@ def extract_many(
     check_positive_int("chunksize", chunksize, allow_none=True)
     if not paths:
         return []
-    bar = progress_bar(len(paths), desc="features", enabled=progress)
+    if executor is not None or n_jobs != 1:
+        prepare_workers(config)
+    bar = progress_bar(len(paths), desc=desc or features_desc(config), enabled=progress)
     try:
         return run_chunked(
             functools.partial(_extract_one, config=config), paths, on_failure=_lost,

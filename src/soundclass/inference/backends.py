@@ -43,9 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass import __version__
+from soundclass.checkpoint.format import as_checkpoint
 from soundclass.errors import ExportError, ParameterError, SoundclassError
-from soundclass.inference.onnx_trace import trace_to_onnx
-from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba, softmax
+from soundclass.extraction.extract import compute_feature
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import TorchLogits, available_cores, predict_proba
+from soundclass.models.onnx_trace import trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
 from soundclass.util.hashing import sha256_file
 
@@ -56,7 +60,6 @@ __all__ = [
     "Backend",
     "OnnxLogits",
     "make_backend",
-    "onnx_available",
     "export_logits_onnx",
 ]
 
@@ -69,23 +72,13 @@ _OUTPUT = "logits"
 _OPSET = 17
 
 
-def onnx_available() -> bool:
-    """Whether ``onnxruntime`` and ``onnx`` can be imported."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Backend:
     """Clip-level probabilities of a checkpoint through one logits runner.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     logits : callable
         ``(B, n_features[, T])`` float32 -> ``(B, n_classes)``; its
         ``min_frames`` attribute (if any) is its shortest input.
@@ -123,8 +116,6 @@ class Backend:
         :func:`soundclass.extraction.extract.compute_feature` (the cached
         features' function), then scored as :meth:`proba` does.
         """
-        from soundclass.extraction.extract import compute_feature
-
         feature = self.checkpoint.feature
         feats = [compute_feature(np.asarray(y, dtype=np.float32), feature) for y in waveforms]
         return self.proba(feats, tta=tta, batch_size=batch_size)
@@ -200,8 +191,6 @@ def export_logits_onnx(
 
 
 def _content_key(checkpoint: Any, opset: int) -> str:
-    from soundclass import __version__
-
     h = hashlib.sha256(f"logits-v1|{torch.__version__}|{opset}|{__version__}".encode())
     for name in sorted(os.listdir(checkpoint.path)):
         path = Path(checkpoint.path) / name
@@ -259,10 +248,8 @@ def onnx_logits(checkpoint: Any, *, threads: int | None = None, cache: bool = Tr
     ExportError
         Torch cannot export the model (``model 'NAME' cannot be exported to ONNX: why``).
     SoundclassError
-        onnxruntime missing, or the graph does not run or fails the check.
+        The graph does not run in onnxruntime or fails the check.
     """
-    if not onnx_available():
-        raise SoundclassError("the onnx backend needs the onnxruntime and onnx packages (pip install onnxruntime onnx)")
     where = getattr(checkpoint, "path", "the checkpoint")
     min_frames = max(int(getattr(checkpoint.model, "min_frames", 1)), 1)
     try:
@@ -288,8 +275,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     checkpoint : Checkpoint or path
         A loaded checkpoint, a checkpoint folder or a training run folder.
     kind : {'auto', 'torch', 'onnx'}
-        ``'auto'``: onnxruntime when it is installed and the model exports and
-        passes the check, else torch (silently when torch cannot export the
+        ``'auto'``: onnxruntime when the model exports and passes the
+        check, else torch (silently when torch cannot export the
         model, with a warning when a graph was made but failed).
     threads : int or None
         Intra-op threads of onnxruntime (torch's are set per call by the predictor).
@@ -307,12 +294,8 @@ def make_backend(checkpoint: Any, kind: str = "auto", *, threads: int | None = N
     """
     if kind not in BACKENDS:
         raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.inference.checkpoint import load_checkpoint
-        from soundclass.inference.predict import resolve_checkpoint
-
-        checkpoint = load_checkpoint(resolve_checkpoint(checkpoint))
-    if kind == "torch" or (kind == "auto" and not onnx_available()):
+    checkpoint = as_checkpoint(checkpoint)
+    if kind == "torch":
         return Backend(checkpoint, TorchLogits(checkpoint.model), "torch")
     try:
         return Backend(checkpoint, onnx_logits(checkpoint, threads=threads, cache=cache), "onnx")

@@ -63,15 +63,23 @@ import torch
 from torch import nn
 
 from soundclass import __version__
-from soundclass.config import FeatureConfig, config_to_dict
+from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
+from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
 from soundclass.errors import ExportError, ParameterError, SoundclassError, check_int
-from soundclass.inference.onnx_trace import short_reason, trace_to_onnx
+from soundclass.inference.calibration import calibration_of
+from soundclass.inference.predictor import pads_short_clips
 from soundclass.inference.waveform_graph import (
     WaveformClassifier,
     min_samples_for,
     probe_frames,
 )
+from soundclass.models.onnx_trace import short_reason, trace_to_onnx
 from soundclass.util.atomic import write_bytes_atomic
+
+try:
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as _TORCHSCRIPT_MAX_OPSET
+except ImportError:  # a private constant; torch 2.1 .. 2.13 all reach at least 17
+    _TORCHSCRIPT_MAX_OPSET = 17
 
 __all__ = [
     "WaveformClassifier",
@@ -182,11 +190,7 @@ def check_onnx(
 
 def _max_opset() -> int:
     """Highest opset torch's TorchScript-based exporter (``dynamo=False``) writes."""
-    try:
-        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
-    except ImportError:  # private constant; torch 2.1 .. 2.13 all reach at least 17
-        return 17
-    return int(ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    return int(_TORCHSCRIPT_MAX_OPSET)
 
 
 def _save_onnx(model_proto, out: Path) -> None:
@@ -321,7 +325,7 @@ def export_onnx(
     opset: int = 17,
     check: bool = True,
 ) -> Path:
-    """Export a checkpoint (see :mod:`soundclass.inference.checkpoint`) to one ONNX graph.
+    """Export a checkpoint (see :mod:`soundclass.checkpoint.format`) to one ONNX graph.
 
     Parameters
     ----------
@@ -348,10 +352,6 @@ def export_onnx(
     SoundclassError
         If the check fails.
     """
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import resolve_checkpoint
-    from soundclass.inference.predictor import pads_short_clips
-
     ckpt = load_checkpoint(resolve_checkpoint(checkpoint_path))
     windows = ckpt.clip_frames if ckpt.input == "sequence" else None  # the predictor's window
     try:
@@ -387,8 +387,6 @@ def _calibration_metadata(ckpt: Any) -> dict[str, str]:
     them as ``softmax(log(p) / temperature)`` and answers ``"unknown"`` when the
     top calibrated probability is below ``unknown_threshold``.
     """
-    from soundclass.inference.calibrated import calibration_of
-
     cal = calibration_of(ckpt)
     thr = cal.get("unknown_threshold")
     return {"temperature": repr(float(cal["temperature"])),
@@ -413,8 +411,6 @@ def read_metadata(onnx_path: str | os.PathLike) -> dict:
         If the file is not an ONNX model exported by soundclass.
     """
     import onnx
-
-    from soundclass.config import config_from_dict
 
     path = os.fspath(onnx_path)
     try:

@@ -1,139 +1,32 @@
-"""Predicting clips with a trained checkpoint and writing submission CSVs.
+"""Predicting clips with a trained checkpoint.
 
-:func:`predict_paths` turns files into class probabilities (features from the
+:func:`predict_paths` turns files into class probabilities
+(:class:`soundclass.inference.predictions.Predictions`; features from the
 cache, optional test-time augmentation); one undecodable file never stops the
-batch, it is recorded in ``Predictions.failures``.  :func:`write_submission`
-writes the Tianchi/Kaggle format ``name,label`` (file name only, input order,
-UTF-8, no index column), optionally with top-k or probability columns.
-
-A submission must list every file, so by default a file that could not be
-decoded gets the most likely class a priori (``failed='most_frequent'``), a
-warning on stderr and a row in ``<csv stem>.failed.csv``.
+batch, it is recorded in ``Predictions.failures``.  The submission CSV is
+written by :func:`soundclass.inference.submission.write_submission`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.submission import failed_list_path, write_submission  # noqa: F401
+from soundclass.checkpoint.format import as_checkpoint
+from soundclass.errors import ParameterError, check_positive_int
+from soundclass.extraction.cache import get_features
+from soundclass.inference import worker_scoring
+from soundclass.inference.backends import BACKENDS, Backend, make_backend
+from soundclass.inference.calibration import apply_checkpoint_calibration
+from soundclass.inference.predictions import Predictions
+from soundclass.util.executors import default_n_jobs, make_executor
 
-__all__ = [
-    "Predictions",
-    "FAILED_POLICIES",
-    "resolve_checkpoint",
-    "as_checkpoint",
-    "predict_paths",
-    "use_backend",
-    "PATHS_PER_CHUNK",
-    "DEFAULT_BATCH_SIZE",
-    "top_k_labels",
-    "write_submission",
-    "failed_list_path",
-]
-
-FAILED_POLICIES = ("most_frequent", "skip", "error")
-
-
-@dataclass(frozen=True, eq=False)
-class Predictions:
-    """Class probabilities of a list of files.
-
-    Attributes
-    ----------
-    paths : tuple of str
-        Every input file, in input order (failed ones included).
-    proba : np.ndarray [shape=(len(paths), n_classes)]
-        Probabilities; rows of failed files are NaN.
-    failures : Mapping[str, str]
-        ``path -> reason`` for every file that could not be predicted.
-    classes : tuple of str
-        Column names of ``proba`` (the checkpoint's classes).
-    """
-
-    paths: tuple[str, ...]
-    proba: np.ndarray
-    failures: Mapping[str, str] = field(default_factory=dict)
-    classes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.proba.ndim != 2 or self.proba.shape[0] != len(self.paths):
-            raise ParameterError(
-                f"proba.shape={self.proba.shape} must be (len(paths)={len(self.paths)}, n_classes)"
-            )
-        if self.classes and len(self.classes) != self.proba.shape[1]:
-            raise ParameterError(
-                f"{len(self.classes)} classes do not match proba.shape[1]={self.proba.shape[1]}"
-            )
-
-    @property
-    def ok(self) -> np.ndarray:
-        """Boolean mask [shape=(len(paths),)] of files that were predicted."""
-        return np.array([p not in self.failures for p in self.paths], dtype=bool)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        """Index of the most probable class per file, ``-1`` for failed files."""
-        out = np.full(len(self.paths), -1, dtype=np.int64)
-        ok = self.ok
-        if ok.any():
-            out[ok] = np.argmax(self.proba[ok], axis=1)
-        return out
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint folder for a checkpoint folder or a training run folder.
-
-    Accepts ``RUN_DIR`` (containing ``checkpoint/model.json``), the checkpoint
-    folder itself, or its ``model.json``.
-
-    Raises
-    ------
-    CheckpointError
-        If neither holds a ``model.json``.
-    """
-    p = Path(path)
-    if p.name == "model.json" and p.is_file():
-        return p.parent
-    for candidate in (p, p / "checkpoint"):
-        if (candidate / "model.json").is_file():
-            return candidate
-    raise CheckpointError(f"{p}: no checkpoint here (expected model.json in it or in {p / 'checkpoint'})")
-
-
-def as_checkpoint(checkpoint: Any) -> Any:
-    """``checkpoint`` loaded, if it is a path.
-
-    Parameters
-    ----------
-    checkpoint : Checkpoint or path
-        A loaded :class:`~soundclass.inference.checkpoint.Checkpoint` (returned
-        as is), or a checkpoint folder, its ``model.json`` or a training run
-        folder (see :func:`resolve_checkpoint`).
-
-    Returns
-    -------
-    Checkpoint
-
-    Raises
-    ------
-    CheckpointError
-        No checkpoint at the path, or one that does not load.
-    """
-    if isinstance(checkpoint, (str, os.PathLike)):
-        from soundclass.inference.checkpoint import load_checkpoint
-
-        return load_checkpoint(resolve_checkpoint(checkpoint))
-    return checkpoint
-
+__all__ = ["predict_paths", "use_backend", "PATHS_PER_CHUNK", "DEFAULT_BATCH_SIZE"]
 
 PATHS_PER_CHUNK = 512
 """Files whose features are held at once by :func:`predict_paths` (memory bounded by the chunk)."""
@@ -151,8 +44,6 @@ def use_backend(kind: str) -> Iterator[str]:
     For callers that reach :func:`predict_paths` through a function without a
     ``backend`` parameter (e.g. ``evaluate_checkpoint``).
     """
-    from soundclass.inference.backends import BACKENDS
-
     if kind not in BACKENDS:
         raise ParameterError(f"backend={kind!r} must be one of {BACKENDS}")
     token = _default_backend.set(kind)
@@ -163,8 +54,6 @@ def use_backend(kind: str) -> Iterator[str]:
 
 
 def _backend(checkpoint: Any, backend: Any) -> Any:
-    from soundclass.inference.backends import Backend, make_backend
-
     if isinstance(backend, Backend):
         return backend
     if isinstance(checkpoint, Backend):
@@ -199,7 +88,7 @@ def predict_paths(
     Parameters
     ----------
     checkpoint : Checkpoint, Backend or path
-        A loaded :class:`soundclass.inference.checkpoint.Checkpoint`, a
+        A loaded :class:`soundclass.checkpoint.format.Checkpoint`, a
         :class:`soundclass.inference.backends.Backend`, a checkpoint folder or
         a training run folder.
     paths : sequence of path
@@ -223,11 +112,6 @@ def predict_paths(
         ``proba`` [shape=(len(paths), n_classes)], NaN rows for files that
         failed (their reasons in ``failures``).
     """
-    from soundclass.errors import check_positive_int
-    from soundclass.extraction.cache import get_features
-    from soundclass.inference import worker_scoring
-    from soundclass.util.executors import default_n_jobs, make_executor
-
     tta = check_positive_int("tta", tta, allow_numpy=False)
     chunk_size = check_positive_int("chunk_size", chunk_size)
     runner = _backend(checkpoint, backend)
@@ -252,7 +136,7 @@ def predict_paths(
             chunk = [paths[i] for i in chunk_idx]
             features, failed = get_features(
                 chunk, ckpt.feature, cache_dir=cache_dir, n_jobs=n_jobs,
-                executor=executor, progress=progress,
+                executor=executor, progress=progress, desc=f"features ({ckpt.model_name})",
             )
             failures.update(failed)
             keep = [i for i, f in enumerate(features) if f is not None]
@@ -272,8 +156,6 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
               scored: np.ndarray) -> None:
     """``proba[rows] = scored`` with the checkpoint's temperature (T = 1 if none); a non-finite
     answer becomes a named failure, never a silent label."""
-    from soundclass.inference.calibrated import apply_checkpoint_calibration
-
     proba[rows] = apply_checkpoint_calibration(ckpt, scored)
     for r in rows:
         if not np.isfinite(proba[r]).all():
@@ -284,21 +166,11 @@ def _set_rows(ckpt, proba: np.ndarray, failures: dict[str, str], paths: Sequence
 def _score_in_workers(runner, paths, proba, failures, *, tta, batch_size, n_jobs, progress) -> list[int]:
     """Score ``paths`` with :func:`soundclass.inference.worker_scoring.score_paths`; the indices
     of the files of tasks that failed as a whole (left to the two-phase path)."""
-    from soundclass.inference.worker_scoring import score_paths
-
-    found = score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs, progress=progress)
+    found = worker_scoring.score_paths(runner, paths, tta=tta, batch_size=batch_size, n_jobs=n_jobs,
+                                       progress=progress)
     for i, err in found.errors.items():
         failures[paths[i]] = err
     if found.scored:
         rows = sorted(found.scored)
         _set_rows(runner.checkpoint, proba, failures, paths, rows, np.stack([found.scored[i] for i in rows]))
     return found.lost
-
-
-def top_k_labels(proba: np.ndarray, *, classes: Sequence[str], k: int) -> list[list[str]]:
-    """The ``k`` most probable class names of each row, most probable first.
-
-    Ties are broken by class order (stable sort).
-    """
-    order = np.argsort(-np.asarray(proba), axis=1, kind="stable")[:, :k]
-    return [[classes[j] for j in row] for row in order]

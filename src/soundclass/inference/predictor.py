@@ -48,6 +48,7 @@ import torch
 from soundclass.dsp.augment import crop_or_pad
 from soundclass.errors import ParameterError, check_positive_int
 from soundclass.extraction.stored import StoredFeatures, feature_shapes
+from soundclass.inference.calibration import softmax
 
 __all__ = [
     "pads_short_clips",
@@ -57,7 +58,7 @@ __all__ = [
     "plan_pieces",
     "predict_logits",
     "predict_proba",
-    "softmax",
+    "cut_window",
     "available_cores",
     "torch_threads",
     "TorchLogits",
@@ -100,8 +101,10 @@ def window_starts(n_frames: int, clip_frames: int, *, tta: int = 1) -> np.ndarra
     return np.unique(starts.astype(np.int64))
 
 
-def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
+def cut_window(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """``x[:, start:start + length]``, padded with each row's minimum where it leaves the clip.
+
+    ``x`` [shape=(n_features, t)]; returns [shape=(n_features, length)].
 
     For a short clip and the centred start this equals
     ``crop_or_pad(x, length, mode='center')`` (the padding of training windows).
@@ -403,7 +406,7 @@ def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndar
         chunk = [pieces[k] for k in order[start:stop]]
         batch = np.empty((len(chunk), n_rows, length), dtype=np.float32)  # (B, n_features, length)
         for row, (i, s, n) in enumerate(chunk):  # copied in one by one: no window keeps its clip alive
-            batch[row] = _window(clip(i), s, n)
+            batch[row] = cut_window(clip(i), s, n)
         batch = _standardize_batch(batch, mean, std)
         logits = _checked(run(batch), len(chunk))  # (B, n_classes)
         if sums is None:
@@ -412,14 +415,6 @@ def _pieces_logits(run, items, n_rows, pieces, mean, std, batch_size) -> np.ndar
         start = stop
     counts = np.bincount(owners, minlength=len(items)).astype(np.float64)
     return (sums / counts[:, None]).astype(np.float32)
-
-
-def softmax(logits: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
 def predict_proba(
@@ -432,12 +427,12 @@ def predict_proba(
     pad_to_window: bool | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Class probabilities of a loaded :class:`~soundclass.inference.checkpoint.Checkpoint`.
+    """Class probabilities of a loaded :class:`~soundclass.checkpoint.format.Checkpoint`.
 
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     features : sequence of np.ndarray
         Features computed with ``checkpoint.feature``.
     tta, batch_size, threads

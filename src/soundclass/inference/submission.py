@@ -23,16 +23,13 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soundclass.data.dataset import display_path
 from soundclass.errors import ParameterError, SoundclassError, check_int
+from soundclass.inference.predictions import FAILED_POLICIES, Predictions, top_k_labels
 from soundclass.util.csvfile import CSV_ENCODING, CSV_ERRORS, excel_safe_cell, write_csv
-
-if TYPE_CHECKING:  # predict.py re-exports this module: no import cycle at run time
-    from soundclass.inference.predict import Predictions
 
 __all__ = ["write_submission", "failed_list_path", "write_csv", "excel_safe_cell",
            "CSV_ENCODING", "CSV_ERRORS"]
@@ -82,7 +79,7 @@ def write_submission(
 
     Parameters
     ----------
-    predictions : soundclass.inference.predict.Predictions
+    predictions : soundclass.inference.predictions.Predictions
     out_csv : path
         The CSV to write (UTF-8 with ``surrogateescape``, ``\\n`` line ends,
         minimal quoting, no index column; see the module notes).
@@ -120,8 +117,6 @@ def write_submission(
     SoundclassError
         If ``failed='error'`` and some file failed.
     """
-    from soundclass.inference.predict import FAILED_POLICIES, top_k_labels
-
     classes = tuple(classes if classes is not None else predictions.classes)
     n_classes = predictions.proba.shape[1]
     if len(classes) != n_classes:

@@ -39,8 +39,19 @@ import torch
 from torch import nn
 
 from soundclass.config import FeatureConfig
+from soundclass.dsp.aisfx import BLOCK_FRAMES, BLOCK_HOP
+from soundclass.dsp.aisfx_frontend import AisfxLogmel
 from soundclass.dsp.frontend import DELTA_WIDTH, FeatureFrontend
 from soundclass.errors import ParameterError, check_positive_int
+from soundclass.models.aisfx import AisfxEmbedding
+from soundclass.models.fusion import FusionEmbedding
+from soundclass.models.whisper import (
+    WHISPER_HOP_LENGTH,
+    WHISPER_SR,
+    WINDOW_FRAMES,
+    WhisperEmbedding,
+    WhisperLogmel,
+)
 
 __all__ = [
     "WaveformClassifier",
@@ -86,24 +97,14 @@ def waveform_frontend(feature: FeatureConfig) -> nn.Module:
         gives the install command).
     """
     if feature.kind == "aisfx":
-        from soundclass.models.aisfx import AisfxEmbedding
-
         return AisfxEmbedding()
     if feature.kind == "aisfx-logmel":
-        from soundclass.dsp.aisfx_frontend import AisfxLogmel
-
         return AisfxLogmel()
     if feature.kind == "whisper":
-        from soundclass.models.whisper import WhisperEmbedding
-
         return WhisperEmbedding()
     if feature.kind == "whisper-logmel":
-        from soundclass.models.whisper import WhisperLogmel
-
         return WhisperLogmel()
     if feature.kind == "fusion":
-        from soundclass.models.fusion import FusionEmbedding
-
         return FusionEmbedding()
     return FeatureFrontend(feature)
 
@@ -119,12 +120,8 @@ def probe_frames(feature: FeatureConfig, *, clip_frames: int | None = None) -> i
     if clip_frames is not None:
         frames = int(clip_frames) + int(clip_frames) // 2 + 7
     if feature.kind in ("aisfx", "aisfx-logmel", "fusion"):
-        from soundclass.dsp.aisfx import BLOCK_FRAMES, BLOCK_HOP
-
         frames = max(frames, 2 * BLOCK_FRAMES + BLOCK_HOP + 7)  # 4 blocks
     if feature.kind in ("whisper", "whisper-logmel", "fusion"):
-        from soundclass.models.whisper import WHISPER_HOP_LENGTH, WHISPER_SR, WINDOW_FRAMES
-
         seconds = 1.5 * WINDOW_FRAMES * WHISPER_HOP_LENGTH / WHISPER_SR + 0.1  # 2 windows
         frames = max(frames, int(np.ceil(seconds * feature.sr / feature.hop_length)))
     return frames

@@ -38,6 +38,8 @@ from soundclass.inference.timeline import (
     write_segments_csv,
     write_windows_csv,
 )
+from soundclass.util.failures import describe
+from soundclass.util.progress import progress_bar
 
 __all__ = [
     "Timeline",
@@ -288,9 +290,7 @@ def predict_windows(
     WindowsResult
         ``failures``: ``path -> reason`` of the files that could not be read.
     """
-    from tqdm.auto import tqdm
-
-    from soundclass.inference.predict import as_checkpoint
+    from soundclass.checkpoint.format import as_checkpoint
 
     ckpt = as_checkpoint(checkpoint)
     out = Path(out_csv)
@@ -301,22 +301,27 @@ def predict_windows(
     failures: dict[str, str] = {}
     n_windows = n_segments = 0
     label_seconds: dict[str, float] = {}
-    for path in tqdm([os.fspath(p) for p in paths], desc="windows", unit="file", disable=not progress):
-        try:
-            tl = score_file(ckpt, path, window_seconds=window_seconds, hop_seconds=hop_seconds, tta=tta,
-                            batch_size=batch_size)
-        except SoundclassError as exc:
-            from soundclass.util.failures import describe
-
-            failures[path] = describe(exc)
-            continue
-        name = os.path.basename(path)
-        write_windows_csv(out, name, tl.starts, tl.ends, tl.labels, tl.top_p, append=True)
-        segs = tl.segments(min_windows=min_windows)
-        write_segments_csv(seg_out, name, segs, append=True)
-        n_windows += len(tl.starts)
-        n_segments += len(segs)
-        for s in segs:
-            label_seconds[s.label] = label_seconds.get(s.label, 0.0) + (s.end - s.start)
+    paths = [os.fspath(p) for p in paths]
+    bar = progress_bar(len(paths), desc=f"windows ({ckpt.model_name})", enabled=progress)
+    try:
+        for path in paths:
+            try:
+                tl = score_file(ckpt, path, window_seconds=window_seconds, hop_seconds=hop_seconds,
+                                tta=tta, batch_size=batch_size)
+            except SoundclassError as exc:
+                failures[path] = describe(exc)
+                bar.update(1)
+                continue
+            name = os.path.basename(path)
+            write_windows_csv(out, name, tl.starts, tl.ends, tl.labels, tl.top_p, append=True)
+            segs = tl.segments(min_windows=min_windows)
+            write_segments_csv(seg_out, name, segs, append=True)
+            n_windows += len(tl.starts)
+            n_segments += len(segs)
+            for s in segs:
+                label_seconds[s.label] = label_seconds.get(s.label, 0.0) + (s.end - s.start)
+            bar.update(1)
+    finally:
+        bar.close()
     return WindowsResult(out, seg_out, len(paths) - len(failures), n_windows, n_segments, failures,
                          label_seconds)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.extraction.extract import extract_many
+from soundclass.extraction.extract import extract_many, prepare_workers
 from soundclass.inference.backends import Backend, OnnxLogits
 from soundclass.inference.predictor import predict_proba
 from soundclass.util.executors import preload_in_workers
@@ -163,9 +163,10 @@ def score_paths(runner: Backend, paths: Sequence[str], *, tta: int, batch_size: 
     WorkerScores
     """
     graph: bytes = runner.logits.graph
+    prepare_workers(runner.checkpoint.feature)
     starts = range(0, len(paths), PATHS_PER_TASK)
     tasks = [list(paths[i : i + PATHS_PER_TASK]) for i in starts]
-    bar = progress_bar(len(paths), desc="predict", enabled=progress)
+    bar = progress_bar(len(paths), desc=f"predict ({runner.checkpoint.model_name})", enabled=progress)
     with tempfile.TemporaryDirectory(prefix="soundclass-graph-") as tmp:
         graph_path = os.path.join(tmp, "logits.onnx")
         Path(graph_path).write_bytes(graph)

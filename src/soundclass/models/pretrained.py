@@ -5,6 +5,8 @@ tensors and plain containers only, never code.  The PANNs front end
 (``spectrogram_extractor.*``, ``logmel_extractor.*``) and the AudioSet head
 (``fc_audioset.*``) are dropped; every remaining (backbone) tensor must match
 the model by name and shape, and our head ``fc`` keeps its fresh weights.
+:func:`check_pretrained_fit` refuses, before any file is read, a model or a
+feature that such weights cannot initialise.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from soundclass.errors import CheckpointError
+from soundclass.config import FeatureConfig
+from soundclass.errors import CheckpointError, ParameterError
+from soundclass.models.panns import PANNS_FEATURE, PANNS_INPUT_FIELDS, PANNS_MODELS
 
-__all__ = ["PretrainedReport", "load_pretrained", "DROPPED_PREFIXES", "HEAD_PREFIXES"]
+__all__ = ["PretrainedReport", "load_pretrained", "check_pretrained_fit", "DROPPED_PREFIXES", "HEAD_PREFIXES"]
 
 # Parts of a PANNs checkpoint that soundclass models do not have.
 DROPPED_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.", "fc_audioset.")
@@ -47,6 +51,43 @@ class PretrainedReport:
     loaded: tuple[str, ...]
     skipped: tuple[str, ...]
     missing: tuple[str, ...]
+
+
+def check_pretrained_fit(model: str, feature: FeatureConfig, *, pretrained: str | os.PathLike | None) -> None:
+    """Refuse ``pretrained`` weights for a model or feature the PANNs weights cannot initialise.
+
+    Parameters
+    ----------
+    model : str
+        Registered model name; it must be one of the PANNs-layout models
+        (:data:`soundclass.models.panns.PANNS_MODELS`).
+    feature : FeatureConfig
+        The feature the model will be trained on; the settings that decide
+        the weights' input (``kind``, ``n_mels``, ``deltas``) must be PANNs'.
+    pretrained : path or None
+        The weights file (only named in messages; ``None``: nothing to check).
+
+    Raises
+    ------
+    ParameterError
+        The model is not a PANNs-layout one, or the feature changes the input
+        the weights expect.  Only the settings are checked, not the file.
+    """
+    if pretrained is None:
+        return
+    if model not in PANNS_MODELS:
+        raise ParameterError(
+            f"pretrained={pretrained!r} needs a PANNs-layout model; model={model!r} "
+            f"is not one (choose from {', '.join(PANNS_MODELS)})"
+        )
+    for name in PANNS_INPUT_FIELDS:
+        value, want = getattr(feature, name), getattr(PANNS_FEATURE, name)
+        if value != want:
+            raise ParameterError(
+                f"feature {name}={value!r} makes the pretrained weights of {pretrained!r} "
+                f"meaningless (PANNs {model} takes {name}={want!r}); drop the override "
+                "or train without pretrained"
+            )
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Reliability diagram: is a classifier as sure as it is right?
 
-Draws a curve from :func:`soundclass.evaluation.calibration.reliability_curve`
+Draws a curve from :func:`soundclass.evaluation.calibration_report.reliability_curve`
 (any object with ``bin_edges``, ``confidence``, ``accuracy`` and ``count``
 arrays) on a given axes; never calls ``show()``.
 """

@@ -10,11 +10,20 @@ One module per concept:
 ``optim``          :func:`make_optimizer`, :func:`make_scheduler`
 ``loop``           :class:`BatchAugment`, :func:`train_one_epoch`, :func:`validate`,
                    :class:`EarlyStopping`
-``state``          the resumable, crash-consistent :class:`TrainingState` of ``last/``
 ``fitting``        :func:`fit`: the epochs on features, checkpoints, resume
-``trainer``        :func:`train`: dataset -> features -> split -> :func:`fit`
+``trainer``        :func:`train_model`: dataset -> features -> split -> :func:`fit` (one model)
+``auto``           ``--model auto``: chooses a model, then trains it through the trainer
+``result``         :class:`TrainResult`, what every way of training returns
 ``distributed``    ``torchrun`` helpers
 =================  =====================================================================
+
+:func:`train` (defined here) is the entry point of ``soundclass train`` and of the
+library: ``model='auto'`` goes to :mod:`~soundclass.training.auto`, which sits above
+the trainer; any other model to :func:`~soundclass.training.trainer.train_model`.
+Nothing below this package imports it, so training flows one way.
+
+The resumable :class:`TrainingState` of ``last/`` and the checkpoint format
+are :mod:`soundclass.checkpoint` (re-exported here).
 
 Determinism: every random draw of epoch ``e`` comes from seeds derived from
 ``(config.seed, e)`` (model init, sampler order, crops, SpecAugment, mixup,
@@ -23,7 +32,16 @@ resumed from ``last/`` after epoch ``k`` continues exactly like an
 uninterrupted one.
 """
 
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from soundclass.checkpoint.state import TrainingState, load_training_state, save_training_state
+from soundclass.data.dataset import Dataset
+from soundclass.training.auto import train_auto
 from soundclass.training.config import (
+    AUTO,
     BALANCES,
     DEFAULTS,
     MONITORS,
@@ -52,10 +70,11 @@ from soundclass.training.pretrained import (
     check_pretrained,
     load_pretrained_weights,
 )
-from soundclass.training.state import TrainingState, load_training_state, save_training_state
-from soundclass.training.trainer import TrainResult, train
+from soundclass.training.result import TrainResult
+from soundclass.training.trainer import train_model
 
 __all__ = [
+    "AUTO",
     "BALANCES",
     "DEFAULTS",
     "MONITORS",
@@ -87,6 +106,23 @@ __all__ = [
     "save_training_state",
     "settings",
     "train",
+    "train_auto",
+    "train_model",
     "train_one_epoch",
     "validate",
 ]
+
+
+def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike, progress: bool = True,
+          executor: Any = None, resume: bool = False) -> TrainResult:
+    """Train on a labelled dataset: the entry point of ``soundclass train`` and of the library.
+
+    ``config.model == 'auto'`` chooses the model by grouped cross-validation and
+    trains it (:func:`soundclass.training.auto.train_auto`, which sits above the
+    trainer; ``resume`` does not apply); any other model is trained by
+    :func:`soundclass.training.trainer.train_model`.  Parameters and result are
+    those of :func:`~soundclass.training.trainer.train_model`.
+    """
+    if config.model == AUTO:
+        return train_auto(dataset, config, out_dir=out_dir, progress=progress, executor=executor)
+    return train_model(dataset, config, out_dir=out_dir, progress=progress, executor=executor, resume=resume)

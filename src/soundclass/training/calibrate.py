@@ -3,14 +3,14 @@
 After :func:`soundclass.training.fit`, the trainer calls :func:`calibrate_run`
 with the best model's validation probabilities:
 
-1. temperature scaling (:func:`soundclass.evaluation.calibration.fit_temperature`)
+1. temperature scaling (:func:`soundclass.inference.calibration.fit_temperature`)
    on ``log p`` (the logits up to a per-row constant, which the softmax ignores);
 2. the expected calibration error and log loss before and after;
 3. "unknown" thresholds of the calibrated top probability for precisions
-   0.50, 0.51 .. 0.99, 1.00 (:func:`~soundclass.evaluation.calibration.threshold_for_precision`),
+   0.50, 0.51 .. 0.99, 1.00 (:func:`~soundclass.inference.calibration.threshold_for_precision`),
    and, with ``config.unknown_precision``, the one the checkpoint applies by default;
 4. all of it as the checkpoint's ``calibration`` entry
-   (:func:`soundclass.inference.calibrated.write_calibration`).
+   (:func:`soundclass.inference.calibration.write_calibration`).
 
 The validation split chooses both the best epoch and the temperature, so the
 numbers are slightly optimistic; they are the ones a run without a separate
@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.evaluation.calibration import (
-    expected_calibration_error,
+from soundclass.evaluation.calibration_report import expected_calibration_error
+from soundclass.evaluation.metrics import log_loss
+from soundclass.inference.calibration import (
+    calibrate_proba,
     fit_temperature,
-    log_loss,
     threshold_for_precision,
+    write_calibration,
 )
-from soundclass.inference.calibrated import calibrate_proba, write_calibration
 
 __all__ = ["MIN_CALIBRATION_CLIPS", "PRECISION_GRID", "calibration_from_validation", "calibrate_run"]
 

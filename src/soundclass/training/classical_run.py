@@ -1,6 +1,6 @@
 """``fit`` for the classical models: one scikit-learn fit instead of epochs, same run folder.
 
-:func:`fit_classical_run` is what :func:`soundclass.training.trainer.train`
+:func:`fit_classical_run` is what :func:`soundclass.training.trainer.train_model`
 calls for the models of :func:`soundclass.models.classical.is_classical`
 (``mfcc-svm``, ``logmel-logreg``, and the probes ``aisfx-probe``, ``whisper-probe``,
 ``fusion-probe``): it fits
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
 from soundclass.errors import ParameterError
 from soundclass.evaluation.metrics import evaluate_predictions
-from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits
 from soundclass.training.classical import fit_classical
 from soundclass.training.config import TrainConfig, config_json, feature_config, resolve_config
 from soundclass.training.fitting import FitResult

@@ -29,10 +29,14 @@ from typing import Any
 from soundclass.config import FeatureConfig, config_from_dict, config_to_dict
 from soundclass.data.fingerprint import DEFAULT_THRESHOLD
 from soundclass.errors import ParameterError, is_int, is_number
+from soundclass.models import list_models, model_spec
+from soundclass.models.ensemble import ENSEMBLE_NAMES
 from soundclass.models.panns import PANNS_MODELS
+from soundclass.models.pretrained import check_pretrained_fit
 from soundclass.models.registry import TRAIN_KEYS
 
 __all__ = [
+    "AUTO",
     "BALANCES",
     "DEFAULTS",
     "MONITORS",
@@ -47,6 +51,8 @@ __all__ = [
     "settings",
 ]
 
+#: ``model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
+AUTO = "auto"
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("onecycle", "cosine", "constant", "none")  # 'none' = 'constant' without warmup
 BALANCES = ("weights", "sqrt", "sampler", "none")
@@ -143,10 +149,7 @@ def _val_size_ok(v: Any) -> bool:
 
 def _registered_models() -> list[str]:
     """Models ``train`` can train: every registered one but the ensembles (``--folds`` builds those)."""
-    from soundclass.models import list_models
-    from soundclass.models.ensemble import ENSEMBLE_NAMES
-
-    return ["auto", *(m for m in list_models() if m not in ENSEMBLE_NAMES.values())]
+    return [AUTO, *(m for m in list_models() if m not in ENSEMBLE_NAMES.values())]
 
 
 @dataclass(frozen=True)
@@ -259,10 +262,10 @@ class TrainConfig:
     auto_folds : int
         ``model='auto'``: cross-validation folds (>= 2).
     time_budget : float
-        ``model='auto'``: seconds for scoring candidates (see :mod:`soundclass.training.auto`).
+        ``model='auto'``: seconds for choosing and the final fit (see :mod:`soundclass.training.auto`).
     """
 
-    model: str = field(default="auto", metadata=_text(
+    model: str = field(default=AUTO, metadata=_text(
         "registered model, or 'auto' (the default): score the --auto-candidates by grouped k-fold "
         "cross-validation on the training part within --time-budget and train the best",
         "a registered model name or 'auto'", choices_from=_registered_models))
@@ -369,9 +372,10 @@ class TrainConfig:
     auto_folds: int = field(default=3, metadata={"setting": Setting(
         "--model auto: grouped cross-validation folds of the training part", int,
         lambda v: is_int(v) and v >= 2, "an integer >= 2", metavar="K")})
-    time_budget: float = field(default=1800.0, metadata=_number(
-        "--model auto: seconds for scoring the candidates; expensive ones get fewer folds or are "
-        "skipped (with the reason in the leaderboard) when it runs short", "a positive number",
+    time_budget: float = field(default=600.0, metadata=_number(
+        "--model auto: seconds for the candidates' features and folds and the final fit of the "
+        "chosen one; candidates that cannot win are dropped early, expensive ones get fewer folds or "
+        "are skipped (every decision in the leaderboard)", "a positive number",
         lambda v: v > 0 and math.isfinite(v), metavar="SECONDS"))
 
     def __post_init__(self) -> None:
@@ -447,11 +451,8 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
     ParameterError
         Unknown model, a spec default of the wrong kind, an invalid value, or
         ``pretrained`` with a model or feature it cannot initialise
-        (:func:`~soundclass.training.pretrained.check_pretrained`).
+        (:func:`~soundclass.models.pretrained.check_pretrained_fit`).
     """
-    from soundclass.models import model_spec
-    from soundclass.training.pretrained import check_pretrained
-
     config = config or TrainConfig()
     if overrides:
         config = config.replace(**overrides)
@@ -463,15 +464,13 @@ def resolve_config(config: TrainConfig | None = None, **overrides: Any) -> Train
     if config.clip_seconds is None and spec.clip_seconds is not None:
         filled["clip_seconds"] = float(spec.clip_seconds)
     resolved = config.replace(**filled)
-    feature_config(resolved)  # validates the feature overrides
-    check_pretrained(resolved)
+    feature = feature_config(resolved)  # validates the feature overrides
+    check_pretrained_fit(resolved.model, feature, pretrained=resolved.pretrained)
     return resolved
 
 
 def feature_config(config: TrainConfig) -> FeatureConfig:
     """The model spec's :class:`FeatureConfig` with ``config.feature`` overrides applied."""
-    from soundclass.models import model_spec
-
     spec = model_spec(config.model)
     names = {f.name for f in dataclasses.fields(FeatureConfig)}
     unknown = sorted(set(config.feature) - names)

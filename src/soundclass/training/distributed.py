@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel
 
 from soundclass.errors import ParameterError
 
@@ -135,7 +136,6 @@ def wrap_model(model: torch.nn.Module, *, device: torch.device) -> torch.nn.Modu
     ctx = context()
     if not ctx.active:
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     if device.type == "cuda":
         return DistributedDataParallel(model, device_ids=[device.index])

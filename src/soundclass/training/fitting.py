@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundclass.checkpoint.format import META_NAME, load_checkpoint, save_checkpoint
+from soundclass.checkpoint.state import (
+    capture_rng_state,
+    has_training_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
 from soundclass.errors import ParameterError
 from soundclass.extraction.stored import feature_shapes
-from soundclass.inference.checkpoint import META_NAME, load_checkpoint, save_checkpoint
-from soundclass.inference.predictor import predict_logits, softmax, window_padding
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits, window_padding
+from soundclass.models import create_model, model_spec
 from soundclass.training import distributed as dist
 from soundclass.training import loop
 from soundclass.training.config import (
@@ -48,14 +57,8 @@ from soundclass.training.data import (
 )
 from soundclass.training.optim import make_optimizer, make_scheduler
 from soundclass.training.pretrained import load_pretrained_weights
-from soundclass.training.state import (
-    capture_rng_state,
-    has_training_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
 from soundclass.util.atomic import write_json_atomic
+from soundclass.util.progress import progress_bar
 
 __all__ = ["FitResult", "fit"]
 
@@ -99,6 +102,7 @@ def fit(
     out_dir: str | os.PathLike,
     progress: bool = True,
     resume: bool = False,
+    on_epoch: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> FitResult:
     """Train a registered model on cached features; the explicit loop.
 
@@ -119,10 +123,14 @@ def fit(
     out_dir : path
         Receives ``checkpoint/`` (best), ``last/`` (resumable) and ``history.json``.
     progress : bool
-        tqdm bars (rank 0 only).
+        Progress bars (rank 0 only; :func:`soundclass.util.progress.progress_bar`).
     resume : bool
         Continue from ``out_dir/last`` if it holds a training state (the
         weights then come from there, not from ``config.pretrained``).
+    on_epoch : callable or None
+        Called on rank 0 with each epoch's ``history`` row; ``True`` stops the
+        training there like early stopping (``--model auto`` stops a candidate
+        that cannot reach the leader).
 
     Returns
     -------
@@ -137,6 +145,7 @@ def fit(
     data = _FitData.build(train_features, train_targets, val_features, val_targets,
                           classes=classes, config=resolve_config(config))
     run = _Run(data, out_dir=Path(out_dir), progress=progress, resume=resume)
+    run.on_epoch = on_epoch
     restore_determinism = _use_deterministic()
     try:
         stopped, epoch = run.train_epochs()
@@ -165,8 +174,6 @@ class _FitData:
     @classmethod
     def build(cls, train_features, train_targets, val_features, val_targets, *,
               classes: Sequence[str], config: TrainConfig) -> _FitData:
-        from soundclass.models import model_spec
-
         classes = tuple(str(c) for c in classes)
         n_classes = len(classes)
         if n_classes < 2:
@@ -204,10 +211,6 @@ class _Run:
     """The objects of one :func:`fit` run, built once, and what one epoch does with them."""
 
     def __init__(self, data: _FitData, *, out_dir: Path, progress: bool, resume: bool):
-        from tqdm.auto import tqdm
-
-        from soundclass.models import create_model
-
         config = self.config = data.config
         self.data, self.out = data, out_dir
         n_classes = len(data.classes)
@@ -240,6 +243,7 @@ class _Run:
             config.patience if self.has_val else 0,
             mode="max" if (config.monitor == "macro_f1" or not self.has_val) else "min")
         self.history: list[dict[str, Any]] = []
+        self.on_epoch: Callable[[Mapping[str, Any]], bool] | None = None
         self.start_epoch = 0
         if resuming:
             self.start_epoch, saved_extra = self._resume()
@@ -250,8 +254,8 @@ class _Run:
         self.train_model = dist.wrap_model(model, device=self.device)
         if self.is_main:
             write_json_atomic(out_dir / "config.json", self.run_config, allow_nan=True)
-        self.bar = tqdm(total=config.epochs, initial=self.start_epoch, desc=f"train {config.model}",
-                        unit="epoch", disable=not self.progress)
+        self.bar = progress_bar(config.epochs, initial=self.start_epoch, desc=f"train {config.model}",
+                                unit="epoch", enabled=self.progress, interval=0.0)  # a log line per epoch
 
     def train_epochs(self) -> tuple[bool, int]:
         """Train until ``config.epochs`` or early stopping; whether it stopped and the next epoch."""
@@ -263,9 +267,11 @@ class _Run:
                 config=self.config, augment=self.augment, class_weight=self.class_weight,
                 device=self.device, progress=self.progress)
             dist.sync_buffers(self.model)  # BatchNorm statistics of rank 0 everywhere
+            halt = False
             if self.is_main:  # validation and files on rank 0 only
                 self._end_epoch(epoch, tr)
-            stopped = dist.broadcast_flag(self.stopper.should_stop)
+                halt = self.on_epoch is not None and bool(self.on_epoch(self.history[-1]))
+            stopped = dist.broadcast_flag(self.stopper.should_stop or halt)
             dist.barrier()
             epoch += 1
         return stopped, epoch

@@ -31,6 +31,8 @@ from soundclass.data.duplicates import (
     near_duplicate_keys,
     tie_groups,
 )
+from soundclass.data.near_duplicates import find_near_duplicates, fingerprint_files
+from soundclass.data.splits import leakage_warning
 from soundclass.util.hashing import sha256_file
 
 __all__ = ["DuplicateTies", "tie_duplicates", "split_leakage", "split_notes"]
@@ -100,8 +102,6 @@ _LAST_PAIRS: dict[tuple, list[tuple[int, int, float]]] = {}
 def _near_pairs(paths: list[str], hashes: list[str], threshold: float, **pool: Any) -> list[tuple[int, int, float]]:
     """Near-duplicate pairs of these clips; the last answer is kept, since ``--model auto``
     prepares the same clips once per candidate and the pair search is the slow part."""
-    from soundclass.data.near_duplicates import find_near_duplicates, fingerprint_files
-
     # content, not names (a renamed copy is the same question); a new cache folder gets its fingerprints
     key = (tuple(hashes), threshold, None if pool.get("cache_dir") is None else os.fspath(pool["cache_dir"]))
     if key not in _LAST_PAIRS:
@@ -196,8 +196,6 @@ def split_notes(ties: DuplicateTies, paths: Sequence[str], train_idx: Any, val_i
     (:func:`soundclass.data.splits.leakage_warning`); content hashes always
     take part, and near-duplicate pairs across the split are counted.
     """
-    from soundclass.data.splits import leakage_warning
-
     notes = []
     tied = ties.message()
     if tied:

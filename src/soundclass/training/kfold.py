@@ -41,12 +41,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
+from soundclass.checkpoint.format import load_checkpoint, save_checkpoint
+from soundclass.data.splits import kfold
 from soundclass.errors import ParameterError
+from soundclass.evaluation.metrics import evaluate_predictions
 from soundclass.extraction.stored import feature_shapes, take
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits, window_padding
+from soundclass.models import model_spec
+from soundclass.models.ensemble import ENSEMBLE_NAMES, Ensemble, ensemble_kwargs, ensemble_name
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig, config_json, feature_config, resolve_config
+from soundclass.training.data import clip_seconds_from_data, float32_features
 from soundclass.training.fitting import fit
+from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.csvfile import write_csv
 
@@ -144,11 +155,6 @@ def train_folds(
         a model that is itself an ensemble, under ``torchrun``, or a resume
         whose fold assignment differs from the interrupted run's.
     """
-    from soundclass.data.splits import kfold
-    from soundclass.models import model_spec
-    from soundclass.models.ensemble import ENSEMBLE_NAMES
-    from soundclass.training.data import clip_seconds_from_data, float32_features
-
     config = resolve_config(config)
     k_folds = int(config.folds or 0)
     if k_folds < 2:
@@ -215,8 +221,6 @@ def train_folds(
                                         classes=classes, clip_frames=clip_frames, oof_metrics=oof_metrics)
     val_proba = None
     if len(val_features):
-        from soundclass.inference.predictor import predict_logits, softmax, window_padding
-
         # as predict scores the saved ensemble (its train_config holds this bucket)
         pads = window_padding(input_kind=spec.input, clip_frames=clip_frames, bucket=config.bucket)
         val_proba = softmax(predict_logits(ensemble, float32_features(val_features),
@@ -239,8 +243,6 @@ def train_run_folds(features, targets, items, train_idx, val_idx, *, classes, co
     metrics, ``n_folds``, the ``oof.csv`` path, whether they are the
     evaluation (``is_validation``) and each member's best epoch.
     """
-    from soundclass.training.trainer import TrainResult
-
     out = Path(out_dir)
     y = np.asarray(targets, dtype=np.int64)
     r = train_folds(take(features, train_idx), y[train_idx], paths=[items[i].path for i in train_idx],
@@ -267,14 +269,10 @@ def oof_rows(paths: Sequence[str], y: np.ndarray, proba: np.ndarray, *,
 
 
 def _say(text: str) -> None:
-    from tqdm.auto import tqdm
-
     tqdm.write(text)
 
 
 def _oof_metrics(y: np.ndarray, proba: np.ndarray, *, classes: Sequence[str], n_folds: int) -> dict:
-    from soundclass.evaluation.metrics import evaluate_predictions
-
     metrics = evaluate_predictions(y, np.argmax(proba, axis=1), classes=list(classes), proba=proba)
     metrics["n_folds"] = int(n_folds)
     return metrics
@@ -297,18 +295,11 @@ def _write_folds(out: Path, paths: list[str], fold: np.ndarray, groups, *, resum
 
 
 def _load_member(checkpoint_dir: Path):
-    from soundclass.inference.checkpoint import load_checkpoint
-
     return load_checkpoint(checkpoint_dir)
 
 
 def _save_ensemble(folder: Path, members, means, stds, *, config: TrainConfig, classes, clip_frames,
                    oof_metrics: dict):
-    import torch
-
-    from soundclass.inference.checkpoint import load_checkpoint, save_checkpoint
-    from soundclass.models.ensemble import Ensemble, ensemble_kwargs, ensemble_name
-
     standardize = means[0] is not None
     norm = {}
     if standardize:

@@ -17,13 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from soundclass.checkpoint.format import unwrap_model
 from soundclass.dsp import augment
 from soundclass.errors import ParameterError, check_non_negative_int
-from soundclass.inference.checkpoint import unwrap_model
-from soundclass.inference.predictor import predict_logits, softmax
+from soundclass.evaluation.metrics import evaluate_predictions
+from soundclass.inference.calibration import softmax
+from soundclass.inference.predictor import predict_logits
 from soundclass.training import distributed as dist
 from soundclass.training.config import TrainConfig
 from soundclass.training.data import derive_seed, set_epoch
+from soundclass.util.progress import LINE_INTERVAL, progress_bar
 
 __all__ = ["BatchAugment", "EarlyStopping", "train_one_epoch", "validate"]
 
@@ -143,7 +146,8 @@ def train_one_epoch(
         Class weights of the loss.
     device : str or torch.device
     progress : bool
-        Show a batch progress bar.
+        Show a batch progress bar (:func:`soundclass.util.progress.progress_bar`: live on a
+        terminal; elsewhere a line a minute, so only inside epochs longer than that).
 
     Returns
     -------
@@ -151,8 +155,6 @@ def train_one_epoch(
         ``loss`` (mean training loss over items), ``lr`` (of the last step),
         ``n`` (items seen), ``seconds``.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     model.train()
     set_epoch(loader, epoch, config.seed)
@@ -160,24 +162,35 @@ def train_one_epoch(
     transform = augment.for_epoch(epoch)
     weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
     total, n, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
-    for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
-        # (B, n_features, L) or (B, n_features); (B,); a no-op on the CPU
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x, target, smoothing = transform(x, y)
-        logits = model(x)  # (B, n_classes)
-        loss = _loss(logits, target, weight=weight, label_smoothing=smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch + 1}: training loss became {loss.item()} (lower lr?)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += float(loss.detach()) * x.shape[0]
-        n += x.shape[0]
+    try:
+        n_batches = len(loader)
+    except TypeError:  # an iterable-style dataset: no length
+        n_batches = None
+    # not a terminal: the epoch bar writes a line per epoch; this one a line a minute inside long epochs
+    bar = progress_bar(n_batches, desc=f"epoch {epoch + 1} ({config.model})", unit="batch",
+                       enabled=progress, leave=False, interval=6 * LINE_INTERVAL)
+    try:
+        for x, y in loader:
+            # (B, n_features, L) or (B, n_features); (B,); a no-op on the CPU
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, target, smoothing = transform(x, y)
+            logits = model(x)  # (B, n_classes)
+            loss = _loss(logits, target, weight=weight, label_smoothing=smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch + 1}: training loss became {loss.item()} (lower lr?)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach()) * x.shape[0]
+            n += x.shape[0]
+            bar.update(1)
+    finally:
+        bar.close()
     total, n = dist.all_reduce_sum([total, float(n)])  # over every rank when distributed
     return {"loss": total / max(n, 1.0), "lr": float(lr), "n": int(n), "seconds": time.perf_counter() - t0}
 
@@ -211,8 +224,6 @@ def validate(
         :func:`soundclass.evaluation.metrics.evaluate_predictions` dict) and ``proba``
         ``[shape=(N, n_classes)]``.
     """
-    from soundclass.evaluation.metrics import evaluate_predictions
-
     logits = predict_logits(unwrap_model(model), features, input_kind=input_kind, clip_frames=clip_frames,
                             norm_mean=norm_mean, norm_std=norm_std, batch_size=batch_size, threads=threads,
                             pad_to_window=pad_to_window)

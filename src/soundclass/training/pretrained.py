@@ -14,15 +14,11 @@ from typing import Any
 
 import torch
 
+from soundclass.checkpoint.format import unwrap_model
 from soundclass.config import FeatureConfig
-from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import unwrap_model
-from soundclass.models.panns import (
-    PANNS_FEATURE,
-    PANNS_FRONT_END_FIELDS,
-    PANNS_INPUT_FIELDS,
-    PANNS_MODELS,
-)
+from soundclass.errors import CheckpointError
+from soundclass.models.panns import PANNS_FEATURE, PANNS_FRONT_END_FIELDS, PANNS_MODELS
+from soundclass.models.pretrained import check_pretrained_fit, load_pretrained
 from soundclass.training.config import TrainConfig, feature_config
 from soundclass.util.hashing import sha256_file
 
@@ -38,6 +34,9 @@ PRETRAINED_MODELS = PANNS_MODELS
 def check_pretrained(config: TrainConfig) -> None:
     """Refuse ``config.pretrained`` with a model or feature the PANNs weights cannot initialise.
 
+    :func:`soundclass.models.pretrained.check_pretrained_fit` on the config's
+    model and resolved feature (``resolve_config`` runs it too).
+
     Raises
     ------
     ParameterError
@@ -45,22 +44,8 @@ def check_pretrained(config: TrainConfig) -> None:
         overrides change the input the weights expect (``kind``, ``n_mels``,
         ``deltas``).  Only the config is checked, not the file.
     """
-    if config.pretrained is None:
-        return
-    if config.model not in PRETRAINED_MODELS:
-        raise ParameterError(
-            f"pretrained={config.pretrained!r} needs a PANNs-layout model; model={config.model!r} "
-            f"is not one (choose from {', '.join(PRETRAINED_MODELS)})"
-        )
-    feature = feature_config(config)
-    for name in PANNS_INPUT_FIELDS:
-        value, want = getattr(feature, name), getattr(PANNS_FEATURE, name)
-        if value != want:
-            raise ParameterError(
-                f"feature {name}={value!r} makes the pretrained weights of {config.pretrained!r} "
-                f"meaningless (PANNs {config.model} takes {name}={want!r}); drop the override "
-                "or train without pretrained"
-            )
+    if config.pretrained is not None:
+        check_pretrained_fit(config.model, feature_config(config), pretrained=config.pretrained)
 
 
 def _front_end_differences(feature: FeatureConfig) -> list[str]:
@@ -109,8 +94,6 @@ def load_pretrained_weights(model: torch.nn.Module, config: TrainConfig) -> dict
         Missing, unreadable or unsafe file, or a layout that does not fit the
         model; the message names the file.
     """
-    from soundclass.models import load_pretrained
-
     if config.pretrained is None:
         return None
     check_pretrained(config)

@@ -1,4 +1,8 @@
-"""``train``: a labelled dataset in, a trained run folder out.
+"""``train_model``: a labelled dataset in, a trained run folder of one registered model out.
+
+``--model auto`` sits above this module (:mod:`soundclass.training.auto` chooses
+a model, then trains it with :func:`prepare_data` and :func:`train_prepared`);
+:func:`soundclass.training.train` is the entry point that picks one or the other.
 
 The pieces, in order::
 
@@ -19,62 +23,38 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from soundclass.data.dataset import Dataset, Item, assign_groups
+from soundclass.checkpoint.state import has_training_state
+from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
+from soundclass.data.splits import holdout
 from soundclass.errors import DatasetError, ParameterError
+from soundclass.extraction.cache import get_features
 from soundclass.extraction.stored import feature_shapes, take
+from soundclass.models.classical import is_classical
 from soundclass.training import distributed as dist
 from soundclass.training.calibrate import calibrate_run
-from soundclass.training.config import TrainConfig, feature_config, resolve_config
+from soundclass.training.classical_run import fit_classical_run
+from soundclass.training.config import AUTO, TrainConfig, feature_config, resolve_config
 from soundclass.training.fitting import fit
 from soundclass.training.grouping import DuplicateTies, split_notes, tie_duplicates
+from soundclass.training.kfold import train_run_folds
 from soundclass.training.pretrained import check_pretrained_file
-from soundclass.training.state import has_training_state
+from soundclass.training.result import TrainResult
 from soundclass.util.atomic import write_json_atomic
 from soundclass.util.failures import Failure
 
-__all__ = ["AUTO", "PreparedData", "TrainResult", "prepare_data", "train", "train_prepared"]
-
-#: ``config.model`` value that chooses the model by cross-validation (:mod:`soundclass.training.auto`).
-AUTO = "auto"
+__all__ = ["PreparedData", "prepare_data", "train_model", "train_prepared"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` produced (files are in the run folder).
-
-    ``pretrained_from`` says where the initial backbone came from
-    (:func:`load_pretrained_weights`; ``None`` without ``config.pretrained``).
-    ``val_proba`` are the uncalibrated validation probabilities; ``calibration``
-    is what :func:`soundclass.training.calibrate.calibrate_run` stored in the
-    checkpoint (``None`` without validation clips); ``duplicates`` the counts
-    of :class:`soundclass.training.grouping.DuplicateTies` (as in ``split.json``).
-    """
-
-    checkpoint_dir: Path
-    history: list[dict[str, Any]]
-    best_epoch: int
-    classes: tuple[str, ...]
-    val_items: tuple[Item, ...]
-    val_proba: np.ndarray | None
-    failures: list[Failure]
-    warnings: list[str]
-    pretrained_from: Mapping[str, Any] | None = None
-    oof: Mapping[str, Any] | None = None  # with folds: out-of-fold metrics (oof.json), n_folds, file
-    calibration: Mapping[str, Any] | None = None
-    duplicates: Mapping[str, Any] | None = None
-    auto: Mapping[str, Any] | None = None  # --model auto: the leaderboard (auto.json)
-
-
-def train(
+def train_model(
     dataset: Dataset,
     config: TrainConfig,
     *,
@@ -83,7 +63,7 @@ def train(
     executor: Any = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train a model on a labelled dataset, end to end.
+    """Train one registered model on a labelled dataset, end to end.
 
     Parameters
     ----------
@@ -108,14 +88,15 @@ def train(
 
     Raises
     ------
+    ParameterError
+        ``config.model='auto'`` (:func:`soundclass.training.train` chooses the model).
     CheckpointError
         ``config.pretrained`` is missing (checked before feature extraction),
         unreadable or does not fit the model.
     """
-    if config.model == AUTO:  # grouped cross-validation picks the model (soundclass.training.auto)
-        from soundclass.training.auto import train_auto
-
-        return train_auto(dataset, config, out_dir=out_dir, progress=progress, executor=executor)
+    if config.model == AUTO:
+        raise ParameterError(f"model={AUTO!r} is chosen above the trainer: call soundclass.training.train "
+                             "(soundclass.training.auto), or give one registered model")
     config = resolve_config(config)
     if not (resume and has_training_state(Path(out_dir) / "last")):
         check_pretrained_file(config)
@@ -132,7 +113,8 @@ class PreparedData:
     :class:`~soundclass.extraction.stored.StoredFeatures`, read on use, when
     ``config.cache_dir`` is set); ``groups`` are the split groups after exact and near
     duplicates were tied (``ties``); ``train_idx`` / ``val_idx`` index them;
-    ``notes`` are the warnings to show (skipped files, ties, group leakage).
+    ``notes`` are the warnings to show (files of the folder that are not audio, undecodable
+    files, ties, group leakage).
     """
 
     classes: tuple[str, ...]
@@ -148,21 +130,21 @@ class PreparedData:
 
 
 def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True,
-                 executor: Any = None, val_paths: Collection[str] | None = None) -> PreparedData:
+                 executor: Any = None, val_paths: Collection[str] | None = None,
+                 desc: str | None = None) -> PreparedData:
     """Features of ``feature_config(config)`` (through the cache) and the grouped holdout split.
 
     ``config`` is resolved; the split depends on ``config.seed``,
     ``config.val_size``, the groups and the usable clips only.  ``val_paths``
     (e.g. one fold of a cross-validation benchmark) fixes the validation clips
     instead: the usable clips among them are the validation part, the others
-    the training part.
+    the training part.  ``desc`` labels the features' progress bar.
     """
-    from soundclass.data.splits import holdout
-    from soundclass.extraction.cache import get_features
 
     feature = feature_config(config)
     ctx = dist.setup()
-    notes: list[str] = []
+    skipped = skipped_note(dataset.skipped, root=dataset.root)
+    notes: list[str] = [skipped] if skipped else []
     if config.group_pattern:
         dataset = assign_groups(dataset, config.group_pattern)
     classes = tuple(dataset.classes)
@@ -172,7 +154,8 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     # with a cache dir: checked, not kept; every consumer reads the clips batch by batch
     features, failures = get_features(dataset.paths, feature, cache_dir=config.cache_dir,
                                       n_jobs=config.n_jobs, executor=executor,
-                                      progress=progress and ctx.is_main, lazy=True)
+                                      progress=progress and ctx.is_main, lazy=True,
+                                      desc=desc or f"features ({config.model})")
     if ctx.active and config.cache_dir is not None and ctx.is_main:
         dist.barrier()
     ok = [i for i, s in enumerate(feature_shapes(features)) if s is not None]
@@ -213,8 +196,6 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
     fitted once (:func:`soundclass.training.classical_run.fit_classical_run`);
     neural ones by the loop, or by ``train_run_folds`` with ``config.folds >= 2``.
     """
-    from soundclass.models.classical import is_classical
-
     config = resolve_config(config)
     ctx = dist.setup()
     items, y, feats, tr_idx, va_idx = data.items, data.targets, data.features, data.train_idx, data.val_idx
@@ -243,12 +224,10 @@ def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os
         if config.folds >= 2:
             raise ParameterError(f"folds={config.folds} is for neural models; {config.model!r} is fitted "
                                  "once (use folds=0)")
-        from soundclass.training.classical_run import fit_classical_run
 
         result = fit_classical_run(take(feats, tr_idx), y[tr_idx], take(feats, va_idx),
                                    y[va_idx], classes=classes, config=config, out_dir=out)
     elif config.folds >= 2:  # K members and their ensemble (soundclass.training.kfold)
-        from soundclass.training.kfold import train_run_folds
 
         folds = train_run_folds(feats, y, items, tr_idx, va_idx, classes=classes, config=config, out_dir=out,
                                 groups=data.groups, failures=failures, warnings=notes,

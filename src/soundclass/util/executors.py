@@ -37,6 +37,8 @@ import time
 import types
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
+from threadpoolctl import threadpool_limits
+
 from soundclass.errors import ParameterError, check_positive_int
 
 __all__ = [
@@ -247,10 +249,6 @@ def single_threaded() -> None:
         import torch
 
         torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn brings it
-        return
     threadpool_limits(1)
 
 

@@ -44,7 +44,7 @@ class CheckpointPredictor:
     Parameters
     ----------
     checkpoint : Checkpoint
-        From :func:`soundclass.inference.checkpoint.load_checkpoint`.
+        From :func:`soundclass.checkpoint.format.load_checkpoint`.
     tta : int
         Test-time augmentation windows, as in :func:`soundclass.inference.predictor.predict_proba`.
     """
@@ -58,7 +58,7 @@ class CheckpointPredictor:
         from soundclass.inference.windows import default_window_seconds
 
         self.window_seconds = default_window_seconds(checkpoint)  # the timeline's window
-        from soundclass.inference.calibrated import unknown_threshold
+        from soundclass.inference.calibration import unknown_threshold
 
         #: Top calibrated probability below which the demo answers "unknown" (None: never).
         self.unknown_threshold = unknown_threshold(checkpoint)
@@ -71,7 +71,7 @@ class CheckpointPredictor:
         if self.feature.max_duration is not None:  # as extraction reads files
             y = y[: int(self.feature.max_duration * self.feature.sr)]
         feature = compute_feature(y, self.feature)
-        from soundclass.inference.calibrated import apply_checkpoint_calibration
+        from soundclass.inference.calibration import apply_checkpoint_calibration
 
         proba = predict_proba(self.checkpoint, [feature], tta=self.tta)
         return np.asarray(apply_checkpoint_calibration(self.checkpoint, proba))[0]  # temperature
@@ -137,8 +137,7 @@ def load_predictor(path: str | os.PathLike) -> CheckpointPredictor:
     CheckpointError
         If the checkpoint cannot be read (the reason names the file) or loaded.
     """
-    from soundclass.inference.checkpoint import load_checkpoint
-    from soundclass.inference.predict import resolve_checkpoint
+    from soundclass.checkpoint.format import load_checkpoint, resolve_checkpoint
 
     p = check_checkpoint_path(path)
     return CheckpointPredictor(load_checkpoint(resolve_checkpoint(p)))

@@ -13,6 +13,8 @@ from soundclass.apps.serve.predictor import Predictor
 from soundclass.apps.serve.render import render_pictures
 from soundclass.audio import resample
 from soundclass.errors import AudioDecodeError, ParameterError, SoundclassError
+from soundclass.inference.calibration import unknown_mask
+from soundclass.inference.windows import score_array
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES", "DEFAULT_WORKERS", "DEFAULT_QUEUE", "TOP_K", "App", "RequestError",
@@ -147,7 +149,7 @@ class App:
         return {
             "model": self.predictor.model_name,
             "top": [{"label": self.predictor.classes[i], "p": float(proba[i])} for i in order],
-            "unknown": threshold is not None and float(proba.max()) < threshold,
+            "unknown": bool(unknown_mask(proba[None], threshold=threshold)[0]),
             "unknown_threshold": threshold,
             "duration": clip.duration,
             "analysed_seconds": clip.y.size / clip.sr,
@@ -173,8 +175,6 @@ class App:
             ``{window_seconds, hop_seconds, classes, starts, ends, proba,
             labels, segments: [{start, end, label, p}]}``.
         """
-        from soundclass.inference.windows import score_array
-
         window = self.window_seconds
         duration = y.size / sr
         if window is None or duration <= window:

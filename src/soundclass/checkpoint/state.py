@@ -30,15 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from soundclass.errors import CheckpointError, ParameterError
-from soundclass.inference.checkpoint import unwrap_model
-from soundclass.inference.checkpoint_files import (
+from soundclass.checkpoint.files import (
     read_json,
     read_tensors,
     saveable_tensor,
     write_json,
     write_tensors,
 )
+from soundclass.checkpoint.format import unwrap_model
+from soundclass.errors import CheckpointError, ParameterError
 from soundclass.util.hashing import sha256_file
 
 __all__ = [

@@ -1,4 +1,8 @@
-"""The one torch -> ONNX trace: the waveform graph of ``export`` and the logits graph of ``backends``."""
+"""The one torch -> ONNX trace.
+
+It makes the waveform graph of ``inference.export``, the logits graph of
+``inference.backends`` and the frozen backbone graphs of ``models.backbone_runtime``.
+"""
 
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ def trace_to_onnx(
     opset: int,
     what: str,
 ) -> bytes:
-    """The one torch -> ONNX trace of soundclass (waveform graphs here, logits graphs in ``backends``).
+    """The one torch -> ONNX trace of soundclass (waveform, logits and backbone graphs).
 
     TorchScript-based exporter (``dynamo=False``), constant folding, a dynamic
     ``batch`` axis on the output and ``input_axes`` on the input; the

@@ -1,7 +1,7 @@
 """The two files of every saved state: safetensors tensors and a JSON object.
 
-Both :mod:`soundclass.inference.checkpoint` (``model.safetensors`` +
-``model.json``) and :mod:`soundclass.training.state`
+Both :mod:`soundclass.checkpoint.format` (``model.safetensors`` +
+``model.json``) and :mod:`soundclass.checkpoint.state`
 (``training_state.safetensors`` + ``training_state.json``) are written and read
 with these functions: writes are atomic (:mod:`soundclass.util.atomic`), and a
 file that is missing or unreadable is a :class:`~soundclass.errors.CheckpointError`
