@@ -8,9 +8,11 @@ Usage::
     # FSDD, speaker-grouped (6 speakers: no speaker in both train and validation)
     python benchmarks/accuracy.py ../shared/datasets/fsdd --group-pattern '^\\d+_(?P<group>[a-z]+)_'
 
-    # grouped k-fold: FSDD leave-one-speaker-out (6 speakers, 6 folds)
+    # grouped k-fold: FSDD leave-one-speaker-out (6 speakers, 6 folds), one feature cache for every
+    # row, plus the mean probability of two rows and of auto's two best-ranked candidates per fold
     python benchmarks/accuracy.py ../shared/datasets/fsdd --folds 6 \\
-        --group-pattern '^\\d+_(?P<group>[a-z]+)_' --models mfcc-svm,aisfx-probe
+        --group-pattern '^\\d+_(?P<group>[a-z]+)_' --models whisper-probe,fusion-probe,auto \\
+        --average whisper-probe+fusion-probe --auto-top 2 --cache-dir CACHE -o OUT
 
 With ``--folds K`` every model is trained ``K`` times on the same grouped
 stratified folds of all clips (:func:`soundclass.data.splits.kfold`; with as
