@@ -83,12 +83,28 @@ def test_accuracy_benchmark_writes_results(tmp_path, capsys, folds):
     args = [str(data), "--models", "seed-cnn,mfcc-svm", "--epochs", "1", "--quiet", "-o", str(tmp_path / "out"),
             "--group-pattern", r"^(?P<group>[a-z]+_s\d+)_"]
     if folds:
-        args += ["--folds", str(folds)]
+        args += ["--folds", str(folds), "--average", "seed-cnn+mfcc-svm", "--average", "mfcc-svm+mfcc-svm"]
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert [r["model"] for r in result["rows"]] == ["seed-cnn", "mfcc-svm"]
+    expected = ["seed-cnn", "mfcc-svm"] + (["seed-cnn + mfcc-svm", "mfcc-svm + mfcc-svm"] if folds else [])
+    assert [r["model"] for r in result["rows"]] == expected
     out = capsys.readouterr().out
     assert "| seed-cnn |" in out and "| mfcc-svm |" in out
+    if not folds:
+        return
+    # the per-fold table: one accuracy per held-out fold, then mean +- std, for every row
+    per_fold = [line for line in out.splitlines() if line.startswith("| ") and line.count("|") == folds + 3]
+    assert [line.split("|")[1].strip() for line in per_fold[1:]] == expected
+    assert all(len(r["fold_accuracy"]) == folds for r in result["rows"])
+    # a model averaged with itself is the model: the clips of every fold are matched up
+    assert result["rows"][3]["fold_accuracy"] == result["rows"][1]["fold_accuracy"]
+    # --reuse takes the rows already run (same folds and seed) and trains only what is new
+    assert bench.main(args[:2] + ["seed-cnn,mfcc-svm,logmel-logreg", "--reuse"] + args[3:]) == 0
+    err = capsys.readouterr().err
+    assert "seed-cnn: reused" in err and "mfcc-svm: reused" in err and "logmel-logreg: 2 folds" in err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["seed-cnn", "mfcc-svm", "logmel-logreg", *expected[2:]]
+    assert rows[0]["fold_accuracy"] == result["rows"][0]["fold_accuracy"]
 
 
 def test_throughput_probe_model_prints_the_backbone_table(capsys):
