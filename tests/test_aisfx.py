@@ -119,7 +119,7 @@ def test_not_installed_names_the_install_command(monkeypatch):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(aisfx_weights.importlib.metadata, "distribution", missing)
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(CheckpointError) as info:
         checkpoint_path()
     assert INSTALL_COMMAND in str(info.value)

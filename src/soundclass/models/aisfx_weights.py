@@ -13,7 +13,6 @@ needs (:data:`ALLOWED_GLOBALS`). Any other global in the file is refused.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import pickle
 from functools import lru_cache
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from soundclass.errors import CheckpointError
+from soundclass.util.packages import installed_file
 
 __all__ = [
     "AISFX_VERSION",
@@ -61,18 +61,7 @@ def checkpoint_path() -> Path:
         ``aisfx`` is not installed, or its wheel lacks the file; the message
         gives the install command.
     """
-    try:
-        dist = importlib.metadata.distribution("aisfx")
-    except importlib.metadata.PackageNotFoundError:
-        raise CheckpointError(
-            f"the aiSFX weights need the 'aisfx' package: run `{INSTALL_COMMAND}`"
-        ) from None
-    path = Path(dist.locate_file(_CHECKPOINT))
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: missing from the installed aisfx {dist.version}; run `{INSTALL_COMMAND}`"
-        )
-    return path
+    return installed_file("aisfx", _CHECKPOINT, what="the aiSFX weights", install=INSTALL_COMMAND)
 
 
 def load_aisfx_state(path: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:

@@ -18,7 +18,6 @@ under the parameter names of :class:`soundclass.models.whisper.WhisperEncoder`.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from soundclass.errors import CheckpointError, ParameterError
 from soundclass.models.ctranslate2_file import read_model
 from soundclass.util.hashing import files_digest
+from soundclass.util.packages import installed_file
 
 __all__ = [
     "WEIGHT_PACKAGES", "INSTALL_COMMAND", "MODEL_BYTES", "MODEL_SHA256", "PART_BYTES",
@@ -56,19 +56,8 @@ def weight_files() -> tuple[Path, Path]:
     CheckpointError
         A package is not installed or lacks its file; the message gives the install command.
     """
-    out = []
-    for package, rel in zip(WEIGHT_PACKAGES, _PART_PATHS, strict=True):
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError:
-            raise CheckpointError(
-                f"the Whisper-base weights need the {package!r} package: run `{INSTALL_COMMAND}`"
-            ) from None
-        path = Path(dist.locate_file(rel))
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing from the installed {package} {dist.version}; "
-                                  f"run `{INSTALL_COMMAND}`")
-        out.append(path)
+    out = [installed_file(package, rel, what="the Whisper-base weights", install=INSTALL_COMMAND)
+           for package, rel in zip(WEIGHT_PACKAGES, _PART_PATHS, strict=True)]
     return out[0], out[1]
 
 
