@@ -33,11 +33,11 @@ README_GROUP_PATTERN = r"^(?P<group>{class}_\d+)_"
 BUDGET = "45"
 
 
-def soundclass(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
-    """``soundclass ARGS`` in a subprocess, as a user types it; fails the test on a hang."""
+def soundclass(*args: str, cwd: Path, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+    """``soundclass ARGS`` in a subprocess run in ``cwd``, as a user types it; fails the test on a hang."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        proc = subprocess.run([sys.executable, "-m", "soundclass", *args], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "soundclass", *args], capture_output=True, cwd=cwd,
                               text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
@@ -89,9 +89,9 @@ def test_train_then_predict_with_defaults(food, tmp_path):
     """``soundclass train DIR -o RUN`` then ``soundclass predict RUN DIR -o submit.csv``: nothing else."""
     train, test = food
     run = tmp_path / "run"
-    proc = soundclass("train", str(train), "-o", str(run), "--time-budget", BUDGET)
+    proc = soundclass("train", str(train), "-o", str(run), "--time-budget", BUDGET, cwd=tmp_path)
     _check_run(run, proc)
-    soundclass("predict", str(run), str(test), "-o", str(tmp_path / "submit.csv"))
+    soundclass("predict", str(run), str(test), "-o", str(tmp_path / "submit.csv"), cwd=tmp_path)
     _check_submission(tmp_path / "submit.csv", test)
 
 
@@ -101,28 +101,29 @@ def test_the_readme_competition_commands(food, tmp_path):
     train, test = food
     run, cache = tmp_path / "runs" / "auto", tmp_path / ".cache"
     assert f"--group-pattern '{README_GROUP_PATTERN}'" in (Path(__file__).parents[1] / "README.md").read_text()
-    scan = soundclass("scan", str(train))
+    scan = soundclass("scan", str(train), cwd=tmp_path)  # writes train_scan/ here, as for a user
+    assert (tmp_path / "train_scan" / "summary.json").is_file()
     assert "aloe_09_000.wav" in scan.stdout + scan.stderr
-    soundclass("show", str(train / "aloe" / "aloe_00_000.wav"), "-o", str(tmp_path / "aloe.png"))
+    soundclass("show", str(train / "aloe" / "aloe_00_000.wav"), "-o", str(tmp_path / "aloe.png"), cwd=tmp_path)
     assert (tmp_path / "aloe.png").stat().st_size > 0
     proc = soundclass("train", str(train), "-o", str(run), "--group-pattern", README_GROUP_PATTERN,
-                      "--cache-dir", str(cache), "--time-budget", BUDGET)
+                      "--cache-dir", str(cache), "--time-budget", BUDGET, cwd=tmp_path)
     board = _check_run(run, proc)
     split = json.loads((run / "split.json").read_text())
     assert split  # a grouped split was written
 
     submit = tmp_path / "submit.csv"
-    soundclass("predict", str(run), str(test), "-o", str(submit))
+    soundclass("predict", str(run), str(test), "-o", str(submit), cwd=tmp_path)
     _check_submission(submit, test)
     again = tmp_path / "submit_cached.csv"  # with the cache, as the README's run would go on
-    soundclass("predict", str(run), str(test), "-o", str(again), "--cache-dir", str(cache))
+    soundclass("predict", str(run), str(test), "-o", str(again), "--cache-dir", str(cache), cwd=tmp_path)
     assert _rows(again) == _rows(submit)
 
-    evaluated = soundclass("evaluate", str(run), str(train), "-o", str(tmp_path / "eval"))
+    evaluated = soundclass("evaluate", str(run), str(train), "-o", str(tmp_path / "eval"), cwd=tmp_path)
     assert "accuracy" in evaluated.stdout + evaluated.stderr
 
     onnx = tmp_path / "model.onnx"
-    soundclass("export", str(run), "-o", str(onnx))
+    soundclass("export", str(run), "-o", str(onnx), cwd=tmp_path)
     _check_export(onnx, run, test)
     _check_serve(run, test)
     assert board
