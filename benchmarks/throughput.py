@@ -28,13 +28,14 @@ a run trained on clips of mixed length gets):
   over the same tensors (:func:`training_overhead`; the mixed-length training
   case takes longer and is in ``benchmarks/train_overhead.py``).
 
-With ``--model aisfx-probe`` (or ``whisper-probe`` once that backbone is
-registered), the probe-model table instead (:func:`probe_main`): a probe run
-trained here on generated clips, ``predict_paths`` end to end on the ``--n``
-5-s clips (default backend and ``--n-jobs`` workers, no cache: what
-``soundclass predict`` does), the bare onnxruntime forward pass of the frozen
-backbone on the same clips' inputs (decoded and cut beforehand), one session
-with every core and one with one thread, and the ratio of the two.
+With ``--model aisfx-probe`` or ``whisper-probe``, the probe-model table
+instead (:func:`probe_main`): a probe run trained here on generated clips,
+``predict_paths`` end to end on the ``--n`` 5-s clips (default backend and
+``--n-jobs`` workers, no cache: what ``soundclass predict`` does), the bare
+onnxruntime forward pass of the frozen backbone on the same clips' inputs
+(decoded and cut beforehand), one session with every core and one with one
+thread, the bare torch forward (the fallback) with every core, and the ratio
+of end to end to the bare onnxruntime forward.
 
 Usage::
 
@@ -269,11 +270,13 @@ def train_probe_run(folder: Path, model: str, *, n_per_class: int, seed: int) ->
 def backbone_inputs(ckpt, paths: list[str]) -> tuple[object, list[np.ndarray], float]:
     """The checkpoint's frozen backbone, its input for each clip, and the seconds to decode and compute them."""
     from soundclass.audio import load
-    from soundclass.models.backbone_runtime import feature_backbone
+    from soundclass.models.backbone_runtime import feature_backbones
 
-    found = feature_backbone(ckpt.feature.kind)
-    if found is None:
-        raise SystemExit(f"{ckpt.model_name}: feature kind {ckpt.feature.kind!r} has no registered backbone")
+    found = feature_backbones(ckpt.feature.kind)
+    if len(found) != 1:
+        raise SystemExit(f"{ckpt.model_name}: feature kind {ckpt.feature.kind!r} has {len(found)} registered "
+                         "backbones, not one")
+    found = found[0]
     sr = ckpt.feature.sr
     inputs, t = _timed(lambda: [found.inputs(load(p, sr=sr)[0], sr=sr) for p in paths])
     return found.backbone, inputs, t
@@ -284,6 +287,15 @@ def bare_backbone(backbone, inputs: list[np.ndarray], *, threads: int) -> float:
     from soundclass.models.backbone_runtime import backbone_runner
 
     run = backbone_runner(backbone, runtime="onnx", threads=threads)
+    run(inputs[0])  # warm-up
+    return _timed(lambda: [run(x) for x in inputs])[1]
+
+
+def bare_torch(backbone, inputs: list[np.ndarray]) -> float:
+    """Seconds of the backbone's torch module (the fallback runner, torch's default threads) over every input."""
+    from soundclass.models.backbone_runtime import backbone_runner
+
+    run = backbone_runner(backbone, runtime="torch")
     run(inputs[0])  # warm-up
     return _timed(lambda: [run(x) for x in inputs])[1]
 
@@ -343,11 +355,12 @@ def probe_main(args: argparse.Namespace) -> int:
             cpu_small, _ = tree_cpu(run, paths[: args.probe_startup_clips], args.n_jobs)
             cpu_all, _ = tree_cpu(run, paths, args.n_jobs)
             cpu_clip = (cpu_all - cpu_small) / max(args.n - args.probe_startup_clips, 1)
-            rounds.append({"e2e": t_e2e, "bare": t_all, "one": t_one, "cpu_clip": cpu_clip,
+            t_torch = bare_torch(backbone, inputs)
+            rounds.append({"e2e": t_e2e, "bare": t_all, "one": t_one, "torch": t_torch, "cpu_clip": cpu_clip,
                            "cpu_one": cpu_one / args.n, "cpu_start": cpu_small})
             print(f"round {rep + 1}/{args.repeat}: end to end {_rate(args.n, t_e2e):.1f}, bare backbone "
-                  f"{_rate(args.n, t_all):.1f} ({cores} threads), {_rate(args.n, t_one):.1f} (1 thread) clips/s",
-                  flush=True)
+                  f"{_rate(args.n, t_all):.1f} ({cores} threads), {_rate(args.n, t_one):.1f} (1 thread), "
+                  f"bare torch {_rate(args.n, t_torch):.1f} clips/s", flush=True)
     med = {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
     ratio = float(np.median([r["e2e"] / r["bare"] for r in rounds]))
     print(f"\n{args.n} clips of 5 s ({n_items} backbone inputs, {n_items / args.n:.1f} per clip); medians of "
@@ -356,6 +369,7 @@ def probe_main(args: argparse.Namespace) -> int:
     rows = [(f"{args.model} predict_paths end to end ({args.n_jobs} jobs, default backend, no cache)", med["e2e"]),
             (f"bare onnxruntime forward of the backbone, 1 session x {cores} threads (ceiling)", med["bare"]),
             ("bare onnxruntime forward of the backbone, 1 session x 1 thread", med["one"]),
+            (f"bare torch forward of the backbone (the fallback), {torch.get_num_threads()} threads", med["torch"]),
             ("decode + backbone input (front end), in this process", t_inputs)]
     for label, seconds in rows:
         print(f"{label:78s} {_rate(args.n, seconds):8.1f}")

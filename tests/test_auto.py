@@ -306,3 +306,33 @@ def test_sample_durations_reads_headers_and_leaves_out_unreadable(tmp_path, demo
     assert np.all(d > 0)
     assert len(sample_durations(paths, seed=0, n=5)) <= 5
     assert sample_durations([], seed=0).size == 0
+
+
+def test_groups_that_ties_make_one_stop_auto_at_once_with_the_reason(tmp_path, demo, monkeypatch):
+    """When copies tie every group into one, no grouped split exists: a SplitError naming the cause
+    and the ways out, before a second candidate spends its features on the same dead end."""
+    import dataclasses
+    import shutil
+
+    from soundclass.data.dataset import Dataset
+    from soundclass.errors import SplitError
+
+    items = [it for it in demo.items if "corrupt" not in it.path]
+    groups = sorted({it.group for it in items})
+    # one copy of a clip of each group in every other group: every group is tied to every other one
+    extra = []
+    for k, g in enumerate(groups):
+        src = next(it for it in items if it.group == g)
+        dst = tmp_path / f"copy_{k}.wav"
+        shutil.copyfile(src.path, dst)
+        extra.append(dataclasses.replace(src, path=str(dst), group=groups[(k + 1) % len(groups)]))
+    tied = Dataset(tuple(items + extra), demo.classes, demo.root)
+    prepared = []
+    real = auto_module.prepare_data
+    monkeypatch.setattr(auto_module, "prepare_data", lambda *a, **kw: prepared.append(1) or real(*a, **kw))
+    cfg = _cfg(tmp_path, auto_candidates="logmel-logreg,mfcc-svm", near_duplicates=0.0)
+    with pytest.raises(SplitError, match=r"became one group once .* --no-near-duplicates"):
+        train(tied, cfg.replace(model="auto"), out_dir=tmp_path / "run", progress=False)
+    assert len(prepared) == 1  # the first candidate's features only
+    with pytest.raises(SplitError):
+        train(tied, cfg.replace(model="logmel-logreg"), out_dir=tmp_path / "run2", progress=False)

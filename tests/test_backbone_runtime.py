@@ -166,9 +166,69 @@ def test_prepare_exports_the_graph_without_keeping_a_session(backbone_cache):
     assert not backbone_graph_path(NEVER).exists()
 
 
-def test_the_aisfx_feature_kind_is_registered_with_its_backbone():
+def test_feature_kinds_are_registered_with_their_backbones():
     from soundclass.dsp.aisfx import aisfx_blocks
+    from soundclass.models.whisper import WHISPER_BACKBONE, whisper_windows
 
-    found = br.feature_backbone("aisfx")
+    (found,) = br.feature_backbones("aisfx")
     assert found.backbone is AISFX_BACKBONE and found.inputs is aisfx_blocks
-    assert br.feature_backbone("logmel") is None and br.feature_backbone("aisfx-logmel") is None
+    (found,) = br.feature_backbones("whisper")
+    assert found.backbone is WHISPER_BACKBONE and found.inputs is whisper_windows
+    assert [f.backbone for f in br.feature_backbones("fusion")] == [AISFX_BACKBONE, WHISPER_BACKBONE]
+    for kind in ("logmel", "aisfx-logmel", "whisper-logmel"):
+        assert br.feature_backbones(kind) == ()
+
+
+def test_registering_a_backbone_again_replaces_it_in_place(monkeypatch):
+    monkeypatch.setattr(br, "_FEATURE_BACKBONES", {})
+    br.register_feature_backbone("k", TINY, np.atleast_1d)
+    br.register_feature_backbone("k", NEVER, np.atleast_1d)
+    br.register_feature_backbone("k", TINY, np.atleast_2d)
+    found = br.feature_backbones("k")
+    assert [f.backbone for f in found] == [TINY, NEVER] and found[0].inputs is np.atleast_2d
+
+
+# --------------------------------------------------------------------------- Whisper-base's encoder
+
+# onnxruntime against torch, float32: measured up to 2.1e-5 on embeddings up to ~30 in magnitude
+# (0.3-45 s of noise), i.e. float rounding; the feature cache key therefore stays as it was.
+WHISPER_TOL = {"rtol": 0, "atol": 1e-4}
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.3, 1.01, 5.0, 45.0])
+def test_whisper_onnxruntime_embeddings_equal_torch(backbone_cache, seconds):
+    """Dynamic length: padded to 0.1 s, short, odd frame count, 5 s, two overlapping 22.5 s windows."""
+    from soundclass.models.whisper import WHISPER_BACKBONE, whisper_vector, whisper_windows
+
+    rng = np.random.default_rng(int(seconds * 100))
+    y = (0.2 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
+    y[::1600] += 0.7  # clicks
+    onnx = whisper_vector(y, sr=16000, runtime="onnx")
+    torch_ = whisper_vector(y, sr=16000, runtime="torch")
+    assert onnx.shape == torch_.shape == (3584,) and onnx.dtype == np.float32
+    np.testing.assert_allclose(onnx, torch_, **WHISPER_TOL, err_msg=f"{seconds} s")
+    assert np.abs(torch_).max() > 1.0  # not a trivially small output
+    assert len(whisper_windows(y, sr=16000)) == (2 if seconds > 30 else 1)
+    np.testing.assert_array_equal(whisper_vector(y, sr=16000), onnx)  # 'auto' is onnxruntime
+    assert backbone_runner(WHISPER_BACKBONE).kind == "onnxruntime"
+
+
+def test_whisper_graph_batch_equals_singles_and_the_clip_vectors(backbone_cache):
+    from soundclass.models.whisper import (
+        WHISPER_BACKBONE,
+        clip_vectors,
+        pretrained_encoder,
+        whisper_logmel,
+    )
+
+    rng = np.random.default_rng(3)
+    x = np.stack([whisper_logmel((0.3 * rng.standard_normal(32000)).astype(np.float32)) for _ in range(3)])
+    run = backbone_runner(WHISPER_BACKBONE, runtime="onnx", threads=1)
+    batch = run(x)  # (3, 3584)
+    singles = np.concatenate([run(x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(batch, singles, rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        want = clip_vectors(pretrained_encoder(), torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(batch, want, **WHISPER_TOL)
+    record = json.loads(backbone_graph_path(WHISPER_BACKBONE).with_suffix(".json").read_text())
+    assert record["max_abs_diff"] <= record["tolerance"] == WHISPER_BACKBONE.tolerance["float32"]

@@ -25,6 +25,7 @@ __all__ = [
     "AudioDecodeError",
     "CacheEntryError",
     "DatasetError",
+    "SplitError",
     "CheckpointError",
     "ExportError",
 ]
@@ -81,6 +82,14 @@ class CacheEntryError(SoundclassError):
 
 class DatasetError(SoundclassError):
     """A dataset folder or manifest is unusable (no classes, bad CSV, ...)."""
+
+
+class SplitError(DatasetError):
+    """The clips cannot be split as asked: too few groups once copies are tied together.
+
+    A property of the dataset and its groups, whatever the model: ``--model auto``
+    stops at once instead of trying every candidate.
+    """
 
 
 class CheckpointError(SoundclassError):

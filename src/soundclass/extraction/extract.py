@@ -26,7 +26,7 @@ from soundclass.dsp.aisfx import aisfx_logmel
 from soundclass.dsp.features import delta, melspectrogram, mfcc, power_to_db
 from soundclass.errors import AudioDecodeError, ParameterError, check_positive_int
 from soundclass.models.aisfx import aisfx_embedding
-from soundclass.models.backbone_runtime import feature_backbone, prepare_backbone
+from soundclass.models.backbone_runtime import feature_backbones, prepare_backbone
 from soundclass.models.fusion import fusion_embedding
 from soundclass.models.whisper import whisper_embedding, whisper_logmel
 from soundclass.util.executors import preload_in_workers
@@ -142,13 +142,12 @@ def compute_feature(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
 def prepare_workers(config: FeatureConfig) -> None:
     """Build once, before a pool starts, what every worker would otherwise build on its first file.
 
-    For a kind computed by a frozen backbone (``aisfx``): its onnxruntime
-    graph, exported into the user cache
+    For a kind computed by frozen backbones (``aisfx``, ``whisper``, ``fusion``):
+    their onnxruntime graphs, exported into the user cache
     (:func:`soundclass.models.backbone_runtime.prepare_backbone`), so that
-    workers only load it (and never run torch to export it, all at once).
+    workers only load them (and never run torch to export them, all at once).
     """
-    found = feature_backbone(config.kind)
-    if found is not None:
+    for found in feature_backbones(config.kind):
         prepare_backbone(found.backbone)
 
 

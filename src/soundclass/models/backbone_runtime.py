@@ -1,8 +1,8 @@
 """Frozen embedding networks run in onnxruntime: one graph per backbone, exported once and cached.
 
 A pretrained backbone whose weights never change (the aiSFX network of
-:mod:`soundclass.models.aisfx`; Whisper-base's encoder plugs in the same
-way) is described once by a :class:`FrozenBackbone`: how to build the frozen
+:mod:`soundclass.models.aisfx`, the Whisper-base encoder of
+:mod:`soundclass.models.whisper`) is described once by a :class:`FrozenBackbone`: how to build the frozen
 torch module, the checksum of its weights, a deterministic probe input and
 the tolerance its ONNX graph must keep.  :func:`backbone_runner` gives, once
 per process, a callable that runs it:
@@ -22,10 +22,12 @@ per process, a callable that runs it:
 3. the session runs with one intra-op thread inside a pool worker (the
    workers fill the cores) and with every usable core otherwise.
 
-A feature kind computed by a backbone (``'aisfx'``) is registered with
-:func:`register_feature_backbone`, its backbone and the function giving the
-backbone's input from a clip, so that extraction can export the graph before
-its workers start and the benchmarks can time the bare forward pass.
+A feature kind computed by a backbone (``'aisfx'``, ``'whisper'``; ``'fusion'``
+by both) is registered with :func:`register_feature_backbone`, its backbone
+and the function giving the backbone's input from a clip, so that extraction
+can export the graphs before its workers start and the benchmarks can time
+the bare forward pass.  A backbone's input may have dynamic axes besides the
+batch (``input_axes``: the Whisper encoder's time axis).
 
 If onnxruntime is missing, or the export or its check fails, the runner is
 the torch module itself, with one warning per process saying why.
@@ -77,7 +79,7 @@ __all__ = [
     "prepare_backbone",
     "FeatureBackbone",
     "register_feature_backbone",
-    "feature_backbone",
+    "feature_backbones",
 ]
 
 #: Version of the export recipe (trace, quantization, check); part of every graph's key.
@@ -403,7 +405,8 @@ class FeatureBackbone:
         The :class:`~soundclass.config.FeatureConfig` kind (``'aisfx'``).
     backbone : FrozenBackbone
     inputs : callable (y, sr) -> np.ndarray
-        The backbone's input batch for one mono clip (e.g. the aiSFX blocks ``(n_blocks, 100, 96)``).
+        The backbone's input batch for one mono clip at the kind's ``sr`` (the aiSFX blocks
+        ``(n_blocks, 100, 96)``, the Whisper windows ``(n_windows, 80, L)``).
     """
 
     kind: str
@@ -411,14 +414,22 @@ class FeatureBackbone:
     inputs: Callable[..., np.ndarray]
 
 
-_FEATURE_BACKBONES: dict[str, FeatureBackbone] = {}
+_FEATURE_BACKBONES: dict[str, tuple[FeatureBackbone, ...]] = {}
 
 
 def register_feature_backbone(kind: str, backbone: FrozenBackbone, inputs: Callable[..., np.ndarray]) -> None:
-    """Declare that feature kind ``kind`` runs ``backbone`` on ``inputs(y, sr=sr)``."""
-    _FEATURE_BACKBONES[kind] = FeatureBackbone(kind, backbone, inputs)
+    """Declare that feature kind ``kind`` runs ``backbone`` on ``inputs(y, sr=sr)``.
+
+    A kind made of several backbones (``'fusion'``) registers each of them, in order;
+    registering a backbone again for the same kind replaces its entry.
+    """
+    entry = FeatureBackbone(kind, backbone, inputs)
+    found = list(_FEATURE_BACKBONES.get(kind, ()))
+    at = next((i for i, f in enumerate(found) if f.backbone is backbone), len(found))
+    _FEATURE_BACKBONES[kind] = (*found[:at], entry, *found[at + 1 :])
 
 
-def feature_backbone(kind: str) -> FeatureBackbone | None:
-    """The backbone behind feature kind ``kind``, ``None`` for a kind computed without one."""
-    return _FEATURE_BACKBONES.get(kind)
+def feature_backbones(kind: str) -> tuple[FeatureBackbone, ...]:
+    """The backbones behind feature kind ``kind``, in registration order (empty for a kind computed
+    without one)."""
+    return _FEATURE_BACKBONES.get(kind, ())

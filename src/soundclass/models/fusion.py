@@ -28,9 +28,17 @@ from torch import nn
 
 from soundclass.audio import check_audio, resample
 from soundclass.config import FeatureConfig
-from soundclass.dsp.aisfx import AISFX_FMAX, AISFX_HOP_LENGTH, AISFX_N_FFT, AISFX_N_MELS, AISFX_SR
+from soundclass.dsp.aisfx import (
+    AISFX_FMAX,
+    AISFX_HOP_LENGTH,
+    AISFX_N_FFT,
+    AISFX_N_MELS,
+    AISFX_SR,
+    aisfx_blocks,
+)
 from soundclass.dsp.polyphase import PolyphaseResample
 from soundclass.models import aisfx, whisper
+from soundclass.models.backbone_runtime import register_feature_backbone
 from soundclass.models.classical import StatsLinear
 from soundclass.models.registry import ModelSpec, register_model
 
@@ -44,8 +52,22 @@ def _to_whisper_rate() -> PolyphaseResample:
     return PolyphaseResample(orig_sr=FUSION_SR, target_sr=whisper.WHISPER_SR)
 
 
+def _at_both_rates(y: np.ndarray, sr: float) -> tuple[np.ndarray, np.ndarray]:
+    """The clip at 44.1 kHz (soxr HQ when ``sr`` differs) and that brought to 16 kHz by the polyphase resampler."""
+    check_audio(y, max_ndim=1)
+    y = np.asarray(y, dtype=np.float32)
+    if sr != FUSION_SR:
+        y = resample(y, orig_sr=sr, target_sr=FUSION_SR)
+    with torch.inference_mode():
+        y16 = _to_whisper_rate()(torch.from_numpy(y)[None])[0].numpy()
+    return y, y16
+
+
 def fusion_embedding(y: np.ndarray, sr: float) -> np.ndarray:
     """The cacheable ``'fusion'`` feature of a clip: ``(4608, 1)``, float32.
+
+    Both backbones run as :mod:`soundclass.models.backbone_runtime` runs them
+    (onnxruntime from their cached graphs).
 
     Parameters
     ----------
@@ -53,14 +75,18 @@ def fusion_embedding(y: np.ndarray, sr: float) -> np.ndarray:
         Mono signal (resampled to 44.1 kHz, soxr HQ, when ``sr`` differs).
     sr : float
     """
-    check_audio(y, max_ndim=1)
-    y = np.asarray(y, dtype=np.float32)
-    if sr != FUSION_SR:
-        y = resample(y, orig_sr=sr, target_sr=FUSION_SR)
-    with torch.inference_mode():
-        y16 = _to_whisper_rate()(torch.from_numpy(y)[None])[0].numpy()
+    y, y16 = _at_both_rates(y, sr)
     parts = [aisfx.clip_embedding(y, sr=FUSION_SR), whisper.whisper_vector(y16, sr=whisper.WHISPER_SR)]
     return np.ascontiguousarray(np.concatenate(parts)[:, None], dtype=np.float32)
+
+
+def _whisper_windows(y: np.ndarray, sr: float) -> np.ndarray:
+    """The Whisper windows ``(n_windows, 80, L)`` of the fusion feature's 16 kHz signal."""
+    return whisper.whisper_windows(_at_both_rates(y, sr)[1], sr=whisper.WHISPER_SR)
+
+
+register_feature_backbone("fusion", aisfx.AISFX_BACKBONE, aisfx_blocks)
+register_feature_backbone("fusion", whisper.WHISPER_BACKBONE, _whisper_windows)
 
 
 class FusionEmbedding(nn.Module):

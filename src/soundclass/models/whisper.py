@@ -54,9 +54,18 @@ Registered models
     head; the encoder trains at a tenth of the head's learning rate
     (:meth:`WhisperClassifier.param_groups`), SpecAugment on the log-mel.
 
-Speed (torch, one thread, on a shared 2-core machine at load ~10, so upper bounds): 0.07 s per second
-of audio for clips of 2-5 s, 0.13-0.15 s for clips under 1 s (fixed cost per
-clip) and for 30 s windows (attention over 1500 frames).
+Frozen backbone
+---------------
+:data:`WHISPER_BACKBONE` (:mod:`soundclass.models.backbone_runtime`): a clip's
+windows (:func:`whisper_windows`, ``(n_windows, 80, L)``) -> their pooled outputs
+(:func:`pooled_outputs`, ``(n_windows, 3584)``), in onnxruntime from a graph
+with a dynamic time axis exported once into the user cache (torch with a
+warning when it cannot be had); :func:`whisper_vector` averages the windows.
+One run per clip: batching the windows of several 5-s clips was no faster.
+
+Speed (one thread, a 5-s clip, on the shared 2-core machine at load ~8, so upper bounds):
+onnxruntime 0.09-0.14 s, torch 0.11 s (~1.2x); dynamic int8 graphs
+(not used: they move the embedding beyond float rounding) ~2x faster still.
 """
 
 from __future__ import annotations
@@ -71,19 +80,26 @@ from torch import nn
 
 from soundclass.audio import check_audio, resample
 from soundclass.config import FeatureConfig
+from soundclass.data.synth import synthesize_clip
 from soundclass.dsp.features import melspectrogram
 from soundclass.dsp.filters import mel as mel_filter
 from soundclass.dsp.frontend import MelScale, Spectrogram
 from soundclass.errors import CheckpointError, ParameterError, check_positive_int
+from soundclass.models.backbone_runtime import (
+    FrozenBackbone,
+    backbone_runner,
+    register_feature_backbone,
+)
 from soundclass.models.classical import StatsLinear
 from soundclass.models.registry import ModelSpec, register_model
-from soundclass.models.whisper_weights import load_encoder_state
+from soundclass.models.whisper_weights import MODEL_SHA256, load_encoder_state, weight_files
 
 __all__ = [
     "WHISPER_SR", "WHISPER_N_FFT", "WHISPER_HOP_LENGTH", "WHISPER_N_MELS", "MIN_SAMPLES",
     "WINDOW_FRAMES", "N_CTX", "D_MODEL", "N_LAYERS", "N_HEADS", "EMBEDDING_DIM",
     "load_encoder", "pretrained_encoder",
     "whisper_logmel", "WhisperLogmel", "WhisperEncoder", "window_starts", "clip_vectors",
+    "pooled_outputs", "whisper_windows", "PooledEncoder", "WHISPER_BACKBONE",
     "WhisperEmbedding", "whisper_vector", "whisper_embedding", "WhisperClassifier",
     "WHISPER_PROBE_SPEC", "WHISPER_SPEC",
 ]
@@ -262,22 +278,47 @@ def window_starts(n_frames: torch.Tensor | int) -> tuple[torch.Tensor, torch.Ten
     return starts.long(), length
 
 
+def pooled_outputs(encoder: WhisperEncoder, windows: torch.Tensor) -> torch.Tensor:
+    """The frame mean of each of the encoder's 7 outputs, concatenated: ``(B, 80, L)`` -> ``(B, 3584)``."""
+    return torch.cat([h.mean(dim=1) for h in encoder.layer_outputs(windows)], dim=-1)
+
+
 def clip_vectors(encoder: WhisperEncoder, logmel: torch.Tensor) -> torch.Tensor:
     """Clip embeddings of a batch of log-mels: ``(B, 80, T)`` -> ``(B, 3584)``.
 
     Equal windows (:func:`window_starts`), the encoder, the frame mean of each
-    of its 7 outputs, concatenated, averaged over the windows.
+    of its 7 outputs (:func:`pooled_outputs`), averaged over the windows.
     """
     batch = logmel.shape[0]
     starts, length = window_starts(logmel.shape[2])
     idx = (starts[:, None] + torch.arange(length)[None, :]).reshape(-1)  # (n * L,)
     windows = torch.index_select(logmel, 2, idx).reshape(batch, WHISPER_N_MELS, -1, length)
     windows = windows.permute(0, 2, 1, 3).reshape(-1, WHISPER_N_MELS, length)  # (B * n, 80, L)
-    pooled = torch.cat([h.mean(dim=1) for h in encoder.layer_outputs(windows)], dim=-1)  # (B * n, 3584)
+    pooled = pooled_outputs(encoder, windows)  # (B * n, 3584)
     return pooled.reshape(batch, -1, EMBEDDING_DIM).mean(dim=1)
 
 
-def whisper_vector(y: np.ndarray, *, sr: float) -> np.ndarray:
+def whisper_windows(y: np.ndarray, *, sr: float) -> np.ndarray:
+    """The encoder's input for one clip: its log-mel cut into equal windows (:func:`window_starts`).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,)], floating point
+        Mono signal (resampled to 16 kHz when ``sr`` differs).
+    sr : float
+
+    Returns
+    -------
+    np.ndarray [shape=(n_windows, 80, L)], float32
+        ``n_windows = ceil(t / 3000)``, ``L = ceil(t / n_windows) <= 3000``
+        for the ``t`` frames of :func:`whisper_logmel`.
+    """
+    x = whisper_logmel(y, sr=sr)  # (80, t)
+    starts, length = window_starts(x.shape[1])
+    return np.ascontiguousarray(np.stack([x[:, s : s + int(length)] for s in starts.tolist()]))
+
+
+def whisper_vector(y: np.ndarray, *, sr: float, runtime: str = "auto") -> np.ndarray:
     """The clip embedding by the pretrained encoder: [shape=(3584,)], float32.
 
     Parameters
@@ -285,10 +326,13 @@ def whisper_vector(y: np.ndarray, *, sr: float) -> np.ndarray:
     y : np.ndarray [shape=(n,)], floating point
         Mono signal (resampled to 16 kHz when ``sr`` differs).
     sr : float
+    runtime : {'auto', 'onnx', 'torch'}
+        What runs the encoder (:func:`soundclass.models.backbone_runtime.backbone_runner`):
+        ``'auto'`` is onnxruntime, from a graph cached in the user's cache, or
+        torch with a warning when that graph cannot be had.
     """
-    x = torch.from_numpy(whisper_logmel(y, sr=sr))[None]  # (1, 80, t)
-    with torch.inference_mode():
-        return clip_vectors(pretrained_encoder(), x)[0].numpy().astype(np.float32)
+    run = backbone_runner(WHISPER_BACKBONE, runtime=runtime)
+    return run(whisper_windows(y, sr=sr)).mean(axis=0).astype(np.float32, copy=False)
 
 
 def whisper_embedding(y: np.ndarray, sr: float) -> np.ndarray:
@@ -395,6 +439,52 @@ def pretrained_encoder() -> WhisperEncoder:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+# --------------------------------------------------------------------------- frozen backbone
+
+
+class PooledEncoder(nn.Module):
+    """Encoder windows -> their pooled outputs, as :func:`pooled_outputs`: what the frozen graph computes.
+
+    Shapes
+    ------
+    ``(B, 80, L)`` log-mel windows, ``1 <= L <= 3000`` -> ``(B, 3584)``.
+    """
+
+    def __init__(self, encoder: WhisperEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return pooled_outputs(self.encoder, windows)
+
+
+@lru_cache(maxsize=1)
+def _pooled_encoder() -> PooledEncoder:
+    return PooledEncoder(pretrained_encoder()).eval()
+
+
+def _weights_digest() -> str:
+    weight_files()  # installed (the graph is never used without them); verified when read
+    return MODEL_SHA256
+
+
+def _probe() -> np.ndarray:
+    """Two generated clips' windows of 1.01 s (101 frames: an odd length, 51 encoder frames)."""
+    clips = [synthesize_clip(label, sr=WHISPER_SR, seed=7)[:16160] for label in ("crunch", "slurp")]
+    return np.concatenate([whisper_windows(y, sr=WHISPER_SR) for y in clips])  # (2, 80, 101)
+
+
+#: The pretrained encoder as a frozen backbone (:mod:`soundclass.models.backbone_runtime`):
+#: windows ``(B, 80, L)`` -> pooled outputs ``(B, 3584)``, the time axis dynamic.  Float32
+#: differs from torch by ~1.4e-5 on the probe and up to ~2e-5 on clips of 0.3-45 s (values up
+#: to ~30): float rounding (``tests/test_backbone_runtime.py``).
+WHISPER_BACKBONE = FrozenBackbone(
+    name="whisper", build=_pooled_encoder, weights_digest=_weights_digest, probe=_probe,
+    input_axes={0: "batch", 2: "frames"}, tolerance={"float32": 2e-4},
+)
+register_feature_backbone("whisper", WHISPER_BACKBONE, whisper_windows)
 
 
 # --------------------------------------------------------------------------- registry

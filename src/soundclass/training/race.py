@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from soundclass.errors import SoundclassError
+from soundclass.errors import SoundclassError, SplitError
 
 __all__ = ["MARGIN_Z", "MIN_EPOCHS", "MIN_MARGIN", "EpochHook", "FoldScore", "cannot_reach", "race",
            "score_margin"]
@@ -216,6 +216,8 @@ class _Race:
         t0 = self.clock()
         try:
             c.prepare()
+        except SplitError:
+            raise  # the dataset's groups, not this candidate: no other candidate could do better
         except SoundclassError as exc:
             self.fail(c, exc)
             return False

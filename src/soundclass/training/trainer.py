@@ -33,7 +33,7 @@ import numpy as np
 from soundclass.checkpoint.state import has_training_state
 from soundclass.data.dataset import Dataset, Item, assign_groups, skipped_note
 from soundclass.data.splits import holdout
-from soundclass.errors import DatasetError, ParameterError
+from soundclass.errors import DatasetError, ParameterError, SplitError
 from soundclass.extraction.cache import get_features
 from soundclass.extraction.stored import feature_shapes, take
 from soundclass.models.classical import is_classical
@@ -174,6 +174,8 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
     ties = tie_duplicates([it.path for it in items], groups=user_groups, near_duplicates=config.near_duplicates,
                           cache_dir=config.cache_dir, n_jobs=config.n_jobs, executor=executor)
     test_size = _test_fraction(config.val_size, len(items))
+    if val_paths is None and test_size > 0:
+        _check_splittable(ties, user_groups, dataset.root)
     if val_paths is not None:
         chosen = {str(p) for p in val_paths}
         is_val = np.array([it.path in chosen for it in items])
@@ -186,6 +188,19 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
         notes += split_notes(ties, [it.path for it in items], tr_idx, va_idx, y, guessed=user_groups is None)
     return PreparedData(classes, items, y, feats, ties.groups, np.asarray(tr_idx), np.asarray(va_idx),
                         list(failures), notes, ties)
+
+
+def _check_splittable(ties: DuplicateTies, user_groups: list | None, root: str) -> None:
+    """A :class:`SplitError` saying why, when the tied groups leave fewer than 2 to split."""
+    if len(set(ties.groups)) >= 2:
+        return
+    had = len({g for g in user_groups if g is not None}) if user_groups is not None else None
+    why = (f"the {had} groups of --group-pattern" if had else "the clips")
+    raise SplitError(
+        f"{root}: {why} became one group once {ties.n_tied_clips} clips in {ties.n_sets} duplicate sets "
+        f"were tied together (copies must stay on one side of every split), so no grouped split is "
+        f"possible; use a --group-pattern with more, smaller groups, a higher --near-duplicates "
+        f"threshold (now {ties.threshold:g}) or --no-near-duplicates")
 
 
 def train_prepared(data: PreparedData, config: TrainConfig, *, out_dir: str | os.PathLike,
