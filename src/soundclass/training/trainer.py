@@ -192,7 +192,7 @@ def prepare_data(dataset: Dataset, config: TrainConfig, *, progress: bool = True
 
 def _check_splittable(ties: DuplicateTies, user_groups: list | None, root: str) -> None:
     """A :class:`SplitError` saying why, when the tied groups leave fewer than 2 to split."""
-    if len(set(ties.groups)) >= 2:
+    if ties.groups is None or len(set(ties.groups)) >= 2:  # None: every clip is its own group
         return
     had = len({g for g in user_groups if g is not None}) if user_groups is not None else None
     why = (f"the {had} groups of --group-pattern" if had else "the clips")
