@@ -29,7 +29,7 @@ import scipy.fft
 import soundfile as sf
 
 from soundclass.data.dataset import Dataset, Item
-from soundclass.errors import ParameterError
+from soundclass.errors import ParameterError, check_int
 
 __all__ = [
     "DEMO_CLASSES", "DEMO_GROUP_PATTERN", "FOOD_CLASSES", "FOOD_GROUP_PATTERN", "make_demo_dataset",
@@ -287,8 +287,7 @@ def make_demo_dataset(
     """
     for name, value, low in (("n_per_class", n_per_class, 1), ("n_sources", n_sources, 1),
                              ("n_corrupt", n_corrupt, 0), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ParameterError(f"{name}={value!r} must be an integer >= {low}")
+        check_int(name, value, low=low)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ParameterError(f"{root}: exists and is not a directory")
@@ -374,8 +373,7 @@ def make_food_dataset(
     """
     for name, value, low in (("n_classes", n_classes, 1), ("n_per_class", n_per_class, 1),
                              ("n_sources", n_sources, 1), ("seed", seed, 0), ("sr", sr, 4000)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ParameterError(f"{name}={value!r} must be an integer >= {low}")
+        check_int(name, value, low=low)
     if n_classes > len(FOOD_CLASSES):
         raise ParameterError(f"n_classes={n_classes} must be at most {len(FOOD_CLASSES)}")
     lo, hi = (float(v) for v in seconds)

@@ -284,7 +284,7 @@ def _worker_init(main_pid: int) -> None:
     itself (the fork server outlives a killed caller while any worker it
     started is alive, so the death signal alone would not do).
     """
-    die_with_parent(os.getppid())
+    die_with_parent()  # towards the fork server; exit_with covers the caller itself
     exit_with(main_pid)
     single_threaded()
 
